@@ -1,0 +1,61 @@
+//! Assembles the HTTP server: routes, extractor configs, middleware (request id, tracing,
+//! idempotency), OpenAPI document and Swagger UI. Tests start it on port 0 through [`start`].
+
+use std::net::TcpListener;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::http::{extract, idempotency, request_id};
+use crate::routes::{self, ApiDoc};
+use crate::state::AppState;
+
+/// The OpenAPI document of every route, as served at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, doc) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes::configure)
+        .split_for_parts();
+    doc
+}
+
+/// A running server and the address it listens on.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub server: actix_web::dev::Server,
+}
+
+/// Binds `listener` and returns the server future (not yet polled) and its address.
+pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let doc = openapi_document();
+    let limit = state.config.http.max_body_bytes;
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        let (app, _) = App::new()
+            .into_utoipa_app()
+            .openapi(ApiDoc::openapi())
+            .app_data(data.clone())
+            .app_data(extract::json_config(limit))
+            .app_data(extract::query_config())
+            .app_data(extract::path_config())
+            .app_data(web::PayloadConfig::new(limit))
+            .configure(routes::configure)
+            .split_for_parts();
+        app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
+            .default_service(web::to(extract::not_found))
+            .wrap(from_fn(idempotency::handle))
+            .wrap(TracingLogger::default())
+            .wrap(from_fn(request_id::assign))
+    })
+    .workers(workers)
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(Running { addr, server })
+}

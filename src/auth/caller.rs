@@ -1,0 +1,231 @@
+//! Request extractors: [`Caller`] (a dashboard user, from a JWT), [`KeyCaller`] (an application,
+//! from an API key) and [`RequestMeta`] (client IP and request id, for audit and rate limits).
+//! Role and tenant checks live here so every handler states its requirement in one call.
+
+use std::future::{Ready, ready};
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+
+use crate::domain::{AccountId, Role, TenantId, UserId};
+use crate::error::{ApiError, ApiResult};
+use crate::http::request_id::RequestId;
+use crate::models::api_key::{ApiKey, KeyState};
+use crate::models::audit::Actor;
+use crate::state::AppState;
+
+/// An authenticated dashboard user.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub role: Role,
+    pub tenant_id: Option<TenantId>,
+    pub account_id: Option<AccountId>,
+}
+
+impl Caller {
+    pub fn require_operator(&self) -> ApiResult<()> {
+        match self.role {
+            Role::Operator => Ok(()),
+            _ => Err(ApiError::forbidden(
+                "this endpoint is for the platform operator",
+            )),
+        }
+    }
+
+    /// The caller's tenant; operators act on tenants through `/tenants`, not as one.
+    pub fn tenant(&self) -> ApiResult<&TenantId> {
+        self.tenant_id.as_ref().ok_or_else(|| {
+            ApiError::forbidden("this endpoint acts within a tenant; sign in as a tenant user")
+        })
+    }
+
+    /// The tenant, if the caller is its owner or an admin.
+    pub fn managed_tenant(&self) -> ApiResult<&TenantId> {
+        let tenant = self.tenant()?;
+        if self.role.manages_tenant() {
+            Ok(tenant)
+        } else {
+            Err(ApiError::forbidden("requires the owner or admin role"))
+        }
+    }
+
+    /// The tenant, if the caller may read tenant-wide data (owner, admin, finance).
+    pub fn tenant_reader(&self) -> ApiResult<&TenantId> {
+        let tenant = self.tenant()?;
+        if self.role.manages_tenant() || self.role == Role::Finance {
+            Ok(tenant)
+        } else {
+            Err(ApiError::forbidden(
+                "requires the owner, admin or finance role",
+            ))
+        }
+    }
+
+    /// The account a developer is confined to; `None` for tenant-wide roles.
+    pub fn account_scope(&self) -> Option<&AccountId> {
+        match self.role {
+            Role::Developer => self.account_id.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn actor(&self, meta: &RequestMeta) -> Actor {
+        Actor {
+            user_id: Some(self.user_id.clone()),
+            role: Some(self.role),
+            ip: Some(meta.ip.clone()),
+            request_id: Some(meta.request_id.clone()),
+        }
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<ApiResult<Self>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready((|| {
+            let state = state(req)?;
+            let token = bearer(req).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_credentials",
+                    "send `Authorization: Bearer <access token>`",
+                )
+            })?;
+            if token.starts_with(crate::auth::api_key::PREFIX) {
+                return Err(ApiError::unauthorized(
+                    "invalid_token",
+                    "API keys authenticate the data plane (/v1); the management API needs an access token",
+                ));
+            }
+            let claims = state.sessions.verify(token)?;
+            Ok(Caller {
+                user_id: claims.sub,
+                role: claims.role,
+                tenant_id: claims.tid,
+                account_id: claims.aid,
+            })
+        })())
+    }
+}
+
+fn state(req: &HttpRequest) -> ApiResult<&AppState> {
+    req.app_data::<web::Data<AppState>>()
+        .map(|d| d.get_ref())
+        .ok_or_else(|| ApiError::internal_msg("AppState missing"))
+}
+
+/// An application authenticated by an API key that is active right now.
+#[derive(Debug, Clone)]
+pub struct KeyCaller {
+    pub key: ApiKey,
+}
+
+impl FromRequest for KeyCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = ApiResult<Self>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?.clone();
+            let presented = bearer(&req).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_api_key",
+                    "send `Authorization: Bearer tg_…` with an API key",
+                )
+            })?;
+            let invalid = || ApiError::unauthorized("invalid_api_key", "the API key is not valid");
+            let hash =
+                crate::auth::api_key::lookup_hash(state.pepper(), presented).ok_or_else(invalid)?;
+            let now = crate::db::now();
+            let key = state
+                .db
+                .run(move |c| ApiKey::find_by_hash(c, &hash, now))
+                .await?
+                .ok_or_else(invalid)?;
+            match key.state(now) {
+                KeyState::Active => {}
+                KeyState::Revoked => {
+                    return Err(ApiError::unauthorized(
+                        "api_key_revoked",
+                        "the API key has been revoked",
+                    ));
+                }
+                KeyState::Expired => {
+                    return Err(ApiError::unauthorized(
+                        "api_key_expired",
+                        "the API key has expired",
+                    ));
+                }
+            }
+            if key.needs_touch(now) {
+                let (db, id) = (state.db.clone(), key.id.clone());
+                actix_web::rt::spawn(async move {
+                    if let Err(e) = db.run(move |c| ApiKey::touch_used(c, &id, now)).await {
+                        tracing::warn!(error = %e, "could not record API key use");
+                    }
+                });
+            }
+            Ok(KeyCaller { key })
+        })
+    }
+}
+
+/// Client address and request id of the current request.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub ip: String,
+    pub request_id: String,
+}
+
+impl RequestMeta {
+    pub fn of(req: &HttpRequest) -> Self {
+        let trust_forwarded = state(req)
+            .map(|s| s.config.http.trust_forwarded_for)
+            .unwrap_or(false);
+        let forwarded = trust_forwarded
+            .then(|| {
+                req.headers()
+                    .get("x-forwarded-for")?
+                    .to_str()
+                    .ok()?
+                    .split(',')
+                    .next()
+                    .map(str::trim)
+            })
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        let ip = forwarded
+            .or_else(|| req.peer_addr().map(|a| a.ip().to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        Self { ip, request_id }
+    }
+}
+
+impl FromRequest for RequestMeta {
+    type Error = ApiError;
+    type Future = Ready<ApiResult<Self>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Ok(Self::of(req)))
+    }
+}

@@ -1,0 +1,91 @@
+//! JWT access tokens for the management plane: HS256 only (pinned: `alg: none` and every other
+//! algorithm are refused), issuer and audience checked, short expiry (`auth.access_token_ttl_secs`).
+//! Claims carry the user's role and tenant so a request needs no database read to be authorised;
+//! a disabled user is cut off at the latest when the token expires (refresh re-checks the user).
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::config::AuthConfig;
+use crate::domain::{AccountId, Role, TenantId, UserId};
+use crate::error::{ApiError, ApiResult};
+
+const ISSUER: &str = "taogate";
+const AUDIENCE: &str = "taogate-api";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: UserId,
+    pub role: Role,
+    pub tid: Option<TenantId>,
+    pub aid: Option<AccountId>,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Signs and checks access tokens.
+#[derive(Clone)]
+pub struct Sessions {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+}
+
+impl Sessions {
+    pub fn new(cfg: &AuthConfig) -> Self {
+        let secret = cfg.jwt_secret.expose_secret().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            access_ttl_secs: cfg.access_token_ttl_secs,
+            refresh_ttl_secs: cfg.refresh_token_ttl_secs,
+        }
+    }
+
+    pub fn issue(
+        &self,
+        user: UserId,
+        role: Role,
+        tenant: Option<TenantId>,
+        account: Option<AccountId>,
+    ) -> ApiResult<String> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user,
+            role,
+            tid: tenant,
+            aid: account,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            exp: now + self.access_ttl_secs as i64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal_msg)
+    }
+
+    /// Checks signature, algorithm, expiry, issuer and audience.
+    pub fn verify(&self, token: &str) -> ApiResult<Claims> {
+        use jsonwebtoken::errors::ErrorKind;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::unauthorized(
+                    "token_expired",
+                    "the access token has expired; refresh it",
+                ),
+                _ => ApiError::unauthorized("invalid_token", "the access token is not valid"),
+            })
+    }
+}

@@ -1,0 +1,32 @@
+//! Random secrets and their peppered hashes: API keys and refresh tokens are stored only as
+//! HMAC-SHA256(pepper, secret), hex, and looked up by that hash.
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+/// `len` bytes from the OS CSPRNG.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    rand::rng().fill_bytes(&mut buf);
+    buf
+}
+
+/// A random URL-safe token (base58 of `len` random bytes).
+pub fn random_token(len: usize) -> String {
+    bs58::encode(random_bytes(len)).into_string()
+}
+
+/// HMAC-SHA256 of `secret` keyed by `pepper`, hex encoded.
+pub fn peppered_hash(pepper: &[u8], secret: &str) -> String {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(pepper).expect("HMAC accepts any key length");
+    mac.update(secret.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Plain SHA-256, hex (fingerprints of request bodies).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(data))
+}

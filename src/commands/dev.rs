@@ -1,0 +1,193 @@
+//! `taogate dev`: everything in one process on embedded defaults (SQLite in the data dir,
+//! in-process state). Generates and keeps its own secrets in `<data-dir>/dev-secrets.json`, seeds a
+//! demo tenant, account, developer and API key on first start and writes `<data-dir>/demo.json`;
+//! later starts reuse both.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{api_key, password, secrets};
+use crate::config::Config;
+use crate::db::Db;
+use crate::domain::{BillingMode, Nano, Role};
+use crate::error::ApiError;
+use crate::models::account::Account;
+use crate::models::api_key::{ApiKey, NewKey};
+use crate::models::audit::{Actor, AuditEntry};
+use crate::models::tenant::Tenant;
+use crate::models::user::User;
+use crate::routes::keys::SCOPES;
+use crate::state::AppState;
+
+const DEMO_SLUG: &str = "demo";
+const DEMO_EMAIL: &str = "developer@demo.taogate.local";
+
+#[derive(Serialize, Deserialize)]
+struct DevSecrets {
+    jwt_secret: String,
+    api_key_pepper: String,
+}
+
+/// What a developer needs to try the API, as written to `demo.json`.
+#[derive(Serialize, Deserialize)]
+pub struct Demo {
+    pub base_url: String,
+    pub api_key: String,
+    pub tenant: String,
+    pub email: String,
+    pub password: String,
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Fills unset secrets from the data dir, generating them on first start.
+fn load_dev_secrets(config: &mut Config) -> anyhow::Result<()> {
+    let path = config.data_dir.join("dev-secrets.json");
+    let stored: DevSecrets = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?
+        }
+        Err(_) => {
+            let fresh = DevSecrets {
+                jwt_secret: secrets::random_token(32),
+                api_key_pepper: secrets::random_token(32),
+            };
+            write_private(&path, &serde_json::to_string_pretty(&fresh)?)?;
+            fresh
+        }
+    };
+    if config.auth.jwt_secret.expose_secret().is_empty() {
+        config.auth.jwt_secret = SecretString::from(stored.jwt_secret);
+    }
+    if config.auth.api_key_pepper.expose_secret().is_empty() {
+        config.auth.api_key_pepper = SecretString::from(stored.api_key_pepper);
+    }
+    Ok(())
+}
+
+/// Seeds the demo tenant on first start; returns the demo credentials.
+async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> {
+    let password = secrets::random_token(16);
+    let hash = password::hash(password.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secret = api_key::generate(pepper);
+    let key_secret = secret.secret.clone();
+    db.write(move |c| {
+        let actor = Actor {
+            ip: Some("dev-seed".into()),
+            ..Default::default()
+        };
+        let tenant = Tenant::new("Demo reseller".into(), DEMO_SLUG.into(), true);
+        tenant.insert(c)?;
+        let account = Account::new(
+            tenant.id.clone(),
+            "Demo account".into(),
+            BillingMode::Prepaid,
+            Nano(0),
+        );
+        account.insert(c)?;
+        let user = User::new(
+            Some(tenant.id.clone()),
+            Some(account.id.clone()),
+            DEMO_EMAIL,
+            hash,
+            Role::Developer,
+        );
+        user.insert(c)?;
+        let new = NewKey {
+            tenant_id: tenant.id.clone(),
+            account_id: account.id.clone(),
+            created_by: Some(user.id.clone()),
+            name: "demo key".into(),
+            scopes: SCOPES.map(String::from).to_vec(),
+            expires_at: None,
+        };
+        let key = ApiKey::new(new, &secret);
+        key.insert(c)?;
+        AuditEntry::record(
+            c,
+            &actor,
+            Some(&tenant.id),
+            "dev.seed",
+            ("tenant", tenant.id.as_str()),
+            serde_json::json!({"account_id": account.id, "user_id": user.id, "api_key_id": key.id}),
+        )?;
+        Ok::<_, ApiError>(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("seeding the demo tenant: {e}"))?;
+    Ok(Demo {
+        base_url,
+        api_key: key_secret,
+        tenant: DEMO_SLUG.into(),
+        email: DEMO_EMAIL.into(),
+        password,
+    })
+}
+
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    config.ensure_data_dir()?;
+    load_dev_secrets(&mut config)?;
+    config.validate(true)?;
+    let db = super::open_db(&config, true)?;
+    let listener =
+        TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let demo_path = config.data_dir.join("demo.json");
+    let demo = match std::fs::read_to_string(&demo_path) {
+        Ok(text) => {
+            let mut demo: Demo = serde_json::from_str(&text)
+                .with_context(|| format!("reading {}", demo_path.display()))?;
+            demo.base_url = base_url;
+            demo
+        }
+        Err(_) => {
+            let exists = db.run(|c| Tenant::find_by_slug(c, DEMO_SLUG)).await.is_ok();
+            if exists {
+                anyhow::bail!(
+                    "{} is missing but the demo tenant exists: remove {} to start afresh",
+                    demo_path.display(),
+                    config.data_dir.display()
+                );
+            }
+            seed(
+                &db,
+                config.auth.api_key_pepper.expose_secret().as_bytes(),
+                base_url,
+            )
+            .await?
+        }
+    };
+    write_private(&demo_path, &serde_json::to_string_pretty(&demo)?)?;
+    let running = crate::app::start(AppState::new(db, config), listener, 2)?;
+    println!(
+        "taogate dev is up on {}  (data: {})",
+        demo.base_url,
+        demo_path.display()
+    );
+    println!(
+        "  tenant {}  ·  developer {}  ·  password {}",
+        demo.tenant, demo.email, demo.password
+    );
+    println!("  API key {}", demo.api_key);
+    println!(
+        "  try:  curl -H \"Authorization: Bearer {}\" {}/v1/models",
+        demo.api_key, demo.base_url
+    );
+    println!("  docs: {}/docs/", demo.base_url);
+    running.server.await?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! `taogate serve`: the gateway on the configured database, until SIGINT/SIGTERM.
+
+use std::net::TcpListener;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::state::AppState;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    config.validate(true)?;
+    let db = super::open_db(&config, config.database.auto_migrate)?;
+    let listener =
+        TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let running = crate::app::start(AppState::new(db, config), listener, workers)?;
+    tracing::info!(addr = %running.addr, "taogate serving on http://{}", running.addr);
+    running.server.await?;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Typed configuration, loaded with figment: built-in defaults (`deploy/taogate.default.toml`, which
+//! documents every key) → the `--config` file → `TAOGATE_*` env (nested keys joined by `__`) → plain
+//! `DATABASE_URL` / `REDIS_URL`. [`Config::validate`] runs before anything binds or connects and names
+//! the offending key in its error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../deploy/taogate.default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub redis_url: String,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub idempotency: IdempotencyConfig,
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub pool_size: u32,
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub max_body_bytes: usize,
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt_secret: SecretString,
+    pub api_key_pepper: SecretString,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub login_per_ip_per_minute: u32,
+    pub login_per_email_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub id: String,
+    pub owned_by: String,
+}
+
+/// Minimum secret length, in bytes, for HS256 and the key pepper (RFC 7518 §3.2: ≥ the hash size).
+const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Layers every source. `overrides` (from CLI flags) win over everything.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Self> {
+        let mut fig = Figment::new().merge(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("TAOGATE_").split("__"));
+        for (var, key) in [("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url")] {
+            if let Ok(value) = std::env::var(var) {
+                fig = fig.merge(Serialized::default(key, value));
+            }
+        }
+        fig = fig.merge(overrides);
+        let config: Config = fig.extract().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: {}",
+                e.to_string().replace('\n', "; ")
+            )
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot. `need_secrets` is false for commands that never sign.
+    pub fn validate(&self, need_secrets: bool) -> anyhow::Result<()> {
+        let url = self.database_url();
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite://"))
+        {
+            bail!(
+                "config key `database_url`: must start with postgres://, postgresql:// or sqlite://"
+            );
+        }
+        if !self.redis_url.is_empty()
+            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
+        {
+            bail!("config key `redis_url`: must start with redis:// or rediss://");
+        }
+        if self.database.pool_size == 0 {
+            bail!("config key `database.pool_size`: must be at least 1");
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("config key `http.max_body_bytes`: must be at least 1024");
+        }
+        if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 86_400 {
+            bail!("config key `auth.access_token_ttl_secs`: must be between 1 and 86400");
+        }
+        if self.auth.refresh_token_ttl_secs < self.auth.access_token_ttl_secs {
+            bail!(
+                "config key `auth.refresh_token_ttl_secs`: must be at least the access token TTL"
+            );
+        }
+        if self.auth.login_per_ip_per_minute == 0 || self.auth.login_per_email_per_minute == 0 {
+            bail!(
+                "config key `auth.login_per_ip_per_minute` / `auth.login_per_email_per_minute`: must be at least 1"
+            );
+        }
+        if need_secrets {
+            for (key, secret) in [
+                ("auth.jwt_secret", &self.auth.jwt_secret),
+                ("auth.api_key_pepper", &self.auth.api_key_pepper),
+            ] {
+                if secret.expose_secret().len() < MIN_SECRET_BYTES {
+                    bail!(
+                        "config key `{key}`: must be at least {MIN_SECRET_BYTES} bytes (set TAOGATE_{})",
+                        key.to_uppercase().replace('.', "__")
+                    );
+                }
+            }
+        }
+        for (i, model) in self.models.iter().enumerate() {
+            if model.id.trim().is_empty() {
+                bail!("config key `models[{i}].id`: must not be empty");
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective database URL: the configured one, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("taogate.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn ensure_data_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data dir {}", self.data_dir.display()))
+    }
+}

@@ -1,0 +1,108 @@
+//! diesel table definitions shared by both backends (same column types in both migration trees).
+
+diesel::table! {
+    tenants (id) {
+        id -> Text,
+        name -> Text,
+        slug -> Text,
+        allow_signup -> Bool,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        tenant_id -> Text,
+        name -> Text,
+        billing_mode -> Text,
+        credit_limit_nano -> BigInt,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        tenant_id -> Nullable<Text>,
+        account_id -> Nullable<Text>,
+        email -> Text,
+        password_hash -> Text,
+        role -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        last_login_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        tenant_id -> Text,
+        account_id -> Text,
+        created_by -> Nullable<Text>,
+        name -> Text,
+        prefix -> Text,
+        last4 -> Text,
+        secret_hash -> Text,
+        previous_secret_hash -> Nullable<Text>,
+        previous_valid_until -> Nullable<Timestamp>,
+        scopes -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+        rotated_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Text,
+        user_id -> Text,
+        family_id -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Text,
+        tenant_id -> Nullable<Text>,
+        actor_user_id -> Nullable<Text>,
+        actor_role -> Nullable<Text>,
+        action -> Text,
+        target_type -> Text,
+        target_id -> Text,
+        detail -> Text,
+        ip -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    idempotency_records (id) {
+        id -> Text,
+        fingerprint -> Text,
+        status -> Text,
+        response_status -> Nullable<Integer>,
+        response_body -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(accounts -> tenants (tenant_id));
+diesel::joinable!(api_keys -> accounts (account_id));
+diesel::allow_tables_to_appear_in_same_query!(tenants, accounts, users, api_keys);

@@ -1,0 +1,15 @@
+//! taogate: sell metered, multi-tenant access to Bittensor subnet inference behind an
+//! OpenAI-compatible API. See `docs/architecture.md` for the map of modules.
+
+pub mod app;
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod models;
+pub mod routes;
+pub mod state;
+pub mod validate;

@@ -1,0 +1,179 @@
+//! The `taogate` command line: one binary, several roles (see `taogate --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use figment::Figment;
+use figment::providers::Serialized;
+use taogate::commands;
+use taogate::config::Config;
+use taogate::db::{Db, migrations};
+
+#[derive(Parser)]
+#[command(
+    name = "taogate",
+    version,
+    about = "Metered, multi-tenant OpenAI-compatible gateway to Bittensor subnets"
+)]
+struct Cli {
+    /// TOML config file layered over the defaults (see deploy/taogate.default.toml).
+    #[arg(long, global = true, env = "TAOGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process on embedded defaults, with a seeded demo tenant and key.
+    Dev {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "./.taogate")]
+        data_dir: PathBuf,
+    },
+    /// The gateway (public API, management API) on the configured database.
+    Serve {
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Applies pending database migrations.
+    Migrate {
+        /// Revert every migration instead (destroys all data).
+        #[arg(long)]
+        revert_all: bool,
+    },
+    /// Bootstrap operations.
+    Admin {
+        #[command(subcommand)]
+        action: Admin,
+    },
+    /// Prints the OpenAPI document (as served at /openapi.json).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Creates a platform operator; generates and prints a password when none is given.
+    CreateOperator {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "TAOGATE_OPERATOR_PASSWORD")]
+        password: Option<String>,
+    },
+    /// Creates a tenant, optionally with its owner.
+    CreateTenant {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        allow_signup: bool,
+        #[arg(long)]
+        owner_email: Option<String>,
+        #[arg(long, env = "TAOGATE_OWNER_PASSWORD")]
+        owner_password: Option<String>,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let json = std::env::var("TAOGATE_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_path = cli.config.as_deref();
+    match cli.command {
+        Command::Dev { listen, data_dir } => {
+            let overrides = Figment::new()
+                .merge(Serialized::default("listen", listen))
+                .merge(Serialized::default("data_dir", data_dir));
+            commands::dev::run(Config::load(config_path, overrides)?).await
+        }
+        Command::Serve { listen } => {
+            let mut overrides = Figment::new();
+            if let Some(listen) = listen {
+                overrides = overrides.merge(Serialized::default("listen", listen));
+            }
+            commands::serve::run(Config::load(config_path, overrides)?).await
+        }
+        Command::Migrate { revert_all } => {
+            let config = Config::load(config_path, Figment::new())?;
+            config.validate(false)?;
+            if config.database_url.is_empty() {
+                config.ensure_data_dir()?;
+            }
+            let db = Db::connect(&config.database_url(), 2)?;
+            let done = if revert_all {
+                migrations::revert_all(&db)?
+            } else {
+                migrations::run_pending(&db)?
+            };
+            let verb = if revert_all { "reverted" } else { "applied" };
+            println!(
+                "{verb} {} migration(s){}",
+                done.len(),
+                if done.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", done.join(", "))
+                }
+            );
+            Ok(())
+        }
+        Command::Admin { action } => {
+            let config = Config::load(config_path, Figment::new())?;
+            config.validate(false)?;
+            match action {
+                Admin::CreateOperator { email, password } => {
+                    commands::admin::create_operator(config, email, password).await
+                }
+                Admin::CreateTenant {
+                    name,
+                    slug,
+                    allow_signup,
+                    owner_email,
+                    owner_password,
+                } => {
+                    commands::admin::create_tenant(
+                        config,
+                        name,
+                        slug,
+                        allow_signup,
+                        owner_email,
+                        owner_password,
+                    )
+                    .await
+                }
+            }
+        }
+        Command::Openapi => {
+            println!("{}", taogate::app::openapi_document().to_pretty_json()?);
+            Ok(())
+        }
+    }
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

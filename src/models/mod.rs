@@ -1,0 +1,63 @@
+//! Database models: each struct owns its queries. Functions take `&mut DbConn` so they compose
+//! inside one transaction ([`crate::db::Db::write`]); none of them checks permissions (handlers do).
+
+pub mod account;
+pub mod api_key;
+pub mod audit;
+pub mod idempotency;
+pub mod refresh_token;
+pub mod tenant;
+pub mod user;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Page size bounds of every list endpoint.
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 200;
+
+/// `?limit=&after=` keyset pagination over time-ordered (UUIDv7) ids.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    /// Return objects created after the one with this id.
+    pub after: Option<String>,
+}
+
+impl Page {
+    pub fn limit(&self) -> i64 {
+        self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
+    }
+
+    pub fn after(&self) -> String {
+        self.after.clone().unwrap_or_default()
+    }
+}
+
+/// `{"object":"list","data":[…],"has_more":…}`.
+#[derive(Serialize, ToSchema)]
+pub struct List<T> {
+    pub object: &'static str,
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> List<T> {
+    /// Builds a page from up to `limit + 1` rows (the extra row only signals `has_more`).
+    pub fn from_rows<R>(mut rows: Vec<R>, limit: i64, view: impl Fn(R) -> T) -> Self {
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        Self {
+            object: "list",
+            data: rows.into_iter().map(view).collect(),
+            has_more,
+        }
+    }
+}
+
+/// Serialises a stored UTC timestamp as RFC 3339 (`2026-11-25T20:00:00.123456Z`).
+pub fn utc(t: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+    t.and_utc()
+}

@@ -1,0 +1,302 @@
+//! `auth/signup`, `auth/login`, `auth/refresh`, `auth/logout` and `me`.
+
+use actix_web::{HttpResponse, get, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::caller::{Caller, RequestMeta};
+use crate::auth::password;
+use crate::domain::{BillingMode, Nano, Role, UserId, UserStatus};
+use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::models::account::Account;
+use crate::models::audit::{Actor, AuditEntry};
+use crate::models::refresh_token::{Consumed, RefreshToken};
+use crate::models::tenant::Tenant;
+use crate::models::user::User;
+use crate::routes::accounts::AccountView;
+use crate::routes::tenants::TenantView;
+use crate::routes::users::UserView;
+use crate::state::AppState;
+use crate::validate;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// Slug of the tenant to sign up with; it must allow self-serve signup.
+    pub tenant: String,
+    pub email: String,
+    pub password: String,
+    /// Name of the account created for the new developer (default: the email).
+    pub account_name: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+    /// Tenant slug; omit to sign in as the platform operator.
+    pub tenant: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Single use: each refresh returns a new one.
+    pub refresh_token: String,
+    pub user: UserView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    pub user: UserView,
+    pub tenant: Option<TenantView>,
+    pub account: Option<AccountView>,
+}
+
+/// Issues an access token and a refresh token (new family unless `family` is given).
+async fn issue_tokens(
+    state: &AppState,
+    user: User,
+    family: Option<String>,
+) -> ApiResult<TokenResponse> {
+    let access = state.sessions.issue(
+        user.id.clone(),
+        user.role,
+        user.tenant_id.clone(),
+        user.account_id.clone(),
+    )?;
+    let (pepper, ttl, id) = (
+        state.pepper().to_vec(),
+        state.sessions.refresh_ttl_secs,
+        user.id.clone(),
+    );
+    let refresh_token = state
+        .db
+        .write(move |c| RefreshToken::issue(c, &pepper, &id, family, ttl).map_err(ApiError::from))
+        .await?;
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: state.sessions.access_ttl_secs,
+        refresh_token,
+        user: UserView::from(user),
+    })
+}
+
+/// Self-serve developer signup: creates an account and its developer user, and signs them in.
+#[utoipa::path(tag = "auth", request_body = SignupRequest,
+    responses((status = 201, body = TokenResponse), (status = 403, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+#[post("/auth/signup")]
+pub async fn signup(
+    state: web::Data<AppState>,
+    meta: RequestMeta,
+    body: web::Json<SignupRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let email = validate::email("email", &body.email)?;
+    password::check_policy(&body.password)?;
+    let account_name = validate::name(
+        "account_name",
+        body.account_name.as_deref().unwrap_or(&email),
+        200,
+    )?;
+    state.login_limiter.check(&meta.ip, &email)?;
+    let slug = body.tenant.clone();
+    let tenant = state
+        .db
+        .run(move |c| Tenant::find_by_slug(c, &slug))
+        .await
+        .not_found_as("tenant")?;
+    if !tenant.allow_signup {
+        return Err(ApiError::Forbidden {
+            code: "signup_disabled",
+            message: "this tenant does not allow self-serve signup".into(),
+        });
+    }
+    let hash = password::hash(body.password).await?;
+    let user = state
+        .db
+        .write(move |c| {
+            let account = Account::new(
+                tenant.id.clone(),
+                account_name,
+                BillingMode::Prepaid,
+                Nano(0),
+            );
+            account.insert(c)?;
+            let user = User::new(
+                Some(tenant.id.clone()),
+                Some(account.id.clone()),
+                &email,
+                hash,
+                Role::Developer,
+            );
+            user.insert(c)
+                .conflict_as("email_taken", "a user with this email already exists")?;
+            let actor = Actor {
+                user_id: Some(user.id.clone()),
+                role: Some(Role::Developer),
+                ip: Some(meta.ip),
+                request_id: Some(meta.request_id),
+            };
+            AuditEntry::record(
+                c,
+                &actor,
+                Some(&tenant.id),
+                "user.signup",
+                ("user", user.id.as_str()),
+                serde_json::json!({"account_id": account.id, "email": user.email}),
+            )?;
+            Ok::<_, ApiError>(user)
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(issue_tokens(&state, user, None).await?))
+}
+
+/// Signs in with email and password. Rate limited per client IP and per email.
+#[utoipa::path(tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
+#[post("/auth/login")]
+pub async fn login(
+    state: web::Data<AppState>,
+    meta: RequestMeta,
+    body: web::Json<LoginRequest>,
+) -> ApiResult<web::Json<TokenResponse>> {
+    let body = body.into_inner();
+    state.login_limiter.check(&meta.ip, &body.email)?;
+    let (email, slug) = (body.email.trim().to_lowercase(), body.tenant.clone());
+    let user = state
+        .db
+        .run(move |c| {
+            let tenant = match slug {
+                Some(slug) => match Tenant::find_by_slug(c, &slug) {
+                    Ok(t) => Some(t.id),
+                    Err(diesel::result::Error::NotFound) => return Ok(None),
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            };
+            User::find_for_login(c, tenant.as_ref(), &email)
+        })
+        .await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let valid = password::verify(body.password, stored).await?;
+    let user = match user {
+        Some(u) if valid && u.status == UserStatus::Active => u,
+        _ => {
+            return Err(ApiError::unauthorized(
+                "invalid_credentials",
+                "email or password is incorrect",
+            ));
+        }
+    };
+    let id = user.id.clone();
+    state.db.run(move |c| User::touch_login(c, &id)).await?;
+    Ok(web::Json(issue_tokens(&state, user, None).await?))
+}
+
+/// Exchanges a refresh token for a new access token and a new refresh token. A refresh token
+/// works once: presenting it again revokes every token of its login.
+#[utoipa::path(tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody)))]
+#[post("/auth/refresh")]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> ApiResult<web::Json<TokenResponse>> {
+    let (pepper, secret) = (state.pepper().to_vec(), body.into_inner().refresh_token);
+    let consumed = state
+        .db
+        .write(move |c| RefreshToken::consume(c, &pepper, &secret).map_err(ApiError::from))
+        .await?;
+    let (user_id, family) = match consumed {
+        Consumed::Fresh { user_id, family_id } => (user_id, family_id),
+        Consumed::Reused => {
+            return Err(ApiError::unauthorized(
+                "refresh_token_reused",
+                "this refresh token was already used; sign in again",
+            ));
+        }
+        Consumed::Invalid => {
+            return Err(ApiError::unauthorized(
+                "invalid_refresh_token",
+                "the refresh token is not valid",
+            ));
+        }
+    };
+    let user = load_active_user(&state, user_id, &family).await?;
+    Ok(web::Json(issue_tokens(&state, user, Some(family)).await?))
+}
+
+async fn load_active_user(state: &AppState, id: UserId, family: &str) -> ApiResult<User> {
+    let family = family.to_owned();
+    state
+        .db
+        .write(move |c| {
+            let user = User::find(c, &id)?;
+            if user.status != UserStatus::Active {
+                RefreshToken::revoke_family(c, &family)?;
+                return Ok(None);
+            }
+            Ok::<_, ApiError>(Some(user))
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized("invalid_refresh_token", "the refresh token is not valid")
+        })
+}
+
+/// Signs out: revokes the refresh token's whole family. Access tokens expire on their own.
+#[utoipa::path(tag = "auth", request_body = RefreshRequest, responses((status = 204)))]
+#[post("/auth/logout")]
+pub async fn logout(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> ApiResult<HttpResponse> {
+    let (pepper, secret) = (state.pepper().to_vec(), body.into_inner().refresh_token);
+    state
+        .db
+        .write(move |c| RefreshToken::revoke_by_secret(c, &pepper, &secret).map_err(ApiError::from))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The signed-in user, their tenant and (for developers) their account.
+#[utoipa::path(tag = "auth", responses((status = 200, body = MeResponse), (status = 401, body = crate::error::ErrorBody)),
+    security(("jwt" = [])))]
+#[get("/me")]
+pub async fn me(state: web::Data<AppState>, caller: Caller) -> ApiResult<web::Json<MeResponse>> {
+    let (user, tenant, account) = state
+        .db
+        .run(move |c| {
+            let user = User::find(c, &caller.user_id)?;
+            let tenant = user
+                .tenant_id
+                .as_ref()
+                .map(|t| Tenant::find(c, t))
+                .transpose()?;
+            let account = match (&user.tenant_id, &user.account_id) {
+                (Some(t), Some(a)) => Some(Account::find_in_tenant(c, t, a)?),
+                _ => None,
+            };
+            Ok((user, tenant, account))
+        })
+        .await?;
+    Ok(web::Json(MeResponse {
+        user: user.into(),
+        tenant: tenant.map(Into::into),
+        account: account.map(Into::into),
+    }))
+}

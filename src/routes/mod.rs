@@ -1,0 +1,87 @@
+//! HTTP handlers grouped by resource. Handlers are thin: extract, authorise (through the
+//! [`crate::auth::caller`] extractors), call model functions inside one transaction, map to a view.
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod health;
+pub mod keys;
+pub mod models;
+pub mod tenants;
+pub mod users;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "taogate",
+        description = "Metered, multi-tenant OpenAI-compatible access to Bittensor subnets. \
+            Management plane under /api/v1 (JWT access tokens); data plane under /v1 (API keys). \
+            Errors are OpenAI-shaped: {\"error\":{\"message\",\"type\",\"code\",\"param\"}}."
+    ),
+    modifiers(&SecuritySchemes),
+    components(schemas(crate::error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("tg_…")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every documented route.
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(health::healthz).service(health::readyz);
+    cfg.service(scope::scope("/v1").service(models::list_models));
+    cfg.service(
+        scope::scope("/api/v1")
+            .service(auth::signup)
+            .service(auth::login)
+            .service(auth::refresh)
+            .service(auth::logout)
+            .service(auth::me)
+            .service(tenants::list_tenants)
+            .service(tenants::create_tenant)
+            .service(tenants::get_tenant)
+            .service(tenants::update_tenant)
+            .service(accounts::list_accounts)
+            .service(accounts::create_account)
+            .service(accounts::get_account)
+            .service(accounts::update_account)
+            .service(users::list_users)
+            .service(users::create_user)
+            .service(users::get_user)
+            .service(users::update_user)
+            .service(keys::list_keys)
+            .service(keys::create_key)
+            .service(keys::get_key)
+            .service(keys::rotate_key)
+            .service(keys::revoke_key)
+            .service(audit::list_audit_log),
+    );
+}

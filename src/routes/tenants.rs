@@ -1,0 +1,205 @@
+//! `tenants`: the operator's view of the businesses reselling through this deployment.
+
+use actix_web::{HttpResponse, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::caller::{Caller, RequestMeta};
+use crate::auth::password;
+use crate::domain::{ActiveStatus, Role, TenantId, UserId};
+use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::models::audit::AuditEntry;
+use crate::models::tenant::{Tenant, TenantChanges};
+use crate::models::user::User;
+use crate::models::{List, Page, utc};
+use crate::state::AppState;
+use crate::validate;
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub object: &'static str,
+    pub name: String,
+    pub slug: String,
+    pub allow_signup: bool,
+    pub status: ActiveStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(t: Tenant) -> Self {
+        Self {
+            id: t.id,
+            object: "tenant",
+            name: t.name,
+            slug: t.slug,
+            allow_signup: t.allow_signup,
+            status: t.status,
+            created_at: utc(t.created_at),
+            updated_at: utc(t.updated_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    /// URL-safe, unique: 3–40 of a-z, 0-9, -.
+    pub slug: String,
+    #[serde(default)]
+    pub allow_signup: bool,
+    /// Creates the tenant's owner user too (with `owner_password`).
+    pub owner_email: Option<String>,
+    pub owner_password: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    pub tenant: TenantView,
+    pub owner_user_id: Option<UserId>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub name: Option<String>,
+    pub allow_signup: Option<bool>,
+    pub status: Option<ActiveStatus>,
+}
+
+/// Lists tenants (operator).
+#[utoipa::path(tag = "tenants", params(Page), responses((status = 200, body = List<TenantView>)), security(("jwt" = [])))]
+#[get("/tenants")]
+pub async fn list_tenants(
+    state: web::Data<AppState>,
+    caller: Caller,
+    page: web::Query<Page>,
+) -> ApiResult<web::Json<List<TenantView>>> {
+    caller.require_operator()?;
+    let (after, limit) = (page.after(), page.limit());
+    let rows = state
+        .db
+        .run(move |c| Tenant::list(c, &after, limit))
+        .await?;
+    Ok(web::Json(List::from_rows(rows, limit, TenantView::from)))
+}
+
+/// Creates a tenant, optionally with its owner (operator). Honours `Idempotency-Key`.
+#[utoipa::path(tag = "tenants", request_body = CreateTenant,
+    responses((status = 201, body = CreatedTenant), (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[post("/tenants")]
+pub async fn create_tenant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: web::Json<CreateTenant>,
+) -> ApiResult<HttpResponse> {
+    caller.require_operator()?;
+    let body = body.into_inner();
+    let tenant = Tenant::new(
+        validate::name("name", &body.name, 200)?,
+        validate::slug("slug", &body.slug)?,
+        body.allow_signup,
+    );
+    let owner = match (body.owner_email, body.owner_password) {
+        (Some(email), Some(pw)) => {
+            let email = validate::email("owner_email", &email)?;
+            password::check_policy(&pw)?;
+            Some(User::new(
+                Some(tenant.id.clone()),
+                None,
+                &email,
+                password::hash(pw).await?,
+                Role::Owner,
+            ))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::invalid_param(
+                "owner_password",
+                "owner_email and owner_password go together",
+            ));
+        }
+    };
+    let actor = caller.actor(&meta);
+    let created = state
+        .db
+        .write(move |c| {
+            tenant.insert(c).conflict_as("slug_taken", "a tenant with this slug already exists")?;
+            AuditEntry::record(c, &actor, Some(&tenant.id), "tenant.create", ("tenant", tenant.id.as_str()),
+                serde_json::json!({"name": tenant.name, "slug": tenant.slug, "allow_signup": tenant.allow_signup}))?;
+            if let Some(owner) = &owner {
+                owner.insert(c).conflict_as("email_taken", "a user with this email already exists")?;
+                AuditEntry::record(c, &actor, Some(&tenant.id), "user.create", ("user", owner.id.as_str()),
+                    serde_json::json!({"email": owner.email, "role": owner.role}))?;
+            }
+            Ok::<_, ApiError>(CreatedTenant { owner_user_id: owner.map(|o| o.id), tenant: tenant.into() })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// One tenant (operator).
+#[utoipa::path(tag = "tenants", responses((status = 200, body = TenantView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/tenants/{id}")]
+pub async fn get_tenant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<web::Json<TenantView>> {
+    caller.require_operator()?;
+    let id = TenantId::parse(&id).ok_or(ApiError::NotFound { what: "tenant" })?;
+    let tenant = state
+        .db
+        .run(move |c| Tenant::find(c, &id))
+        .await
+        .not_found_as("tenant")?;
+    Ok(web::Json(tenant.into()))
+}
+
+/// Renames, suspends or toggles signup of a tenant (operator).
+#[utoipa::path(tag = "tenants", request_body = UpdateTenant, responses((status = 200, body = TenantView)), security(("jwt" = [])))]
+#[patch("/tenants/{id}")]
+pub async fn update_tenant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    id: web::Path<String>,
+    body: web::Json<UpdateTenant>,
+) -> ApiResult<web::Json<TenantView>> {
+    caller.require_operator()?;
+    let id = TenantId::parse(&id).ok_or(ApiError::NotFound { what: "tenant" })?;
+    let body = body.into_inner();
+    let changes = TenantChanges {
+        name: body
+            .name
+            .as_deref()
+            .map(|n| validate::name("name", n, 200))
+            .transpose()?,
+        allow_signup: body.allow_signup,
+        status: body.status,
+        updated_at: None,
+    };
+    let detail = serde_json::json!({"name": changes.name, "allow_signup": changes.allow_signup, "status": changes.status});
+    let actor = caller.actor(&meta);
+    let tenant = state
+        .db
+        .write(move |c| {
+            let tenant = Tenant::update(c, &id, changes).not_found_as("tenant")?;
+            AuditEntry::record(
+                c,
+                &actor,
+                Some(&id),
+                "tenant.update",
+                ("tenant", id.as_str()),
+                detail,
+            )?;
+            Ok::<_, ApiError>(tenant)
+        })
+        .await?;
+    Ok(web::Json(tenant.into()))
+}
