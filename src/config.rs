@@ -106,9 +106,10 @@ impl Config {
                 "config key `database_url`: must start with postgres://, postgresql:// or sqlite://"
             );
         }
-        if !self.redis_url.is_empty()
-            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
-        {
+        let redis_ok = self.redis_url.is_empty()
+            || self.redis_url.starts_with("redis://")
+            || self.redis_url.starts_with("rediss://");
+        if !redis_ok {
             bail!("config key `redis_url`: must start with redis:// or rediss://");
         }
         if self.database.pool_size == 0 {

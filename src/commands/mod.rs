@@ -10,10 +10,10 @@ use crate::db::{Db, migrations};
 /// Connects to the configured database; `migrate` applies pending migrations first.
 pub fn open_db(config: &Config, migrate: bool) -> anyhow::Result<Db> {
     let url = config.database_url();
-    if url.starts_with("sqlite://") {
-        if let Some(parent) = std::path::Path::new(url.trim_start_matches("sqlite://")).parent() {
-            std::fs::create_dir_all(parent)?;
-        }
+    if url.starts_with("sqlite://")
+        && let Some(parent) = std::path::Path::new(url.trim_start_matches("sqlite://")).parent()
+    {
+        std::fs::create_dir_all(parent)?;
     }
     let db = Db::connect(&url, config.database.pool_size)?;
     if migrate {

@@ -18,8 +18,8 @@ use crate::models::{List, Page, utc};
 use crate::state::AppState;
 use crate::validate;
 
-/// Scopes a key may carry; a key without a scope cannot call the matching endpoints.
-pub const SCOPES: [&str; 2] = ["models:read", "chat:write"];
+/// Scopes a key may carry (sorted); a key without a scope cannot call the matching endpoints.
+pub const SCOPES: [&str; 2] = ["chat:write", "models:read"];
 /// Longest grace period a rotated-out secret may keep working.
 const MAX_GRACE_SECS: u64 = 7 * 86_400;
 
@@ -157,14 +157,14 @@ pub async fn list_keys(
         None => None,
     };
     let own = key_account_scope(&caller)?.cloned();
-    if let (Some(own), Some(asked)) = (&own, &asked) {
-        if own != asked {
-            return Ok(web::Json(List::from_rows(
-                Vec::<ApiKey>::new(),
-                1,
-                KeyView::from,
-            )));
-        }
+    if let (Some(own), Some(asked)) = (&own, &asked)
+        && own != asked
+    {
+        return Ok(web::Json(List::from_rows(
+            Vec::<ApiKey>::new(),
+            1,
+            KeyView::from,
+        )));
     }
     let account = own.or(asked);
     let (after, limit) = (page.after(), page.limit());

@@ -1,0 +1,502 @@
+//! Test harness: a real server on port 0 over a fresh database per test — a temp SQLite file, or a
+//! PostgreSQL database cloned from a migrated template — plus a small blocking HTTP client and
+//! fixtures (operator, tenants, users, keys) created through the public API.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::{Mutex, OnceLock};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use figment::Figment;
+use figment::providers::Serialized;
+use serde_json::{Value, json};
+use taogate::config::Config;
+use taogate::db::{Db, migrations};
+use taogate::state::AppState;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+pub const PEPPER: &str = "test-pepper-0123456789abcdef0123456789abcd";
+pub const PASSWORD: &str = "correct horse battery";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named test function once per backend: `mod sqlite { fn name() }`, `mod postgres { … }`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name($crate::helpers::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name($crate::helpers::Backend::Postgres) } )*
+        }
+    };
+}
+
+/// Admin URL of the test PostgreSQL server (`TAOGATE_TEST_PG`).
+pub fn pg_admin_url() -> String {
+    std::env::var("TAOGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn pg_url(db: &str) -> String {
+    let admin = pg_admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(admin);
+    format!("{base}/{db}")
+}
+
+const TEMPLATE: &str = "taogate_test_template";
+
+/// Migrates the template database once per process, under an advisory lock across processes.
+fn pg_template() -> &'static str {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let mut admin = PgConnection::establish(&pg_admin_url())
+            .expect("PostgreSQL reachable (TAOGATE_TEST_PG)");
+        diesel::sql_query("SELECT pg_advisory_lock(73917)")
+            .execute(&mut admin)
+            .unwrap();
+        let exists: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+            "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{TEMPLATE}')"
+        )))
+        .get_result(&mut admin)
+        .unwrap();
+        if !exists {
+            diesel::sql_query(format!("CREATE DATABASE {TEMPLATE}"))
+                .execute(&mut admin)
+                .unwrap();
+        }
+        {
+            let db = Db::connect(&pg_url(TEMPLATE), 2).unwrap();
+            migrations::run_pending(&db).unwrap();
+        }
+        diesel::sql_query("SELECT pg_advisory_unlock(73917)")
+            .execute(&mut admin)
+            .unwrap();
+    });
+    TEMPLATE
+}
+
+/// A fresh, migrated database; dropped with the guard.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                let db = Db::connect(&url, 2).unwrap();
+                migrations::run_pending(&db).unwrap();
+                Self {
+                    url,
+                    pg_name: None,
+                    _dir: dir,
+                }
+            }
+            Backend::Postgres => {
+                let template = pg_template();
+                let name = format!("taogate_t_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
+                diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                    .execute(&mut admin)
+                    .unwrap();
+                Self {
+                    url: pg_url(&name),
+                    pg_name: Some(name),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// An empty database (no migrations), for the migration tests.
+    pub fn empty(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}", dir.path().join("empty.db").display()),
+                pg_name: None,
+                _dir: dir,
+            },
+            Backend::Postgres => {
+                let name = format!("taogate_t_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .unwrap();
+                Self {
+                    url: pg_url(&name),
+                    pg_name: Some(name),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name
+            && let Ok(mut admin) = PgConnection::establish(&pg_admin_url())
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin);
+        }
+    }
+}
+
+/// The HTTP answer, with its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_lowercase()).map(String::as_str)
+    }
+
+    /// The OpenAI error `code`, if this is an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts the status and, for errors, the OpenAI error shape and code.
+    #[track_caller]
+    pub fn expect(self, status: u16, code: &str) -> Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        if !code.is_empty() {
+            assert_eq!(self.code(), code, "unexpected code; body: {}", self.text);
+            let err = &self.body["error"];
+            assert!(
+                err["message"].is_string() && err["type"].is_string(),
+                "not OpenAI-shaped: {}",
+                self.text
+            );
+            assert!(
+                err.get("param").is_some(),
+                "error without param: {}",
+                self.text
+            );
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert!(
+            (200..300).contains(&self.status),
+            "expected success, got {}: {}",
+            self.status,
+            self.text
+        );
+        self.body
+    }
+}
+
+pub struct Request<'a> {
+    app: &'a TestApp,
+    method: &'a str,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request<'_> {
+    pub fn bearer(mut self, token: &str) -> Self {
+        self.headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn send(self) -> Resp {
+        self.raw(None)
+    }
+
+    pub fn json(self, body: Value) -> Resp {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        self.header("Content-Type", "application/json")
+            .raw(Some(&bytes))
+    }
+
+    pub fn raw(self, body: Option<&[u8]>) -> Resp {
+        let mut req = ureq::request(self.method, &format!("{}{}", self.app.base, self.path));
+        for (k, v) in &self.headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let res = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("transport error: {e}"),
+        };
+        let status = res.status();
+        let headers = res
+            .headers_names()
+            .into_iter()
+            .map(|n| (n.to_lowercase(), res.header(&n).unwrap_or("").to_owned()))
+            .collect();
+        let text = res.into_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+}
+
+/// A signed-in user: tokens plus ids.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token: String,
+    pub refresh: String,
+    pub user_id: String,
+    pub email: String,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db: Db,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _test_db: TestDb,
+}
+
+/// Serialises the creation of servers: each binds, migrates and spins up its own runtime.
+static SPAWN: Mutex<()> = Mutex::new(());
+
+impl TestApp {
+    pub fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Figment::new())
+    }
+
+    /// Spawns with extra config overrides (e.g. a small body limit).
+    pub fn spawn_with(backend: Backend, overrides: Figment) -> Self {
+        let test_db = TestDb::new(backend);
+        let base = Figment::new()
+            .merge(Serialized::default("database_url", &test_db.url))
+            .merge(Serialized::default("auth.jwt_secret", JWT_SECRET))
+            .merge(Serialized::default("auth.api_key_pepper", PEPPER))
+            .merge(overrides);
+        let config = Config::load(None, base).unwrap();
+        config.validate(true).unwrap();
+        let db = Db::connect(&test_db.url, 4).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server_db = db.clone();
+        let _guard = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let running =
+                    taogate::app::start(AppState::new(server_db, config), listener, 1).unwrap();
+                tx.send(running.server.handle()).unwrap();
+                let _ = running.server.await;
+            })
+        });
+        let handle = rx.recv().unwrap();
+        Self {
+            base: format!("http://{addr}"),
+            db,
+            handle,
+            thread: Some(thread),
+            _test_db: test_db,
+        }
+    }
+
+    pub fn req(&self, method: &'static str, path: &str) -> Request<'_> {
+        Request {
+            app: self,
+            method,
+            path: path.to_owned(),
+            headers: vec![],
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Request<'_> {
+        self.req("GET", path)
+    }
+
+    pub fn post(&self, path: &str) -> Request<'_> {
+        self.req("POST", path)
+    }
+
+    pub fn patch(&self, path: &str) -> Request<'_> {
+        self.req("PATCH", path)
+    }
+
+    pub fn put(&self, path: &str) -> Request<'_> {
+        self.req("PUT", path)
+    }
+
+    pub fn delete(&self, path: &str) -> Request<'_> {
+        self.req("DELETE", path)
+    }
+
+    /// Creates an operator directly in the database (as `taogate admin create-operator` does) and signs in.
+    pub fn operator(&self) -> Session {
+        let email = format!("op-{}@example.com", short_id());
+        let hash = actix_web::rt::System::new()
+            .block_on(taogate::auth::password::hash(PASSWORD.into()))
+            .unwrap();
+        let user = taogate::models::user::User::new(
+            None,
+            None,
+            &email,
+            hash,
+            taogate::domain::Role::Operator,
+        );
+        let mut conn = self.db.get().unwrap();
+        user.insert(&mut conn).unwrap();
+        self.login(&email, None)
+    }
+
+    pub fn login(&self, email: &str, tenant: Option<&str>) -> Session {
+        let mut body = json!({"email": email, "password": PASSWORD});
+        if let Some(t) = tenant {
+            body["tenant"] = json!(t);
+        }
+        let res = self
+            .post("/api/v1/auth/login")
+            .json(body)
+            .expect(200, "")
+            .ok();
+        session(&res)
+    }
+
+    /// A tenant with an owner; returns (tenant id, slug, owner session).
+    pub fn tenant(&self, op: &Session, allow_signup: bool) -> (String, String, Session) {
+        let slug = format!("t-{}", short_id());
+        let email = format!("owner@{slug}.example.com");
+        let res = self
+            .post("/api/v1/tenants")
+            .bearer(&op.token)
+            .json(
+                json!({"name": format!("Tenant {slug}"), "slug": slug, "allow_signup": allow_signup,
+                "owner_email": email, "owner_password": PASSWORD}),
+            )
+            .expect(201, "")
+            .ok();
+        let id = res["id"].as_str().unwrap().to_owned();
+        let owner = self.login(&email, Some(&slug));
+        (id, slug, owner)
+    }
+
+    pub fn account(&self, manager: &Session, name: &str) -> String {
+        let res = self
+            .post("/api/v1/accounts")
+            .bearer(&manager.token)
+            .json(json!({"name": name}))
+            .expect(201, "")
+            .ok();
+        res["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a user with `role` (and `account` for developers) and signs them in.
+    pub fn user(
+        &self,
+        manager: &Session,
+        slug: &str,
+        role: &str,
+        account: Option<&str>,
+    ) -> Session {
+        let email = format!("{role}-{}@{slug}.example.com", short_id());
+        let mut body = json!({"email": email, "password": PASSWORD, "role": role});
+        if let Some(a) = account {
+            body["account_id"] = json!(a);
+        }
+        self.post("/api/v1/users")
+            .bearer(&manager.token)
+            .json(body)
+            .expect(201, "");
+        self.login(&email, Some(slug))
+    }
+
+    /// Creates a key; returns (key id, secret).
+    pub fn key(&self, who: &Session, account: Option<&str>) -> (String, String) {
+        let mut body = json!({"name": "test key"});
+        if let Some(a) = account {
+            body["account_id"] = json!(a);
+        }
+        let res = self
+            .post("/api/v1/keys")
+            .bearer(&who.token)
+            .json(body)
+            .expect(201, "")
+            .ok();
+        (
+            res["id"].as_str().unwrap().to_owned(),
+            res["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Number of rows in `table`, read straight from the database.
+    pub fn count(&self, table: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.db.get().unwrap();
+        let rows: Vec<Count> = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
+            .load(&mut *conn)
+            .unwrap();
+        rows[0].n
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        actix_web::rt::System::new().block_on(self.handle.stop(false));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn session(res: &Value) -> Session {
+    Session {
+        token: res["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned(),
+        refresh: res["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned(),
+        user_id: res["user"]["id"].as_str().unwrap().to_owned(),
+        email: res["user"]["email"].as_str().unwrap().to_owned(),
+    }
+}
+
+pub fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}

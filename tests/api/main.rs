@@ -1,0 +1,13 @@
+//! Black-box API suite: every test runs against a real server on port 0, once on SQLite and once
+//! on PostgreSQL (`TAOGATE_TEST_PG`, default postgres://postgres@127.0.0.1:5432/postgres).
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod idempotency;
+mod isolation;
+mod keys;
+mod management;
+mod migrations;
+mod ops;
