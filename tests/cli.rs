@@ -1,0 +1,283 @@
+//! The `taogate` binary itself: `dev` end to end (seed, serve, revoke, restart), config validation
+//! errors that name the key, `migrate` and `admin` on a fresh database, `openapi` output.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_taogate");
+
+/// A `taogate` command with a clean environment (no inherited DATABASE_URL / TAOGATE_*).
+fn taogate(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir);
+    cmd
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = ureq::request(method, url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let res = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = res.status();
+    (status, res.into_json().unwrap_or(serde_json::Value::Null))
+}
+
+fn start_dev(dir: &Path, port: u16) -> Running {
+    let child = taogate(dir)
+        .args([
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            "data",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+            .call()
+            .is_ok()
+        {
+            return running;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("taogate dev did not come up");
+}
+
+#[test]
+fn dev_seeds_a_working_key_and_reuses_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let demo: serde_json::Value = {
+        let _dev = start_dev(dir.path(), port);
+        let demo: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("data/demo.json")).unwrap(),
+        )
+        .unwrap();
+        let base = demo["base_url"].as_str().unwrap();
+        assert_eq!(base, format!("http://127.0.0.1:{port}"));
+        let key = demo["api_key"].as_str().unwrap();
+        let (status, models) = http("GET", &format!("{base}/v1/models"), Some(key), None);
+        assert_eq!(status, 200);
+        assert_eq!(models["object"], "list");
+
+        // The demo developer signs in and revokes the key: the same call is refused at once.
+        let (status, login) = http(
+            "POST",
+            &format!("{base}/api/v1/auth/login"),
+            None,
+            Some(
+                serde_json::json!({"email": demo["email"], "password": demo["password"], "tenant": demo["tenant"]}),
+            ),
+        );
+        assert_eq!(status, 200, "{login}");
+        let token = login["access_token"].as_str().unwrap();
+        let (_, keys) = http("GET", &format!("{base}/api/v1/keys"), Some(token), None);
+        let id = keys["data"][0]["id"].as_str().unwrap();
+        assert_eq!(
+            keys["data"][0]["last4"].as_str().unwrap(),
+            &key[key.len() - 4..]
+        );
+        let (status, _) = http(
+            "DELETE",
+            &format!("{base}/api/v1/keys/{id}"),
+            Some(token),
+            None,
+        );
+        assert_eq!(status, 200);
+        let (status, err) = http("GET", &format!("{base}/v1/models"), Some(key), None);
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (401, Some("api_key_revoked"))
+        );
+        demo
+    };
+
+    // Second start: same data dir, same demo.json, the revocation persisted, the password still works.
+    let port2 = free_port();
+    let _dev = start_dev(dir.path(), port2);
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/demo.json")).unwrap())
+            .unwrap();
+    assert_eq!(again["api_key"], demo["api_key"]);
+    assert_eq!(again["password"], demo["password"]);
+    let base = format!("http://127.0.0.1:{port2}");
+    assert_eq!(again["base_url"], base.as_str());
+    let (status, _) = http(
+        "GET",
+        &format!("{base}/v1/models"),
+        again["api_key"].as_str(),
+        None,
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        "POST",
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        Some(
+            serde_json::json!({"email": again["email"], "password": again["password"], "tenant": again["tenant"]}),
+        ),
+    );
+    assert_eq!(status, 200);
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn config_errors_name_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run(taogate(dir.path()).args(["serve"]));
+    assert!(!ok);
+    assert!(out.contains("auth.jwt_secret"), "{out}");
+    let (ok, out) = run(taogate(dir.path())
+        .env("TAOGATE_DATABASE__POOL_SIZE", "0")
+        .args(["migrate"]));
+    assert!(!ok);
+    assert!(out.contains("database.pool_size"), "{out}");
+    let (ok, out) = run(taogate(dir.path())
+        .env("DATABASE_URL", "mysql://localhost/x")
+        .args(["migrate"]));
+    assert!(!ok);
+    assert!(out.contains("database_url"), "{out}");
+    let (ok, out) = run(taogate(dir.path())
+        .env("TAOGATE_HTTP__MAX_BODY_BYTES", "lots")
+        .args(["migrate"]));
+    assert!(!ok);
+    assert!(out.to_lowercase().contains("http.max_body_bytes"), "{out}");
+    std::fs::write(dir.path().join("bad.toml"), "[http]\nmax_body = 10\n").unwrap();
+    let (ok, out) = run(taogate(dir.path()).args(["--config", "bad.toml", "migrate"]));
+    assert!(!ok);
+    assert!(out.contains("max_body"), "{out}");
+    let (ok, out) = run(taogate(dir.path()).args(["--config", "missing.toml", "migrate"]));
+    assert!(!ok);
+    assert!(out.contains("missing.toml"), "{out}");
+}
+
+#[test]
+fn migrate_and_admin_bootstrap_a_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("prod.db").display());
+    let cmd = || {
+        let mut c = taogate(dir.path());
+        c.env("DATABASE_URL", &db);
+        c
+    };
+    let (ok, out) = run(cmd().args(["admin", "create-operator", "--email", "ops@example.com"]));
+    assert!(!ok, "admin before migrate must refuse: {out}");
+    assert!(out.contains("pending migrations"), "{out}");
+    let (ok, out) = run(cmd().args(["migrate"]));
+    assert!(ok && out.contains("applied 1"), "{out}");
+    let (ok, out) = run(cmd().args(["migrate"]));
+    assert!(ok && out.contains("applied 0"), "{out}");
+    let (ok, out) = run(cmd().args(["admin", "create-operator", "--email", "Ops@Example.com"]));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("password: "),
+        "a generated password is printed once: {out}"
+    );
+    let (ok, out) = run(cmd().args([
+        "admin",
+        "create-operator",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "another long password",
+    ]));
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = run(cmd().args([
+        "admin",
+        "create-tenant",
+        "--name",
+        "Acme",
+        "--slug",
+        "acme",
+        "--owner-email",
+        "boss@acme.example",
+        "--owner-password",
+        "a long enough password",
+    ]));
+    assert!(ok, "{out}");
+    let (ok, out) = run(cmd().args([
+        "admin",
+        "create-tenant",
+        "--name",
+        "Acme 2",
+        "--slug",
+        "acme",
+    ]));
+    assert!(!ok && out.contains("slug"), "{out}");
+    let (ok, out) = run(cmd().args([
+        "admin",
+        "create-tenant",
+        "--name",
+        "Bad",
+        "--slug",
+        "Not A Slug",
+    ]));
+    assert!(!ok && out.contains("slug"), "{out}");
+}
+
+#[test]
+fn openapi_command_prints_the_committed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run(taogate(dir.path()).args(["openapi"]));
+    assert!(ok);
+    let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        printed == committed,
+        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
+    );
+}
