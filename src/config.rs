@@ -166,3 +166,63 @@ impl Config {
             .with_context(|| format!("creating data dir {}", self.data_dir.display()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use figment::value::Value;
+
+    use super::*;
+
+    fn load(overrides: Figment) -> anyhow::Result<Config> {
+        Config::load(None, overrides)
+    }
+
+    #[test]
+    fn defaults_load_and_point_at_sqlite_in_the_data_dir() {
+        let config = load(Figment::new().merge(Serialized::default("database_url", ""))).unwrap();
+        config.validate(false).unwrap();
+        assert!(config.database_url().starts_with("sqlite://"));
+        assert!(config.database_url().ends_with("taogate.db"));
+        let err = config.validate(true).unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/taogate.example.toml"
+        ));
+        let config = Config::load(Some(path), Figment::new()).unwrap();
+        config.validate(false).unwrap();
+        assert_eq!(config.database.pool_size, 32);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cases = [
+            ("database_url", "mysql://x", "database_url"),
+            ("redis_url", "http://x", "redis_url"),
+            ("http.max_body_bytes", "10", "http.max_body_bytes"),
+            (
+                "auth.access_token_ttl_secs",
+                "0",
+                "auth.access_token_ttl_secs",
+            ),
+        ];
+        for (key, value, named) in cases {
+            let value: Value = value
+                .parse::<u64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| value.into());
+            let result = load(Figment::new().merge(Serialized::default(key, value)))
+                .and_then(|c| c.validate(false));
+            let err = result.expect_err(key).to_string();
+            assert!(err.contains(named), "{key}: {err}");
+        }
+        let err = load(Figment::new().merge(Serialized::default("listen", "not an address")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+}
