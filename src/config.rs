@@ -14,6 +14,15 @@ use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../deploy/taogate.default.toml");
 
+/// `TAOGATE_*` variables that are not config keys: CLI inputs and the test harness's own.
+const NOT_CONFIG: &[&str] = &[
+    "CONFIG",
+    "LOG_FORMAT",
+    "OPERATOR_PASSWORD",
+    "OWNER_PASSWORD",
+    "TEST_PG",
+];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -79,7 +88,7 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("TAOGATE_").split("__"));
+        fig = fig.merge(Env::prefixed("TAOGATE_").ignore(NOT_CONFIG).split("__"));
         for (var, key) in [("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url")] {
             if let Ok(value) = std::env::var(var) {
                 fig = fig.merge(Serialized::default(key, value));

@@ -196,6 +196,12 @@ fn config_errors_name_the_offending_key() {
     let (ok, out) = run(taogate(dir.path()).args(["--config", "bad.toml", "migrate"]));
     assert!(!ok);
     assert!(out.contains("max_body"), "{out}");
+    // Variables the CLI itself reads are not mistaken for config keys.
+    let (ok, out) = run(taogate(dir.path())
+        .env("TAOGATE_LOG_FORMAT", "json")
+        .env("TAOGATE_TEST_PG", "x")
+        .args(["migrate"]));
+    assert!(ok, "{out}");
     let (ok, out) = run(taogate(dir.path()).args(["--config", "missing.toml", "migrate"]));
     assert!(!ok);
     assert!(out.contains("missing.toml"), "{out}");

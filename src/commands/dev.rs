@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{api_key, password, secrets};
 use crate::config::Config;
 use crate::db::Db;
-use crate::domain::{BillingMode, Nano, Role};
 use crate::error::ApiError;
-use crate::models::account::Account;
 use crate::models::api_key::{ApiKey, NewKey};
 use crate::models::audit::{Actor, AuditEntry};
 use crate::models::tenant::Tenant;
@@ -92,21 +90,13 @@ async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> 
         };
         let tenant = Tenant::new("Demo reseller".into(), DEMO_SLUG.into(), true);
         tenant.insert(c)?;
-        let account = Account::new(
-            tenant.id.clone(),
+        let (account, user) = User::create_developer_with_account(
+            c,
+            &tenant.id,
             "Demo account".into(),
-            BillingMode::Prepaid,
-            Nano(0),
-        );
-        account.insert(c)?;
-        let user = User::new(
-            Some(tenant.id.clone()),
-            Some(account.id.clone()),
             DEMO_EMAIL,
             hash,
-            Role::Developer,
-        );
-        user.insert(c)?;
+        )?;
         let new = NewKey {
             tenant_id: tenant.id.clone(),
             account_id: account.id.clone(),

@@ -5,7 +5,8 @@ use diesel::prelude::*;
 
 use crate::db::DbConn;
 use crate::db::schema::users;
-use crate::domain::{AccountId, Role, TenantId, UserId, UserStatus};
+use crate::domain::{AccountId, BillingMode, Nano, Role, TenantId, UserId, UserStatus};
+use crate::models::account::Account;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
@@ -135,5 +136,26 @@ impl User {
             .filter(users::tenant_id.is_null())
             .count()
             .get_result(conn)
+    }
+
+    /// Self-serve shape: a new prepaid account and its developer, in the caller's transaction.
+    pub fn create_developer_with_account(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        account_name: String,
+        email: &str,
+        password_hash: String,
+    ) -> QueryResult<(Account, User)> {
+        let account = Account::new(tenant.clone(), account_name, BillingMode::Prepaid, Nano(0));
+        account.insert(conn)?;
+        let user = User::new(
+            Some(tenant.clone()),
+            Some(account.id.clone()),
+            email,
+            password_hash,
+            Role::Developer,
+        );
+        user.insert(conn)?;
+        Ok((account, user))
     }
 }

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::password;
-use crate::domain::{BillingMode, Nano, Role, UserId, UserStatus};
+use crate::domain::{Role, UserId, UserStatus};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::models::account::Account;
 use crate::models::audit::{Actor, AuditEntry};
@@ -128,22 +128,9 @@ pub async fn signup(
     let user = state
         .db
         .write(move |c| {
-            let account = Account::new(
-                tenant.id.clone(),
-                account_name,
-                BillingMode::Prepaid,
-                Nano(0),
-            );
-            account.insert(c)?;
-            let user = User::new(
-                Some(tenant.id.clone()),
-                Some(account.id.clone()),
-                &email,
-                hash,
-                Role::Developer,
-            );
-            user.insert(c)
-                .conflict_as("email_taken", "a user with this email already exists")?;
+            let (account, user) =
+                User::create_developer_with_account(c, &tenant.id, account_name, &email, hash)
+                    .conflict_as("email_taken", "a user with this email already exists")?;
             let actor = Actor {
                 user_id: Some(user.id.clone()),
                 role: Some(Role::Developer),

@@ -1,5 +1,7 @@
 //! Signup, login, refresh rotation and reuse detection, logout, JWT validation, login brute force.
 
+use figment::Figment;
+use figment::providers::Serialized;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -113,6 +115,22 @@ fn login_brute_force_is_cut_off(b: Backend) {
     // Even the right password is refused while limited.
     app.post("/api/v1/auth/login")
         .json(json!({"email": owner.email, "password": PASSWORD, "tenant": slug}))
+        .expect(429, "rate_limit_exceeded");
+}
+
+fn login_spray_from_one_address_is_cut_off(b: Backend) {
+    let app = TestApp::spawn_with(
+        b,
+        Figment::new().merge(Serialized::default("auth.login_per_ip_per_minute", 3)),
+    );
+    for attempt in 1..=3 {
+        app.post("/api/v1/auth/login")
+            .json(json!({"email": format!("user{attempt}@example.com"), "password": PASSWORD}))
+            .expect(401, "invalid_credentials");
+    }
+    // A fourth email from the same address: the per-IP budget is spent.
+    app.post("/api/v1/auth/login")
+        .json(json!({"email": "user4@example.com", "password": PASSWORD}))
         .expect(429, "rate_limit_exceeded");
 }
 
@@ -257,6 +275,7 @@ both_backends!(
     signup_is_refused_where_not_allowed,
     login_refuses_bad_credentials_alike,
     login_brute_force_is_cut_off,
+    login_spray_from_one_address_is_cut_off,
     refresh_rotates_and_reuse_revokes_the_family,
     logout_revokes_the_refresh_token,
     bad_access_tokens_are_refused,

@@ -172,6 +172,19 @@ fn owners_and_admins_manage_accounts_and_users(b: Backend) {
         .json(json!({"role": "admin"}))
         .expect(403, "permission_denied");
 
+    let shown = app
+        .get(&format!("/api/v1/users/{}", dev.user_id))
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "")
+        .ok();
+    assert_eq!(
+        (shown["role"].as_str(), shown["account_id"].as_str()),
+        (Some("developer"), Some(acct.as_str()))
+    );
+    assert!(shown.get("password_hash").is_none() && !shown.to_string().contains("argon2"));
+    assert!(shown["last_login_at"].is_string());
+
     // Disabling a user ends their sessions: no new login, no refresh.
     let got = app
         .patch(&format!("/api/v1/users/{}", dev.user_id))
