@@ -35,6 +35,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     let addr = listener.local_addr()?;
     let doc = openapi_document();
     let limit = state.config.http.max_body_bytes;
+    state.pool.spawn_health_checks();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, _) = App::new()

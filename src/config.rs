@@ -34,6 +34,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub idempotency: IdempotencyConfig,
+    pub pool: crate::pool::PoolConfig,
+    pub worker: crate::worker::config::WorkerConfig,
     pub models: Vec<ModelConfig>,
 }
 
@@ -73,10 +75,14 @@ pub struct IdempotencyConfig {
 pub struct ModelConfig {
     pub id: String,
     pub owned_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
 }
 
 /// Minimum secret length, in bytes, for HS256 and the key pepper (RFC 7518 §3.2: ≥ the hash size).
 const MIN_SECRET_BYTES: usize = 32;
+/// Minimum length of the gateway ↔ worker shared secret.
+const MIN_WORKER_SECRET: usize = 16;
 
 impl Config {
     /// Layers every source. `overrides` (from CLI flags) win over everything.
@@ -156,6 +162,40 @@ impl Config {
         for (i, model) in self.models.iter().enumerate() {
             if model.id.trim().is_empty() {
                 bail!("config key `models[{i}].id`: must not be empty");
+            }
+            if model.max_tokens.is_some_and(|n| n < 1) {
+                bail!("config key `models[{i}].max_tokens`: must be at least 1");
+            }
+        }
+        if !self.pool.workers.is_empty()
+            && self.pool.worker_secret.expose_secret().len() < MIN_WORKER_SECRET
+        {
+            bail!(
+                "config key `pool.worker_secret`: must be at least {MIN_WORKER_SECRET} bytes when pool.workers is set"
+            );
+        }
+        if self.pool.max_attempts == 0 || self.pool.max_in_flight == 0 {
+            bail!("config key `pool.max_attempts` / `pool.max_in_flight`: must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Checks the `[worker]` section (for `taogate worker`).
+    pub fn validate_worker(&self) -> anyhow::Result<()> {
+        if self.worker.secret.expose_secret().len() < MIN_WORKER_SECRET {
+            bail!(
+                "config key `worker.secret`: must be at least {MIN_WORKER_SECRET} bytes (set TAOGATE_WORKER__SECRET)"
+            );
+        }
+        if self.worker.routes.is_empty() {
+            bail!("config key `worker.routes`: a worker needs at least one route");
+        }
+        for (i, route) in self.worker.routes.iter().enumerate() {
+            if route.upstreams.is_empty() {
+                bail!(
+                    "config key `worker.routes[{i}].upstreams`: route `{}` has no upstream",
+                    route.model
+                );
             }
         }
         Ok(())

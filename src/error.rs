@@ -43,6 +43,15 @@ pub enum ApiError {
     },
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    /// The model is not served here (OpenAI: 404 `model_not_found`).
+    #[error("the model `{model}` does not exist or you do not have access to it")]
+    ModelNotFound { model: String },
+    /// Every upstream failed before producing an answer.
+    #[error("{message}")]
+    Upstream { message: String },
+    /// No capacity within the bounded wait; retry after `retry_after_secs`.
+    #[error("the service is overloaded; retry shortly")]
+    Overloaded { retry_after_secs: u64 },
     /// Anything unexpected. The cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -123,6 +132,9 @@ impl ApiError {
             Self::Unprocessable { code, .. } => ("invalid_request_error", code),
             Self::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             Self::Unavailable => ("service_unavailable_error", "service_unavailable"),
+            Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
+            Self::Upstream { .. } => ("api_error", "upstream_error"),
+            Self::Overloaded { .. } => ("service_unavailable_error", "overloaded"),
             Self::Internal(_) => ("api_error", "internal_error"),
         }
     }
@@ -130,6 +142,7 @@ impl ApiError {
     fn param(&self) -> Option<String> {
         match self {
             Self::BadRequest { param, .. } => param.clone(),
+            Self::ModelNotFound { .. } => Some("model".into()),
             _ => None,
         }
     }
@@ -147,7 +160,9 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -27,13 +27,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything in one process on embedded defaults, with a seeded demo tenant and key.
+    /// Everything in one process on embedded defaults, with a seeded demo tenant and key and a
+    /// local subnet (worker, Epistula miners, owner gateway) on loopback.
     Dev {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[arg(long, default_value = "./.taogate")]
         data_dir: PathBuf,
+        /// Pause between the words the local miners stream.
+        #[arg(long, default_value_t = 20)]
+        token_delay_ms: u64,
     },
+    /// A validator dendrite worker (config section `[worker]`).
+    Worker,
+    /// One local stand-in provider: an Epistula miner or an OpenAI-compatible owner gateway.
+    DevnetMiner(commands::worker::DevnetMinerArgs),
     /// The gateway (public API, management API) on the configured database.
     Serve {
         #[arg(long)]
@@ -96,12 +104,18 @@ fn init_tracing() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_path = cli.config.as_deref();
     match cli.command {
-        Command::Dev { listen, data_dir } => {
+        Command::Dev {
+            listen,
+            data_dir,
+            token_delay_ms,
+        } => {
             let overrides = Figment::new()
                 .merge(Serialized::default("listen", listen))
                 .merge(Serialized::default("data_dir", data_dir));
-            commands::dev::run(Config::load(config_path, overrides)?).await
+            commands::dev::run(Config::load(config_path, overrides)?, token_delay_ms).await
         }
+        Command::Worker => commands::worker::run(Config::load(config_path, Figment::new())?).await,
+        Command::DevnetMiner(args) => commands::worker::devnet_miner(args).await,
         Command::Serve { listen } => {
             let mut overrides = Figment::new();
             if let Some(listen) = listen {

@@ -9,6 +9,8 @@ use crate::auth::jwt::Sessions;
 use crate::auth::login_limit::LoginLimiter;
 use crate::config::Config;
 use crate::db::Db;
+use crate::metering::Meter;
+use crate::pool::Pool;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,19 +18,23 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub sessions: Sessions,
     pub login_limiter: LoginLimiter,
+    pub pool: Arc<Pool>,
+    pub meter: Meter,
     pepper: Arc<[u8]>,
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config) -> Self {
+    pub fn new(db: Db, config: Config) -> anyhow::Result<Self> {
         let pepper: Arc<[u8]> = config.auth.api_key_pepper.expose_secret().as_bytes().into();
-        Self {
+        Ok(Self {
+            pool: Pool::new(config.pool.clone())?,
+            meter: Meter::new(db.clone()),
             db,
             sessions: Sessions::new(&config.auth),
             login_limiter: LoginLimiter::new(&config.auth),
             config: Arc::new(config),
             pepper,
-        }
+        })
     }
 
     /// Key for every peppered hash (API keys, refresh tokens, idempotency records).

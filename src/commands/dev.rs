@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{api_key, password, secrets};
-use crate::config::Config;
+use crate::config::{Config, ModelConfig};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::models::api_key::{ApiKey, NewKey};
@@ -128,9 +128,30 @@ async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> 
     })
 }
 
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+/// Points the gateway at a local subnet started in process.
+fn use_local_subnet(config: &mut Config, token_delay_ms: u64) -> anyhow::Result<()> {
+    let subnet = crate::devnet::subnet::spawn(
+        &config.data_dir.join("devnet"),
+        std::time::Duration::from_millis(token_delay_ms),
+    )?;
+    config.pool.workers = vec![subnet.worker_url];
+    config.pool.worker_secret = SecretString::from(subnet.worker_secret);
+    for model in subnet.models {
+        if !config.models.iter().any(|m| m.id == model) {
+            config.models.push(ModelConfig {
+                id: model.into(),
+                owned_by: "taogate-devnet".into(),
+                max_tokens: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> {
     config.ensure_data_dir()?;
     load_dev_secrets(&mut config)?;
+    use_local_subnet(&mut config, token_delay_ms)?;
     config.validate(true)?;
     let db = super::open_db(&config, true)?;
     let listener =
@@ -162,7 +183,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         }
     };
     write_private(&demo_path, &serde_json::to_string_pretty(&demo)?)?;
-    let running = crate::app::start(AppState::new(db, config), listener, 2)?;
+    let running = crate::app::start(AppState::new(db, config)?, listener, 2)?;
     println!(
         "taogate dev is up on {}  (data: {})",
         demo.base_url,
@@ -176,6 +197,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     println!(
         "  try:  curl -H \"Authorization: Bearer {}\" {}/v1/models",
         demo.api_key, demo.base_url
+    );
+    println!(
+        "  chat: curl -N {}/v1/chat/completions -H \"Authorization: Bearer {}\" -H 'content-type: application/json' \\\n          -d '{{\"model\":\"taogate-demo\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
+        demo.base_url, demo.api_key
+    );
+    println!(
+        "  OpenAI SDK: OpenAI(base_url=\"{}/v1\", api_key=\"{}\")",
+        demo.base_url, demo.api_key
     );
     println!("  docs: {}/docs/", demo.base_url);
     running.server.await?;

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod dev;
 pub mod serve;
+pub mod worker;
 
 use crate::config::Config;
 use crate::db::{Db, migrations};

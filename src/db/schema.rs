@@ -106,3 +106,25 @@ diesel::table! {
 diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> accounts (account_id));
 diesel::allow_tables_to_appear_in_same_query!(tenants, accounts, users, api_keys);
+
+diesel::table! {
+    usage_records (id) {
+        id -> Text,
+        request_id -> Text,
+        tenant_id -> Text,
+        account_id -> Text,
+        api_key_id -> Text,
+        model -> Text,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        estimated -> Bool,
+        status -> Text,
+        worker -> Nullable<Text>,
+        upstream -> Nullable<Text>,
+        miner_uid -> Nullable<Text>,
+        started_at -> Timestamp,
+        ended_at -> Timestamp,
+        ttft_ms -> Nullable<BigInt>,
+        latency_ms -> BigInt,
+    }
+}

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod idempotency;
 pub mod refresh_token;
 pub mod tenant;
+pub mod usage;
 pub mod user;
 
 use serde::Serialize;

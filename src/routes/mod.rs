@@ -57,7 +57,11 @@ impl Modify for SecuritySchemes {
 /// Every documented route.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(health::healthz).service(health::readyz);
-    cfg.service(scope::scope("/v1").service(models::list_models));
+    cfg.service(
+        scope::scope("/v1")
+            .service(models::list_models)
+            .service(crate::proxy::chat::create_chat_completion),
+    );
     cfg.service(
         scope::scope("/api/v1")
             .service(auth::signup)

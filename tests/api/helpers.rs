@@ -317,7 +317,8 @@ impl TestApp {
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let running =
-                    taogate::app::start(AppState::new(server_db, config), listener, 1).unwrap();
+                    taogate::app::start(AppState::new(server_db, config).unwrap(), listener, 1)
+                        .unwrap();
                 tx.send(running.server.handle()).unwrap();
                 let _ = running.server.await;
             })

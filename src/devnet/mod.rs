@@ -1,0 +1,181 @@
+//! Local stand-ins for the providers a worker talks to, so the whole path runs with no network:
+//! an Epistula miner (verifies the validator's signature, timestamp and `signed_for` as SN1's
+//! miner does) and an OpenAI-compatible owner gateway (checks its Bearer key). Both answer
+//! deterministically: a templated reply streamed word by word with a configurable delay, with
+//! `usage` when asked. Used by `taogate dev` in process and as `taogate devnet-miner`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use serde_json::json;
+
+use crate::openai::sse::{self, DONE};
+use crate::openai::{ChatRequest, estimate_tokens};
+use crate::worker::epistula;
+use crate::worker::hotkey::Hotkey;
+
+pub mod subnet;
+
+/// How a stand-in behaves, for failover tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// Answer normally.
+    Ok,
+    /// Answer 500 before any byte.
+    Error,
+    /// Accept and never answer.
+    Hang,
+}
+
+pub enum Auth {
+    /// Epistula: requests must be signed for `hotkey` by one of `validators`.
+    Epistula {
+        hotkey: Arc<Hotkey>,
+        validators: Vec<String>,
+    },
+    /// OpenAI-compatible: `Authorization: Bearer <key>`.
+    Bearer { key: String },
+}
+
+pub struct StandIn {
+    pub label: String,
+    pub auth: Auth,
+    pub delay: Duration,
+    pub behaviour: Behaviour,
+}
+
+/// The deterministic answer of a stand-in, as words.
+pub fn reply_words(label: &str, req: &ChatRequest) -> Vec<String> {
+    let asked = req.last_user_text();
+    let text = format!("Hello from {label}. You said: {asked}");
+    let max = req.max_output_tokens().unwrap_or(i64::MAX).max(1) as usize;
+    text.split_inclusive(' ')
+        .take(max)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn chunk(
+    id: &str,
+    model: &str,
+    created: i64,
+    delta: serde_json::Value,
+    finish: Option<&str>,
+) -> String {
+    json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    .to_string()
+}
+
+async fn chat(state: web::Data<Arc<StandIn>>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let refuse = |status: u16, detail: &str| {
+        HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
+        )
+        .json(json!({"detail": detail}))
+    };
+    match &state.auth {
+        Auth::Epistula { hotkey, validators } => {
+            let header = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            if let Err((status, detail)) =
+                epistula::verify(header, &body, &hotkey.ss58, validators, now)
+            {
+                return refuse(status, &detail);
+            }
+        }
+        Auth::Bearer { key } => {
+            let presented = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if presented != format!("Bearer {key}") {
+                return HttpResponse::Unauthorized()
+                    .json(json!({"error": {"message": "invalid api key", "type": "authentication_error", "code": "invalid_api_key", "param": null}}));
+            }
+        }
+    }
+    let Ok(chat) = serde_json::from_slice::<ChatRequest>(&body) else {
+        return refuse(400, "invalid chat request");
+    };
+    match state.behaviour {
+        Behaviour::Ok => {}
+        Behaviour::Error => return refuse(500, "miner failure"),
+        Behaviour::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return refuse(500, "hung");
+        }
+    }
+    let words = reply_words(&state.label, &chat);
+    let prompt_tokens = estimate_tokens(&chat.prompt_text());
+    let completion_tokens = words.len() as i64;
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = chrono::Utc::now().timestamp();
+    if !chat.wants_stream() {
+        return HttpResponse::Ok().json(json!({"id": id, "object": "chat.completion", "created": created, "model": chat.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat()}, "finish_reason": "stop"}],
+            "usage": usage}));
+    }
+    let model = chat.model.clone();
+    let mut events = vec![chunk(
+        &id,
+        &model,
+        created,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    )];
+    events.extend(
+        words
+            .iter()
+            .map(|w| chunk(&id, &model, created, json!({"content": w}), None)),
+    );
+    events.push(chunk(&id, &model, created, json!({}), Some("stop")));
+    if chat.wants_usage_chunk() {
+        events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}).to_string());
+    }
+    events.push(DONE.to_owned());
+    let delay = state.delay;
+    let body = stream::iter(events).then(move |e| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Ok::<_, actix_web::Error>(sse::event(&e))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(body)
+}
+
+async fn healthz(state: web::Data<Arc<StandIn>>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok", "label": state.label}))
+}
+
+/// Serves a stand-in on `listener` (both `/v1/chat/completions` and `/chat/completions`).
+pub fn start(stand_in: StandIn, listener: TcpListener) -> anyhow::Result<actix_web::dev::Server> {
+    let data = web::Data::new(Arc::new(stand_in));
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(4 << 20))
+            .route("/v1/chat/completions", web::post().to(chat))
+            .route("/chat/completions", web::post().to(chat))
+            .route("/healthz", web::get().to(healthz))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run())
+}

@@ -1,0 +1,47 @@
+//! Usage records: what one data-plane request delivered (tokens, status, who answered).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::DbConn;
+use crate::db::schema::usage_records;
+use crate::domain::{AccountId, ApiKeyId, TenantId};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = usage_records)]
+pub struct UsageRecord {
+    pub id: String,
+    pub request_id: String,
+    pub tenant_id: TenantId,
+    pub account_id: AccountId,
+    pub api_key_id: ApiKeyId,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub estimated: bool,
+    pub status: String,
+    pub worker: Option<String>,
+    pub upstream: Option<String>,
+    pub miner_uid: Option<String>,
+    pub started_at: NaiveDateTime,
+    pub ended_at: NaiveDateTime,
+    pub ttft_ms: Option<i64>,
+    pub latency_ms: i64,
+}
+
+impl UsageRecord {
+    pub fn insert(&self, conn: &mut DbConn) -> QueryResult<()> {
+        diesel::insert_into(usage_records::table)
+            .values(self)
+            .execute(conn)
+            .map(drop)
+    }
+
+    pub fn list_for_key(conn: &mut DbConn, key: &ApiKeyId) -> QueryResult<Vec<Self>> {
+        usage_records::table
+            .filter(usage_records::api_key_id.eq(key))
+            .order(usage_records::id.asc())
+            .select(Self::as_select())
+            .load(conn)
+    }
+}

@@ -1,0 +1,176 @@
+//! OpenAI chat-completions wire format as taogate speaks it on every hop (client → gateway →
+//! worker → upstream): the request (validated here, forwarded with unknown fields intact), SSE
+//! framing, and the reassembly of a stream into a non-stream completion.
+
+pub mod aggregate;
+pub mod sse;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Roles a chat message may have.
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+/// Largest `max_tokens` accepted when a model sets no limit of its own.
+pub const DEFAULT_MAX_TOKENS_LIMIT: i64 = 32_768;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<i64>,
+    /// Everything else (temperature, tools, user, …) is passed through untouched.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default)]
+    pub content: Value,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn wants_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    pub fn wants_usage_chunk(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The completion budget the client asked for, if any.
+    pub fn max_output_tokens(&self) -> Option<i64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Checks what the OpenAI API checks before any work: messages present and well-formed,
+    /// `max_tokens` within `1..=limit`.
+    pub fn validate(&self, limit: i64) -> Result<(), ApiError> {
+        if self.model.trim().is_empty() {
+            return Err(ApiError::invalid_param("model", "model must not be empty"));
+        }
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "messages must contain at least one message",
+            ));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::invalid_param(
+                    &format!("messages[{i}].role"),
+                    format!(
+                        "unknown role `{}`; expected one of {}",
+                        m.role,
+                        ROLES.join(", ")
+                    ),
+                ));
+            }
+            let ok = match &m.content {
+                Value::String(_) | Value::Array(_) => true,
+                Value::Null => m.role == "assistant",
+                _ => false,
+            };
+            if !ok {
+                return Err(ApiError::invalid_param(
+                    &format!("messages[{i}].content"),
+                    "content must be a string or an array of content parts",
+                ));
+            }
+        }
+        for (param, value) in [
+            ("max_tokens", self.max_tokens),
+            ("max_completion_tokens", self.max_completion_tokens),
+        ] {
+            if let Some(n) = value
+                && !(1..=limit).contains(&n)
+            {
+                return Err(ApiError::invalid_param(
+                    param,
+                    format!("{param} must be between 1 and {limit}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The request as sent upstream: always streamed, always with a usage chunk, so that every hop
+    /// can meter what it delivers.
+    pub fn for_upstream(&self) -> ChatRequest {
+        let mut req = self.clone();
+        req.stream = Some(true);
+        let mut opts = req.stream_options.unwrap_or_default();
+        opts.include_usage = Some(true);
+        req.stream_options = Some(opts);
+        req
+    }
+
+    /// Text of all messages, for prompt token estimates.
+    pub fn prompt_text(&self) -> String {
+        let mut out = String::new();
+        for m in &self.messages {
+            match &m.content {
+                Value::String(s) => out.push_str(s),
+                Value::Array(parts) => {
+                    for p in parts {
+                        if let Some(t) = p.get("text").and_then(Value::as_str) {
+                            out.push_str(t);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The last user message as plain text (what the dev miners echo).
+    pub fn last_user_text(&self) -> String {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| match &m.content {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Token usage as OpenAI reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+}
+
+/// A rough token estimate (≈ 4 characters per token) for when no upstream count is available.
+pub fn estimate_tokens(text: &str) -> i64 {
+    (text.chars().count() as i64 + 3) / 4
+}

@@ -1,0 +1,131 @@
+//! Server-sent events as OpenAI streams them: `data: <json>\n\n` … `data: [DONE]\n\n`. The parser
+//! only frames events and peeks at `usage`; chunks are otherwise passed through as bytes.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+use super::Usage;
+
+pub const DONE: &str = "[DONE]";
+
+/// Incremental SSE framer: feed bytes, get complete `data:` payloads.
+#[derive(Default)]
+pub struct EventParser {
+    buf: BytesMut,
+}
+
+impl EventParser {
+    /// Appends `chunk` and returns every complete event's data payload (multi-line data joined by `\n`).
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some((end, sep)) = find_boundary(&self.buf) {
+            let raw = self.buf.split_to(end + sep);
+            let text = String::from_utf8_lossy(&raw[..end]);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                events.push(data.join("\n"));
+            }
+        }
+        events
+    }
+}
+
+/// Position and length of the first blank-line event separator (`\n\n` or `\r\n\r\n`).
+fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Frames one payload as an SSE event.
+pub fn event(data: &str) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
+}
+
+/// The `usage` object of a chunk, if the chunk carries a non-null one. Cheap for the common case:
+/// payloads without the substring are not parsed.
+pub fn usage_of(payload: &str) -> Option<Usage> {
+    if !payload.contains("\"usage\"") {
+        return None;
+    }
+    let v: Value = serde_json::from_str(payload).ok()?;
+    serde_json::from_value(v.get("usage")?.clone()).ok()
+}
+
+/// True for the dedicated usage chunk (`choices: []` with a usage object).
+pub fn is_usage_only(payload: &str) -> bool {
+    usage_of(payload).is_some()
+        && serde_json::from_str::<Value>(payload)
+            .ok()
+            .and_then(|v| {
+                v.get("choices")
+                    .and_then(Value::as_array)
+                    .map(Vec::is_empty)
+            })
+            .unwrap_or(false)
+}
+
+/// Concatenated `delta.content` of a chunk (for counting what was delivered).
+pub fn delta_text(payload: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(payload) else {
+        return String::new();
+    };
+    v.get("choices")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.pointer("/delta/content").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_events_across_arbitrary_chunk_boundaries() {
+        let stream = b"data: {\"a\":1}\n\ndata: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3},\"choices\":[]}\r\n\r\n: keep-alive\n\ndata: [DONE]\n\n";
+        for split in 1..stream.len() {
+            let mut p = EventParser::default();
+            let mut got = p.feed(&stream[..split]);
+            got.extend(p.feed(&stream[split..]));
+            assert_eq!(got.len(), 3, "split at {split}: {got:?}");
+            assert_eq!(got[0], "{\"a\":1}");
+            assert_eq!(
+                usage_of(&got[1]),
+                Some(Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 2,
+                    total_tokens: 3
+                })
+            );
+            assert!(is_usage_only(&got[1]));
+            assert_eq!(got[2], DONE);
+        }
+    }
+
+    #[test]
+    fn null_usage_is_no_usage() {
+        assert_eq!(
+            usage_of(r#"{"usage":null,"choices":[{"delta":{"content":"hi"}}]}"#),
+            None
+        );
+        assert_eq!(
+            delta_text(r#"{"usage":null,"choices":[{"delta":{"content":"hi"}}]}"#),
+            "hi"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The gateway's pool of validator workers: membership (config, or registered in process by
+//! `dev`), power-of-two-choices balancing on in-flight requests, a circuit breaker per worker
+//! (open after consecutive failures, one half-open probe after the cooldown), active health checks,
+//! a bounded wait for capacity (then 503 `overloaded`), and retries on another worker only while
+//! nothing has reached the client.
+
+pub mod member;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rand::seq::IndexedRandom;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use self::member::{Lease, Member};
+use crate::error::{ApiError, ApiResult};
+use crate::openai::ChatRequest;
+use crate::worker::transports::{EventStream, first_event};
+use crate::worker::{MINER_UID_HEADER, UPSTREAM_HEADER};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Worker base URLs (e.g. `http://10.0.0.7:9100`).
+    pub workers: Vec<String>,
+    /// Shared secret presented to workers.
+    pub worker_secret: SecretString,
+    /// Time for a worker to start answering before another is tried.
+    pub first_byte_timeout_ms: u64,
+    /// Whole-request deadline.
+    pub request_timeout_secs: u64,
+    /// Requests in flight to workers from this gateway.
+    pub max_in_flight: usize,
+    /// How long a request may wait for capacity before 503 `overloaded`.
+    pub queue_wait_ms: u64,
+    /// Workers tried per request.
+    pub max_attempts: usize,
+    /// Consecutive failures that open a worker's circuit …
+    pub eject_after_failures: u32,
+    /// … for this long, before one half-open probe.
+    pub eject_secs: u64,
+    /// Active health check period (`GET /healthz`).
+    pub health_interval_secs: u64,
+}
+
+/// An answer that has started: the worker's event stream plus what must live as long as it.
+pub struct Answer {
+    pub events: EventStream,
+    pub worker: String,
+    pub upstream: Option<String>,
+    pub miner_uid: Option<String>,
+    pub guard: (Lease, OwnedSemaphorePermit),
+}
+
+pub struct Pool {
+    members: RwLock<Vec<Arc<Member>>>,
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    cfg: PoolConfig,
+}
+
+impl Pool {
+    pub fn new(cfg: PoolConfig) -> anyhow::Result<Arc<Self>> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(cfg.first_byte_timeout_ms.min(5_000)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        let pool = Arc::new(Self {
+            members: RwLock::new(Vec::new()),
+            client,
+            slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+            cfg,
+        });
+        for url in pool.cfg.workers.clone() {
+            pool.add(&url);
+        }
+        Ok(pool)
+    }
+
+    /// Adds a worker (idempotent).
+    pub fn add(&self, url: &str) {
+        let url = url.trim_end_matches('/').to_owned();
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        if !members.iter().any(|m| m.url == url) {
+            tracing::info!(worker = %url, "worker joined the pool");
+            members.push(Arc::new(Member::new(url)));
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Power of two choices among available members not yet tried.
+    fn pick(&self, tried: &[String]) -> Option<Arc<Member>> {
+        let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+        let open: Vec<&Arc<Member>> = members
+            .iter()
+            .filter(|m| !tried.contains(&m.url) && m.available())
+            .collect();
+        let chosen = match open.len() {
+            0 => return None,
+            1 => open[0],
+            _ => {
+                let two: Vec<&&Arc<Member>> = open.choose_multiple(&mut rand::rng(), 2).collect();
+                if two[0].in_flight() <= two[1].in_flight() {
+                    two[0]
+                } else {
+                    two[1]
+                }
+            }
+        };
+        chosen.claim_probe();
+        Some(chosen.clone())
+    }
+
+    /// Sends `req` (prepared for upstream) to a worker, failing over before the first byte.
+    pub async fn send(&self, req: &ChatRequest, request_id: &str) -> ApiResult<Answer> {
+        let wait = Duration::from_millis(self.cfg.queue_wait_ms);
+        let permit = tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| ApiError::Overloaded {
+                retry_after_secs: 1,
+            })?
+            .map_err(|_| ApiError::Unavailable)?;
+        let body = serde_json::to_vec(req).map_err(ApiError::internal)?;
+        let first_byte = Duration::from_millis(self.cfg.first_byte_timeout_ms);
+        let mut tried = Vec::new();
+        let mut upstream_failure = None;
+        while tried.len() < self.cfg.max_attempts.max(1) {
+            let Some(member) = self.pick(&tried) else {
+                break;
+            };
+            tried.push(member.url.clone());
+            let lease = Lease::new(member.clone());
+            let attempt = async {
+                let res = self
+                    .client
+                    .post(format!("{}/v1/chat/completions", member.url))
+                    .bearer_auth(self.cfg.worker_secret.expose_secret())
+                    .header("content-type", "application/json")
+                    .header("x-request-id", request_id)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| Err(e.to_string()))?;
+                let status = res.status().as_u16();
+                if status == 404 {
+                    return Err(Ok(ApiError::ModelNotFound {
+                        model: req.model.clone(),
+                    }));
+                }
+                if status == 502 {
+                    return Err(Ok(ApiError::Upstream {
+                        message: "no upstream of the worker could answer".into(),
+                    }));
+                }
+                if !(200..300).contains(&status) {
+                    return Err(Err(format!("worker answered {status}")));
+                }
+                let header = |name: &str| {
+                    res.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let (upstream, miner_uid) = (header(UPSTREAM_HEADER), header(MINER_UID_HEADER));
+                let events = first_event(res).await.map_err(|e| Err(e.to_string()))?;
+                Ok((events, upstream, miner_uid))
+            };
+            match tokio::time::timeout(first_byte, attempt).await {
+                Ok(Ok((events, upstream, miner_uid))) => {
+                    member.on_success();
+                    let worker = member.url.clone();
+                    return Ok(Answer {
+                        events,
+                        worker,
+                        upstream,
+                        miner_uid,
+                        guard: (lease, permit),
+                    });
+                }
+                // The worker is healthy but its answer is final for this worker (unknown model,
+                // every upstream failed): the model error is final, an upstream failure is retried.
+                Ok(Err(Ok(ApiError::ModelNotFound { model }))) => {
+                    member.on_success();
+                    return Err(ApiError::ModelNotFound { model });
+                }
+                Ok(Err(Ok(err))) => {
+                    member.on_success();
+                    upstream_failure = Some(err);
+                }
+                Ok(Err(Err(reason))) => self.failed(&member, &reason),
+                Err(_) => self.failed(&member, "no first byte within the deadline"),
+            }
+        }
+        Err(upstream_failure.unwrap_or(ApiError::Unavailable))
+    }
+
+    fn failed(&self, member: &Member, reason: &str) {
+        tracing::warn!(worker = %member.url, %reason, "worker failed before the first byte");
+        member.on_failure(
+            self.cfg.eject_after_failures,
+            Duration::from_secs(self.cfg.eject_secs),
+        );
+    }
+
+    /// Probes every member's `/healthz` periodically; results feed the circuit breakers.
+    pub fn spawn_health_checks(self: &Arc<Self>) {
+        let pool = Arc::downgrade(self);
+        let every = Duration::from_secs(self.cfg.health_interval_secs.max(1));
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let members: Vec<Arc<Member>> = pool
+                    .members
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                for m in members {
+                    let ok = pool
+                        .client
+                        .get(format!("{}/healthz", m.url))
+                        .timeout(Duration::from_secs(2))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        m.on_success();
+                    } else {
+                        pool.failed(&m, "health check failed");
+                    }
+                }
+            }
+        });
+    }
+}

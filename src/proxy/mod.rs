@@ -1,0 +1,5 @@
+//! The OpenAI-compatible data plane: `POST /v1/chat/completions` (JSON or SSE) and the WebSocket
+//! variant, in front of the worker pool, with every request metered.
+
+pub mod chat;
+pub mod stream;

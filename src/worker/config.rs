@@ -1,0 +1,78 @@
+//! `[worker]` configuration: where it listens, the shared secret the gateway presents, the hotkey
+//! (bittensor wallet), and per model an ordered list of upstreams tried in turn.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub listen: std::net::SocketAddr,
+    /// Bearer secret the gateway must present (never exposed publicly).
+    pub secret: SecretString,
+    pub wallet_path: String,
+    pub wallet_name: String,
+    pub hotkey_name: String,
+    /// Time allowed for an upstream to produce its first event before the next one is tried.
+    pub first_byte_timeout_ms: u64,
+    /// Per-request deadline for the whole answer.
+    pub request_timeout_secs: u64,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One model's upstreams, in order of preference.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub model: String,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UpstreamConfig {
+    /// An OpenAI-compatible endpoint with a Bearer key (a subnet owner's gateway).
+    Openai {
+        name: String,
+        base_url: String,
+        /// Name of the environment variable holding the key …
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// … or a file holding it …
+        #[serde(default)]
+        api_key_file: Option<String>,
+        /// … or the key itself (dev only).
+        #[serde(default)]
+        api_key: Option<String>,
+        /// Model name at this upstream, when it differs from ours.
+        #[serde(default)]
+        model: Option<String>,
+    },
+    /// Miners from a metagraph snapshot, queried with Epistula v2 signed requests; `race` miners
+    /// at once, the first valid stream wins.
+    Epistula {
+        name: String,
+        metagraph_file: String,
+        #[serde(default = "default_race")]
+        race: usize,
+        #[serde(default = "default_top_k")]
+        top_k: usize,
+    },
+}
+
+fn default_race() -> usize {
+    2
+}
+
+fn default_top_k() -> usize {
+    16
+}
+
+impl UpstreamConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Openai { name, .. } | Self::Epistula { name, .. } => name,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The validator hotkey: sr25519 (schnorrkel, signing context `substrate`), loaded from a bittensor
+//! wallet keyfile exactly as btwallet writes it (plain JSON at
+//! `<wallet_path>/<wallet>/hotkeys/<hotkey>`), with its ss58 address (prefix 42).
+//!
+//! Load precedence follows btwallet: `secretSeed` (32-byte mini secret, expanded in Ed25519 mode as
+//! sp-core does), else `privateKey` (64-byte schnorrkel secret). Encrypted keyfiles (`$NACL`,
+//! Fernet, Ansible vault) are refused with a clear error: hotkeys are normally stored in the clear.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use blake2::{Blake2b512, Digest};
+use schnorrkel::{ExpansionMode, Keypair, MiniSecretKey, PublicKey, SecretKey, Signature};
+use serde_json::Value;
+
+const SIGNING_CONTEXT: &[u8] = b"substrate";
+/// Generic substrate address format, used by bittensor.
+const SS58_PREFIX: u8 = 42;
+
+pub struct Hotkey {
+    keypair: Keypair,
+    seed: Option<[u8; 32]>,
+    pub ss58: String,
+}
+
+impl Hotkey {
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let keypair = MiniSecretKey::from_bytes(&seed)
+            .expect("32 bytes")
+            .expand_to_keypair(ExpansionMode::Ed25519);
+        let ss58 = ss58_encode(&keypair.public.to_bytes());
+        Self {
+            keypair,
+            seed: Some(seed),
+            ss58,
+        }
+    }
+
+    pub fn generate() -> Self {
+        let seed: [u8; 32] = crate::auth::secrets::random_bytes(32)
+            .try_into()
+            .expect("32 bytes");
+        Self::from_seed(seed)
+    }
+
+    /// `<wallet_path>/<wallet>/hotkeys/<hotkey>`, with `~` expanded.
+    pub fn keyfile_path(wallet_path: &str, wallet: &str, hotkey: &str) -> PathBuf {
+        let base = match wallet_path.strip_prefix("~/") {
+            Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(rest),
+            None => PathBuf::from(wallet_path),
+        };
+        base.join(wallet).join("hotkeys").join(hotkey)
+    }
+
+    pub fn from_keyfile(path: &Path) -> anyhow::Result<Self> {
+        let data = std::fs::read(path)
+            .with_context(|| format!("reading hotkey file {}", path.display()))?;
+        Self::from_keyfile_data(&data).with_context(|| format!("hotkey file {}", path.display()))
+    }
+
+    pub fn from_keyfile_data(data: &[u8]) -> anyhow::Result<Self> {
+        for (marker, kind) in [
+            (&b"$NACL"[..], "NaCl"),
+            (b"gAAAAA", "legacy Fernet"),
+            (b"$ANSIBLE_VAULT", "Ansible vault"),
+        ] {
+            if data.starts_with(marker) {
+                bail!(
+                    "the keyfile is encrypted ({kind}); taogate needs an unencrypted hotkey (btcli creates hotkeys unencrypted)"
+                );
+            }
+        }
+        let json: Value = serde_json::from_slice(data).context("keyfile is not JSON")?;
+        let field = |name: &str| {
+            json.get(name)
+                .and_then(Value::as_str)
+                .map(decode_hex)
+                .transpose()
+        };
+        if let Some(seed) = field("secretSeed")? {
+            let seed: [u8; 32] = seed
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("secretSeed must be 32 bytes"))?;
+            return Ok(Self::from_seed(seed));
+        }
+        if let Some(private) = field("privateKey")? {
+            let secret =
+                SecretKey::from_bytes(&private).map_err(|e| anyhow::anyhow!("privateKey: {e}"))?;
+            let keypair = secret.to_keypair();
+            let ss58 = ss58_encode(&keypair.public.to_bytes());
+            return Ok(Self {
+                keypair,
+                seed: None,
+                ss58,
+            });
+        }
+        if json.get("secretPhrase").is_some() {
+            bail!(
+                "this keyfile holds only a secretPhrase; mnemonic keyfiles are not supported yet (use one with secretSeed)"
+            );
+        }
+        bail!("the keyfile has no secret (secretSeed or privateKey): it is public-only")
+    }
+
+    /// The keyfile JSON btwallet writes for an unencrypted hotkey (for the dev subnet).
+    pub fn keyfile_json(&self) -> String {
+        let public = format!("0x{}", hex::encode(self.keypair.public.to_bytes()));
+        let mut v = serde_json::json!({
+            "cryptoType": 1,
+            "ss58Address": self.ss58,
+            "publicKey": public,
+            "accountId": public,
+            "privateKey": format!("0x{}", hex::encode(self.keypair.secret.to_bytes())),
+        });
+        if let Some(seed) = self.seed {
+            v["secretSeed"] = Value::String(format!("0x{}", hex::encode(seed)));
+        }
+        v.to_string()
+    }
+
+    /// sr25519 signature over `message`, `0x`-hex encoded.
+    pub fn sign_hex(&self, message: &[u8]) -> String {
+        let sig = self.keypair.sign_simple(SIGNING_CONTEXT, message);
+        format!("0x{}", hex::encode(sig.to_bytes()))
+    }
+}
+
+/// Verifies a `0x`-hex sr25519 signature by the owner of `ss58` over `message`.
+pub fn verify_hex(ss58: &str, message: &[u8], signature: &str) -> bool {
+    let Some(public) = ss58_decode(ss58).and_then(|pk| PublicKey::from_bytes(&pk).ok()) else {
+        return false;
+    };
+    let Some(hex_sig) = signature.strip_prefix("0x") else {
+        return false;
+    };
+    let Ok(bytes) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(sig) = Signature::from_bytes(&bytes) else {
+        return false;
+    };
+    public.verify_simple(SIGNING_CONTEXT, message, &sig).is_ok()
+}
+
+fn decode_hex(s: &str) -> anyhow::Result<Vec<u8>> {
+    hex::decode(s.strip_prefix("0x").unwrap_or(s)).context("not hex")
+}
+
+fn checksum(data: &[u8]) -> [u8; 2] {
+    let mut h = Blake2b512::new();
+    h.update(b"SS58PRE");
+    h.update(data);
+    let out = h.finalize();
+    [out[0], out[1]]
+}
+
+pub fn ss58_encode(public: &[u8; 32]) -> String {
+    let mut data = Vec::with_capacity(35);
+    data.push(SS58_PREFIX);
+    data.extend_from_slice(public);
+    let sum = checksum(&data);
+    data.extend_from_slice(&sum);
+    bs58::encode(data).into_string()
+}
+
+pub fn ss58_decode(address: &str) -> Option<[u8; 32]> {
+    let data = bs58::decode(address).into_vec().ok()?;
+    if data.len() != 35 || data[0] != SS58_PREFIX || checksum(&data[..33]) != data[33..] {
+        return None;
+    }
+    data[1..33].try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Substrate's well-known dev account //Alice: mini secret and ss58 from `subkey inspect //Alice`.
+    const ALICE_SEED: &str = "e5be9a5092b81bca64be81d212e7f2f9eba183bb7a90954f7b76361f6edb5c0a";
+    const ALICE_SS58: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+
+    #[test]
+    fn seed_expands_like_sp_core() {
+        let seed: [u8; 32] = hex::decode(ALICE_SEED).unwrap().try_into().unwrap();
+        assert_eq!(Hotkey::from_seed(seed).ss58, ALICE_SS58);
+    }
+
+    #[test]
+    fn keyfile_round_trip_and_signatures() {
+        let key = Hotkey::generate();
+        let again = Hotkey::from_keyfile_data(key.keyfile_json().as_bytes()).unwrap();
+        assert_eq!(again.ss58, key.ss58);
+        let sig = key.sign_hex(b"hello");
+        assert!(verify_hex(&key.ss58, b"hello", &sig));
+        assert!(!verify_hex(&key.ss58, b"hellO", &sig));
+        assert!(!verify_hex(&Hotkey::generate().ss58, b"hello", &sig));
+        assert!(
+            !verify_hex(&key.ss58, b"hello", &sig[2..]),
+            "bare hex is refused"
+        );
+        // privateKey alone gives the same account.
+        let mut v: Value = serde_json::from_str(&key.keyfile_json()).unwrap();
+        v.as_object_mut().unwrap().remove("secretSeed");
+        assert_eq!(
+            Hotkey::from_keyfile_data(v.to_string().as_bytes())
+                .unwrap()
+                .ss58,
+            key.ss58
+        );
+    }
+
+    #[test]
+    fn encrypted_and_public_only_keyfiles_are_refused_clearly() {
+        let err = Hotkey::from_keyfile_data(b"$NACL\x00\x01")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("encrypted"), "{err}");
+        let err = Hotkey::from_keyfile_data(br#"{"ss58Address":"5Grw"}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("public-only"), "{err}");
+    }
+
+    #[test]
+    fn ss58_rejects_bad_checksums() {
+        assert!(ss58_decode(ALICE_SS58).is_some());
+        let mut bad = ALICE_SS58.to_owned();
+        bad.replace_range(10..11, "x");
+        assert!(ss58_decode(&bad).is_none());
+    }
+}

@@ -1,0 +1,261 @@
+//! `taogate worker`: a validator dendrite worker. It holds the hotkey and, per model, an ordered
+//! list of upstreams (owner gateways over `openai`, miner pools over `epistula`); it serves an
+//! internal OpenAI-compatible `POST /v1/chat/completions` to the gateway, authenticated by a
+//! shared secret, and says which upstream and miner uid answered in `x-taogate-upstream` /
+//! `x-taogate-miner-uid`.
+
+pub mod config;
+pub mod epistula;
+pub mod hotkey;
+pub mod metagraph;
+pub mod transports;
+
+use std::collections::HashMap;
+use std::future::ready;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, stream};
+use secrecy::{ExposeSecret, SecretString};
+
+use self::config::{UpstreamConfig, WorkerConfig};
+use self::hotkey::Hotkey;
+use self::transports::{EventStream, Opened, Transport};
+use crate::error::{ApiError, ApiResult};
+use crate::openai::aggregate::Aggregator;
+use crate::openai::sse::{self, DONE};
+use crate::openai::{ChatRequest, Usage};
+
+pub const UPSTREAM_HEADER: &str = "x-taogate-upstream";
+pub const MINER_UID_HEADER: &str = "x-taogate-miner-uid";
+
+pub struct Worker {
+    routes: HashMap<String, Vec<Arc<dyn Transport>>>,
+    secret: SecretString,
+    first_byte: Duration,
+    deadline: Duration,
+    pub hotkey: Arc<Hotkey>,
+    epistula: Vec<Arc<transports::epistula::Epistula>>,
+}
+
+impl Worker {
+    pub fn build(cfg: &WorkerConfig, hotkey: Arc<Hotkey>) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        let mut routes: HashMap<String, Vec<Arc<dyn Transport>>> = HashMap::new();
+        let mut epistula = Vec::new();
+        for route in &cfg.routes {
+            let mut chain: Vec<Arc<dyn Transport>> = Vec::new();
+            for up in &route.upstreams {
+                match up {
+                    UpstreamConfig::Openai {
+                        name,
+                        base_url,
+                        api_key_env,
+                        api_key_file,
+                        api_key,
+                        model,
+                    } => {
+                        chain.push(Arc::new(transports::openai::OpenAi::new(
+                            name,
+                            base_url,
+                            api_key_env.as_deref(),
+                            api_key_file.as_deref(),
+                            api_key.as_deref(),
+                            model.clone(),
+                            client.clone(),
+                        )?));
+                    }
+                    UpstreamConfig::Epistula {
+                        name,
+                        metagraph_file,
+                        race,
+                        top_k,
+                    } => {
+                        let t = Arc::new(transports::epistula::Epistula::new(
+                            name,
+                            metagraph_file,
+                            *race,
+                            *top_k,
+                            hotkey.clone(),
+                            client.clone(),
+                        )?);
+                        epistula.push(t.clone());
+                        chain.push(t);
+                    }
+                }
+            }
+            routes.insert(route.model.clone(), chain);
+        }
+        Ok(Self {
+            routes,
+            secret: cfg.secret.clone(),
+            first_byte: Duration::from_millis(cfg.first_byte_timeout_ms),
+            deadline: Duration::from_secs(cfg.request_timeout_secs),
+            hotkey,
+            epistula,
+        })
+    }
+
+    /// Tries each upstream of the model in order until one produces a first event.
+    pub async fn open(&self, req: &ChatRequest) -> ApiResult<Opened> {
+        let chain = self
+            .routes
+            .get(&req.model)
+            .ok_or_else(|| ApiError::ModelNotFound {
+                model: req.model.clone(),
+            })?;
+        let upstream_req = req.for_upstream();
+        let mut failures = Vec::new();
+        for transport in chain {
+            match transport.open(&upstream_req, self.first_byte).await {
+                Ok(opened) => {
+                    tracing::info!(upstream = %opened.upstream, miner.uid = ?opened.miner_uid, "answered by {}", opened.upstream);
+                    return Ok(opened);
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %transport.name(), error = %e, "upstream failed before the first byte");
+                    failures.push(format!("{}: {e}", transport.name()));
+                }
+            }
+        }
+        Err(ApiError::Upstream {
+            message: format!("every upstream failed ({})", failures.len()),
+        })
+    }
+
+    /// Re-reads metagraph snapshots every `every`.
+    pub fn spawn_metagraph_refresh(self: &Arc<Self>, every: Duration) {
+        let this = Arc::downgrade(self);
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(w) = this.upgrade() else { return };
+                for t in &w.epistula {
+                    t.reload();
+                }
+            }
+        });
+    }
+
+    fn authorised(&self, req: &HttpRequest) -> bool {
+        let presented = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(presented.as_bytes(), self.secret.expose_secret().as_bytes())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// SSE body from an event stream: payloads re-framed, `[DONE]` at the end, an error event if the
+/// stream breaks, cut at `deadline`.
+pub fn sse_body(
+    events: EventStream,
+    deadline: Duration,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    events
+        .take_while(|e| ready(!matches!(e, Ok(p) if p == DONE)))
+        .map(|e| match e {
+            Ok(payload) => sse::event(&payload),
+            Err(err) => sse::event(&serde_json::json!({"error": {"message": err.to_string(), "type": "api_error", "code": "upstream_error"}}).to_string()),
+        })
+        .take_until(tokio::time::sleep(deadline))
+        .chain(stream::once(ready(sse::event(DONE))))
+        .map(Ok)
+}
+
+/// Reads a whole event stream into a non-stream completion.
+pub async fn collect(mut events: EventStream, deadline: Duration) -> ApiResult<serde_json::Value> {
+    let mut agg = Aggregator::default();
+    let read = async {
+        while let Some(e) = events.next().await {
+            match e {
+                Ok(p) if p == DONE => break,
+                Ok(p) => agg.push(&p),
+                Err(e) => {
+                    return Err(ApiError::Upstream {
+                        message: format!("the upstream stream broke: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| ApiError::Upstream {
+            message: "the upstream did not finish within the deadline".into(),
+        })??;
+    Ok(agg.finish(Usage::default()))
+}
+
+async fn chat(
+    worker: web::Data<Arc<Worker>>,
+    req: HttpRequest,
+    body: web::Json<ChatRequest>,
+) -> ApiResult<HttpResponse> {
+    if !worker.authorised(&req) {
+        return Err(ApiError::unauthorized(
+            "invalid_worker_secret",
+            "this endpoint is internal",
+        ));
+    }
+    let body = body.into_inner();
+    let opened = worker.open(&body).await?;
+    let mut res = HttpResponse::Ok();
+    res.insert_header((UPSTREAM_HEADER, opened.upstream.clone()));
+    if let Some(uid) = opened.miner_uid {
+        res.insert_header((MINER_UID_HEADER, uid.to_string()));
+    }
+    if body.wants_stream() {
+        Ok(res
+            .content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .streaming(sse_body(opened.events, worker.deadline)))
+    } else {
+        Ok(res.json(collect(opened.events, worker.deadline).await?))
+    }
+}
+
+async fn healthz(worker: web::Data<Arc<Worker>>) -> HttpResponse {
+    let mut models: Vec<&String> = worker.routes.keys().collect();
+    models.sort();
+    HttpResponse::Ok()
+        .json(serde_json::json!({"status": "ok", "hotkey": worker.hotkey.ss58, "models": models}))
+}
+
+/// Serves the worker on `listener` with `threads` actix workers.
+pub fn start(
+    worker: Arc<Worker>,
+    listener: TcpListener,
+    threads: usize,
+    max_body: usize,
+) -> anyhow::Result<actix_web::dev::Server> {
+    let data = web::Data::new(worker);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .app_data(crate::http::extract::json_config(max_body))
+            .route("/v1/chat/completions", web::post().to(chat))
+            .route("/healthz", web::get().to(healthz))
+            .default_service(web::to(crate::http::extract::not_found))
+    })
+    .workers(threads)
+    .shutdown_timeout(2)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

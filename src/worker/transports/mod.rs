@@ -1,0 +1,139 @@
+//! Upstream transports behind one trait. Every transport asks its upstream for a stream and hands
+//! back an [`Opened`] stream only once the first event has arrived, so the caller can still fail
+//! over to the next upstream when nothing has been received.
+
+pub mod epistula;
+pub mod openai;
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt};
+
+use crate::openai::ChatRequest;
+use crate::openai::sse::EventParser;
+
+/// SSE data payloads (`{json}` … `[DONE]`).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<String, UpstreamError>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("upstream answered {0}: {1}")]
+    Status(u16, String),
+    #[error("no first byte within the deadline")]
+    Timeout,
+    #[error("stream broke: {0}")]
+    Stream(String),
+    #[error("no serving miners")]
+    NoMiners,
+    #[error("every miner failed: {0}")]
+    AllFailed(String),
+}
+
+/// A stream that has produced its first event.
+pub struct Opened {
+    pub upstream: String,
+    pub miner_uid: Option<u16>,
+    pub events: EventStream,
+}
+
+pub trait Transport: Send + Sync {
+    fn name(&self) -> &str;
+    /// Sends `req` (already prepared for upstream: streamed, with usage) and waits up to
+    /// `first_byte` for the first event.
+    fn open<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+        first_byte: Duration,
+    ) -> BoxFuture<'a, Result<Opened, UpstreamError>>;
+}
+
+/// POSTs `body` to `url` and returns the SSE payload stream once its first event has arrived.
+pub async fn open_sse(
+    client: &reqwest::Client,
+    url: &str,
+    headers: Vec<(&str, String)>,
+    body: Vec<u8>,
+    first_byte: Duration,
+) -> Result<EventStream, UpstreamError> {
+    let attempt = async {
+        let mut req = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        if !res.status().is_success() {
+            let status = res.status().as_u16();
+            let text: String = res
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            return Err(UpstreamError::Status(status, text));
+        }
+        first_event(res).await
+    };
+    tokio::time::timeout(first_byte, attempt)
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+}
+
+/// Reads a streaming response up to its first SSE event (an `{"error":…}` first event is a
+/// failure) and returns the payload stream, first event included.
+pub async fn first_event(res: reqwest::Response) -> Result<EventStream, UpstreamError> {
+    let mut bytes = res.bytes_stream();
+    let mut parser = EventParser::default();
+    let mut pending = VecDeque::new();
+    while pending.is_empty() {
+        match bytes.next().await {
+            Some(Ok(chunk)) => pending.extend(parser.feed(&chunk)),
+            Some(Err(e)) => return Err(UpstreamError::Stream(e.to_string())),
+            None => return Err(UpstreamError::Stream("ended before the first event".into())),
+        }
+    }
+    if pending
+        .front()
+        .is_some_and(|first| first.starts_with("{\"error\""))
+    {
+        return Err(UpstreamError::Stream(
+            pending.pop_front().unwrap_or_default(),
+        ));
+    }
+    let stream = futures_util::stream::unfold(
+        (bytes, parser, pending, false),
+        |(mut bytes, mut parser, mut pending, mut ended)| async move {
+            loop {
+                if let Some(event) = pending.pop_front() {
+                    return Some((Ok(event), (bytes, parser, pending, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => pending.extend(parser.feed(&chunk)),
+                    Some(Err(e)) => {
+                        ended = true;
+                        return Some((
+                            Err(UpstreamError::Stream(e.to_string())),
+                            (bytes, parser, pending, ended),
+                        ));
+                    }
+                    None => ended = true,
+                }
+            }
+        },
+    );
+    Ok(Box::pin(stream))
+}
