@@ -288,6 +288,7 @@ pub struct TestApp {
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
     _test_db: TestDb,
+    _dirs: Vec<tempfile::TempDir>,
 }
 
 /// Serialises the creation of servers: each binds, migrates and spins up its own runtime.
@@ -300,14 +301,46 @@ impl TestApp {
 
     /// Spawns with extra config overrides (e.g. a small body limit).
     pub fn spawn_with(backend: Backend, overrides: Figment) -> Self {
+        Self::spawn_full(backend, overrides, |_| {})
+    }
+
+    /// Spawns with a local subnet (worker, Epistula miners, owner gateway) in the server's system;
+    /// the miners pause `delay_ms` between streamed words.
+    pub fn spawn_with_subnet(backend: Backend, delay_ms: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let mut app = Self::spawn_full(backend, Figment::new(), move |config| {
+            let subnet =
+                taogate::devnet::subnet::spawn(&path, std::time::Duration::from_millis(delay_ms))
+                    .unwrap();
+            config.pool.workers = vec![subnet.worker_url];
+            config.pool.worker_secret = subnet.worker_secret.into();
+            for model in subnet.models {
+                config.models.push(taogate::config::ModelConfig {
+                    id: model.into(),
+                    owned_by: "devnet".into(),
+                    max_tokens: Some(1000),
+                });
+            }
+        });
+        app._dirs.push(dir);
+        app
+    }
+
+    /// Spawns after `setup` adjusted the config inside the server's actix system (where it may
+    /// start other servers, such as workers and miners).
+    pub fn spawn_full(
+        backend: Backend,
+        overrides: Figment,
+        setup: impl FnOnce(&mut Config) + Send + 'static,
+    ) -> Self {
         let test_db = TestDb::new(backend);
         let base = Figment::new()
             .merge(Serialized::default("database_url", &test_db.url))
             .merge(Serialized::default("auth.jwt_secret", JWT_SECRET))
             .merge(Serialized::default("auth.api_key_pepper", PEPPER))
             .merge(overrides);
-        let config = Config::load(None, base).unwrap();
-        config.validate(true).unwrap();
+        let mut config = Config::load(None, base).unwrap();
         let db = Db::connect(&test_db.url, 4).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -316,6 +349,8 @@ impl TestApp {
         let _guard = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
+                setup(&mut config);
+                config.validate(true).unwrap();
                 let running =
                     taogate::app::start(AppState::new(server_db, config).unwrap(), listener, 1)
                         .unwrap();
@@ -330,6 +365,7 @@ impl TestApp {
             handle,
             thread: Some(thread),
             _test_db: test_db,
+            _dirs: vec![],
         }
     }
 
@@ -457,6 +493,26 @@ impl TestApp {
             res["id"].as_str().unwrap().to_owned(),
             res["secret"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// A tenant owner, one account and an API key of it: (owner, account id, key id, secret).
+    pub fn api_key(&self) -> (Session, String, String, String) {
+        let op = self.operator();
+        let (_, _, owner) = self.tenant(&op, false);
+        let account = self.account(&owner, "Customer");
+        let (id, secret) = self.key(&owner, Some(&account));
+        (owner, account, id, secret)
+    }
+
+    /// Waits (up to 5 s) until `table` has `n` rows; usage is recorded off the request path.
+    pub fn wait_for_rows(&self, table: &str, n: i64) {
+        for _ in 0..250 {
+            if self.count(table) >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(self.count(table), n, "rows in {table}");
     }
 
     /// Number of rows in `table`, read straight from the database.

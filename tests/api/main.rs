@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod chat;
 mod idempotency;
 mod isolation;
 mod keys;
