@@ -119,6 +119,17 @@ impl Pool {
 
     /// Sends `req` (prepared for upstream) to a worker, failing over before the first byte.
     pub async fn send(&self, req: &ChatRequest, request_id: &str) -> ApiResult<Answer> {
+        self.send_avoiding(req, request_id, &mut Vec::new()).await
+    }
+
+    /// As [`Pool::send`], never picking a worker in `tried` (and adding the ones it tries), so a
+    /// caller that can still retry (nothing sent to its client yet) moves on to fresh workers.
+    pub async fn send_avoiding(
+        &self,
+        req: &ChatRequest,
+        request_id: &str,
+        tried: &mut Vec<String>,
+    ) -> ApiResult<Answer> {
         let wait = Duration::from_millis(self.cfg.queue_wait_ms);
         let permit = tokio::time::timeout(wait, self.slots.clone().acquire_owned())
             .await
@@ -128,10 +139,10 @@ impl Pool {
             .map_err(|_| ApiError::Unavailable)?;
         let body = serde_json::to_vec(req).map_err(ApiError::internal)?;
         let first_byte = Duration::from_millis(self.cfg.first_byte_timeout_ms);
-        let mut tried = Vec::new();
         let mut upstream_failure = None;
-        while tried.len() < self.cfg.max_attempts.max(1) {
-            let Some(member) = self.pick(&tried) else {
+        let budget = tried.len() + self.cfg.max_attempts.max(1);
+        while tried.len() < budget {
+            let Some(member) = self.pick(tried) else {
                 break;
             };
             tried.push(member.url.clone());
@@ -198,6 +209,24 @@ impl Pool {
             }
         }
         Err(upstream_failure.unwrap_or(ApiError::Unavailable))
+    }
+
+    /// Reports a worker whose stream broke after it had started answering.
+    pub fn report_broken(&self, url: &str) {
+        let member = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|m| m.url == url)
+            .cloned();
+        if let Some(m) = member {
+            self.failed(&m, "stream broke mid-answer");
+        }
+    }
+
+    pub fn max_attempts(&self) -> usize {
+        self.cfg.max_attempts.max(1)
     }
 
     fn failed(&self, member: &Member, reason: &str) {

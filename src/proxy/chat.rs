@@ -13,6 +13,7 @@ use crate::metering::{Admitted, Delivered, Status};
 use crate::openai::aggregate::Aggregator;
 use crate::openai::sse::DONE;
 use crate::openai::{ChatRequest, DEFAULT_MAX_TOKENS_LIMIT, Usage};
+use crate::pool::Answer;
 use crate::state::AppState;
 
 /// Checks scope, model and request, and returns the model's `max_tokens` limit.
@@ -51,17 +52,18 @@ pub async fn create_chat_completion(
     let req = body.into_inner();
     admit(&state, &caller, &req)?;
     let admitted = Admitted::new(&meta.request_id, &caller.key, &req);
-    let answer = match state.pool.send(&req.for_upstream(), &meta.request_id).await {
-        Ok(a) => a,
-        Err(e) => {
-            state
-                .meter
-                .settle(admitted, Status::UpstreamError, Delivered::default());
-            return Err(e);
-        }
-    };
     let deadline = Duration::from_secs(state.config.pool.request_timeout_secs);
+    let upstream_req = req.for_upstream();
     if req.wants_stream() {
+        let answer = match state.pool.send(&upstream_req, &meta.request_id).await {
+            Ok(a) => a,
+            Err(e) => {
+                state
+                    .meter
+                    .settle(admitted, Status::UpstreamError, Delivered::default());
+                return Err(e);
+            }
+        };
         let stream = Metered::new(
             answer,
             req.wants_usage_chunk(),
@@ -74,6 +76,50 @@ pub async fn create_chat_completion(
             .insert_header(("cache-control", "no-cache"))
             .streaming(stream));
     }
+    // Nothing reaches a non-stream client before the answer is complete, so a stream that breaks
+    // midway is retried on another worker.
+    let mut tried = Vec::new();
+    let mut last_error = ApiError::Unavailable;
+    let started = std::time::Instant::now();
+    while tried.len() < state.pool.max_attempts() {
+        let answer = match state
+            .pool
+            .send_avoiding(&upstream_req, &meta.request_id, &mut tried)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                last_error = e;
+                break;
+            }
+        };
+        let remaining = deadline.saturating_sub(started.elapsed());
+        match collect(answer, remaining, admitted.prompt_estimate).await {
+            Ok((completion, delivered)) => {
+                state.meter.settle(admitted, Status::Ok, delivered);
+                return Ok(HttpResponse::Ok().json(completion));
+            }
+            Err((worker, reason)) => {
+                tracing::warn!(worker = %worker, %reason, "answer broke before completion; retrying");
+                state.pool.report_broken(&worker);
+                last_error = ApiError::Upstream {
+                    message: "the upstream stream broke before the answer was complete".into(),
+                };
+            }
+        }
+    }
+    state
+        .meter
+        .settle(admitted, Status::UpstreamError, Delivered::default());
+    Err(last_error)
+}
+
+/// Reads a whole answer into one completion; on failure returns the worker and the reason.
+async fn collect(
+    answer: Answer,
+    deadline: Duration,
+    prompt_estimate: i64,
+) -> Result<(serde_json::Value, Delivered), (String, String)> {
     let mut delivered = Delivered {
         worker: Some(answer.worker.clone()),
         upstream: answer.upstream.clone(),
@@ -95,29 +141,20 @@ pub async fn create_chat_completion(
                 Err(e) => return Err(e.to_string()),
             }
         }
-        Ok(())
+        Err("the stream ended without [DONE]".to_owned())
     };
-    let outcome = tokio::time::timeout(deadline, read).await;
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => return Err((answer.worker, reason)),
+        Err(_) => return Err((answer.worker, "deadline".into())),
+    }
     delivered.text = agg.text();
     delivered.usage = agg.usage();
-    if !matches!(outcome, Ok(Ok(()))) {
-        state
-            .meter
-            .settle(admitted, Status::UpstreamError, delivered);
-        return Err(ApiError::Upstream {
-            message: "the upstream stream broke before the answer was complete".into(),
-        });
-    }
+    let completion_tokens = crate::openai::estimate_tokens(&delivered.text);
     let fallback = Usage {
-        prompt_tokens: admitted.prompt_estimate,
-        completion_tokens: crate::openai::estimate_tokens(&delivered.text),
-        total_tokens: 0,
+        prompt_tokens: prompt_estimate,
+        completion_tokens,
+        total_tokens: prompt_estimate + completion_tokens,
     };
-    let completion = agg.finish(Usage {
-        total_tokens: fallback.prompt_tokens + fallback.completion_tokens,
-        ..fallback
-    });
-    state.meter.settle(admitted, Status::Ok, delivered);
-    drop(answer.guard);
-    Ok(HttpResponse::Ok().json(completion))
+    Ok((agg.finish(fallback), delivered))
 }

@@ -12,3 +12,5 @@ mod keys;
 mod management;
 mod migrations;
 mod ops;
+mod pool;
+mod procs;

@@ -1,0 +1,251 @@
+//! The gateway's worker pool against real `taogate worker` processes: a worker killed under load,
+//! a worker that hangs (SIGSTOP), every worker down; and failover between upstreams inside a worker.
+
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::Serialized;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp};
+use crate::procs::{self, Proc};
+
+const SECRET: &str = "worker-secret-0123456789";
+const KEY: &str = "owner-key-abc";
+
+fn gateway(b: Backend, workers: &[Proc]) -> TestApp {
+    let urls: Vec<String> = workers.iter().map(|w| w.url.clone()).collect();
+    let overrides = Figment::new()
+        .merge(Serialized::default("pool.first_byte_timeout_ms", 1500))
+        .merge(Serialized::default("pool.eject_after_failures", 1))
+        .merge(Serialized::default("pool.eject_secs", 60))
+        .merge(Serialized::default("pool.health_interval_secs", 1))
+        .merge(Serialized::default("pool.worker_secret", SECRET));
+    TestApp::spawn_full(b, overrides, move |c| {
+        c.pool.workers = urls;
+        c.models.push(taogate::config::ModelConfig {
+            id: "m".into(),
+            owned_by: "test".into(),
+            max_tokens: None,
+        });
+    })
+}
+
+fn ask(stream: bool) -> serde_json::Value {
+    json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "are you there"}]})
+}
+
+fn pool_survives_dead_and_hung_workers(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = procs::owner_gateway(KEY, 5, "owner");
+    let mut workers: Vec<Proc> = (0..3)
+        .map(|i| procs::worker(dir.path(), &format!("w{i}"), SECRET, &owner.url, KEY))
+        .collect();
+    let app = gateway(b, &workers);
+    let (_, _, _, key) = app.api_key();
+
+    // Load from 6 clients while worker 0 is killed: every request still gets 200.
+    let statuses = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..6)
+            .map(|c| {
+                let (app, key) = (&app, &key);
+                s.spawn(move || {
+                    (0..12)
+                        .map(|i| {
+                            let res = app
+                                .post("/v1/chat/completions")
+                                .bearer(key)
+                                .json(ask((c + i) % 2 == 0));
+                            if res.status == 200
+                                && !res.text.contains("[DONE]")
+                                && res.body["object"] != "chat.completion"
+                            {
+                                panic!("incomplete answer: {}", res.text);
+                            }
+                            res.status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        workers[0].kill();
+        clients
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect::<Vec<u16>>()
+    });
+    assert_eq!(statuses.len(), 72);
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "client errors while a worker died: {statuses:?}"
+    );
+
+    // Worker 1 hangs: the deadline moves requests to worker 2.
+    workers[1].signal("-STOP");
+    for _ in 0..6 {
+        let res = app
+            .post("/v1/chat/completions")
+            .bearer(&key)
+            .json(ask(false))
+            .expect(200, "");
+        assert!(
+            res.body["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("Hello from owner")
+        );
+    }
+
+    // Everyone down: 503 with Retry-After, quickly.
+    workers[2].kill();
+    let started = std::time::Instant::now();
+    let res = app
+        .post("/v1/chat/completions")
+        .bearer(&key)
+        .json(ask(true))
+        .expect(503, "service_unavailable");
+    assert!(res.header("retry-after").is_some());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn worker_fails_over_to_the_next_upstream(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = procs::owner_gateway(KEY, 0, "backup");
+    for behaviour in ["error", "hang"] {
+        let broken = Proc::start(
+            &[
+                "devnet-miner",
+                "--kind",
+                "openai",
+                "--api-key",
+                KEY,
+                "--behaviour",
+                behaviour,
+                "--label",
+                "broken",
+            ],
+            None,
+        );
+        let config = dir.path().join(format!("{behaviour}.toml"));
+        let keyfile = dir
+            .path()
+            .join("wallets")
+            .join(behaviour)
+            .join("hotkeys")
+            .join("default");
+        std::fs::create_dir_all(keyfile.parent().unwrap()).unwrap();
+        std::fs::write(
+            &keyfile,
+            taogate::worker::hotkey::Hotkey::generate().keyfile_json(),
+        )
+        .unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                r#"[worker]
+listen = "127.0.0.1:0"
+secret = "{SECRET}"
+wallet_path = "{}"
+wallet_name = "{behaviour}"
+hotkey_name = "default"
+first_byte_timeout_ms = 500
+[[worker.routes]]
+model = "m"
+[[worker.routes.upstreams]]
+kind = "openai"
+name = "broken"
+base_url = "{}/v1"
+api_key = "{KEY}"
+[[worker.routes.upstreams]]
+kind = "openai"
+name = "backup"
+base_url = "{}/v1"
+api_key = "{KEY}"
+"#,
+                dir.path().join("wallets").display(),
+                broken.url,
+                backup.url
+            ),
+        )
+        .unwrap();
+        let worker = Proc::start(&["worker"], Some(&config));
+        let app = gateway(b, std::slice::from_ref(&worker));
+        let (_, _, _, key) = app.api_key();
+        for stream in [false, true] {
+            let res = app
+                .post("/v1/chat/completions")
+                .bearer(&key)
+                .json(ask(stream))
+                .expect(200, "");
+            let text: String = if stream {
+                assert!(
+                    !res.text.contains("\"error\""),
+                    "{behaviour}: the client sees no error"
+                );
+                res.text
+                    .split("\n\n")
+                    .filter_map(|e| e.strip_prefix("data: "))
+                    .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+                    .filter_map(|c| {
+                        c["choices"][0]["delta"]["content"]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .collect()
+            } else {
+                res.body["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            assert!(
+                text.starts_with("Hello from backup."),
+                "{behaviour}, stream {stream}: {text}"
+            );
+        }
+        app.wait_for_rows("usage_records", 2);
+    }
+}
+
+fn workers_refuse_requests_without_the_secret(b: Backend) {
+    let _ = b;
+    let dir = tempfile::tempdir().unwrap();
+    let owner = procs::owner_gateway(KEY, 0, "owner");
+    let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY);
+    let url = format!("{}/v1/chat/completions", worker.url);
+    for auth in [
+        "",
+        "Bearer wrong-secret-wrong",
+        "Bearer worker-secret-012345678",
+    ] {
+        let mut req = ureq::post(&url);
+        if !auth.is_empty() {
+            req = req.set("Authorization", auth);
+        }
+        let status = match req.send_json(ask(false)) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(s, _)) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(status, 401, "auth {auth:?}");
+    }
+    let ok = ureq::post(&url)
+        .set("Authorization", &format!("Bearer {SECRET}"))
+        .send_json(ask(false))
+        .unwrap();
+    assert_eq!(ok.header("x-taogate-upstream"), Some("owner"));
+    let health: serde_json::Value = ureq::get(&format!("{}/healthz", worker.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(health["models"], json!(["m"]));
+}
+
+both_backends!(
+    pool_survives_dead_and_hung_workers,
+    worker_fails_over_to_the_next_upstream,
+    workers_refuse_requests_without_the_secret
+);

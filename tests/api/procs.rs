@@ -1,0 +1,122 @@
+//! Real `taogate worker` and `taogate devnet-miner` processes for the pool and protocol tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_taogate");
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub url: String,
+    pub hotkey: Option<String>,
+}
+
+impl Proc {
+    /// Starts `taogate <args>` and reads the `{"url","hotkey"}` line it prints once listening.
+    pub fn start(args: &[&str], config: Option<&Path>) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("`taogate {args:?}` printed {line:?}"));
+        Self {
+            child,
+            url: v["url"].as_str().unwrap().to_owned(),
+            hotkey: v["hotkey"].as_str().map(str::to_owned),
+        }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.pid()])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill();
+    }
+}
+
+/// An OpenAI-compatible stand-in with Bearer key `key`.
+pub fn owner_gateway(key: &str, delay_ms: u64, label: &str) -> Proc {
+    Proc::start(
+        &[
+            "devnet-miner",
+            "--kind",
+            "openai",
+            "--api-key",
+            key,
+            "--delay-ms",
+            &delay_ms.to_string(),
+            "--label",
+            label,
+        ],
+        None,
+    )
+}
+
+/// A `taogate worker` routing model `m` to the OpenAI-compatible `upstream`, with its own hotkey.
+pub fn worker(dir: &Path, name: &str, secret: &str, upstream: &str, key: &str) -> Proc {
+    let wallets = dir.join("wallets");
+    let keyfile = wallets.join(name).join("hotkeys").join("default");
+    std::fs::create_dir_all(keyfile.parent().unwrap()).unwrap();
+    std::fs::write(
+        &keyfile,
+        taogate::worker::hotkey::Hotkey::generate().keyfile_json(),
+    )
+    .unwrap();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"[worker]
+listen = "127.0.0.1:0"
+secret = "{secret}"
+wallet_path = "{wallets}"
+wallet_name = "{name}"
+hotkey_name = "default"
+first_byte_timeout_ms = 2000
+
+[[worker.routes]]
+model = "m"
+[[worker.routes.upstreams]]
+kind = "openai"
+name = "owner"
+base_url = "{upstream}/v1"
+api_key = "{key}"
+"#,
+            wallets = wallets.display()
+        ),
+    )
+    .unwrap();
+    Proc::start(&["worker"], Some(&config))
+}
