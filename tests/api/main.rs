@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod bad_input;
 mod chat;
+mod epistula;
 mod idempotency;
 mod isolation;
 mod keys;
