@@ -14,14 +14,18 @@ use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../deploy/taogate.default.toml");
 
-/// `TAOGATE_*` variables that are not config keys: CLI inputs and the test harness's own.
+/// `TAOGATE_*` variables that are not config keys: CLI inputs, and `TAOGATE_TEST_*` of the tests.
 const NOT_CONFIG: &[&str] = &[
-    "CONFIG",
-    "LOG_FORMAT",
-    "OPERATOR_PASSWORD",
-    "OWNER_PASSWORD",
-    "TEST_PG",
+    "config",
+    "log_format",
+    "operator_password",
+    "owner_password",
 ];
+
+fn is_config_var(key: &figment::value::UncasedStr) -> bool {
+    let key = key.as_str().to_ascii_lowercase();
+    !key.starts_with("test_") && !NOT_CONFIG.contains(&key.as_str())
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +98,7 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("TAOGATE_").ignore(NOT_CONFIG).split("__"));
+        fig = fig.merge(Env::prefixed("TAOGATE_").filter(is_config_var).split("__"));
         for (var, key) in [("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url")] {
             if let Ok(value) = std::env::var(var) {
                 fig = fig.merge(Serialized::default(key, value));

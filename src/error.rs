@@ -139,6 +139,22 @@ impl ApiError {
         }
     }
 
+    /// The OpenAI-shaped body; internal errors are logged here, once.
+    pub fn body(&self) -> ErrorBody {
+        if let Self::Internal(err) = self {
+            tracing::error!(error = ?err, "internal error");
+        }
+        let (kind, code) = self.kind_and_code();
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind,
+                code,
+                param: self.param(),
+            },
+        }
+    }
+
     fn param(&self) -> Option<String> {
         match self {
             Self::BadRequest { param, .. } => param.clone(),

@@ -19,11 +19,20 @@ fn official_openai_sdk_against_taogate_dev() {
         "{py} missing: run scripts/test (it creates .venv with the pinned SDK)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut dev = Command::new(env!("CARGO_BIN_EXE_taogate"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .args(["--token-delay-ms", "2"])
         .stdout(Stdio::null())
@@ -31,12 +40,21 @@ fn official_openai_sdk_against_taogate_dev() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while ureq::get(&format!("http://127.0.0.1:{port}/healthz")).call().is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "taogate dev did not start");
+    while ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "taogate dev did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = Command::new(&py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/openai_sdk.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/openai_sdk.py"
+        ))
         .arg(dir.path().join("demo.json"))
         .output()
         .unwrap();
@@ -44,5 +62,8 @@ fn official_openai_sdk_against_taogate_dev() {
     let _ = dev.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stdout.trim() == "ok", "SDK script failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
 }

@@ -70,7 +70,8 @@ pub async fn create_chat_completion(
             deadline,
             state.meter.clone(),
             admitted,
-        );
+        )
+        .map(|payload| Ok::<_, actix_web::Error>(crate::openai::sse::event(&payload)));
         return Ok(HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))

@@ -3,3 +3,4 @@
 
 pub mod chat;
 pub mod stream;
+pub mod ws;

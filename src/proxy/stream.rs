@@ -1,16 +1,17 @@
-//! The SSE stream returned to clients: worker events re-framed as they arrive, the usage chunk
-//! dropped unless the client asked for it, and the request settled exactly once — when the stream
-//! ends, breaks, hits its deadline, or is dropped because the client went away (then the upstream
-//! is cancelled by dropping its connection, and what was delivered so far is recorded).
+//! The metered event stream behind every streamed answer (SSE and WebSocket): worker events passed
+//! on as they arrive, the usage chunk dropped unless the client asked for it, and the request
+//! settled exactly once — when the stream ends, breaks, hits its deadline, or is dropped because the
+//! client went away (then the upstream is cancelled by dropping its connection, and what was
+//! delivered so far is recorded). Items are SSE data payloads, `[DONE]` last.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::metering::{Admitted, Delivered, Meter, Status};
+use crate::openai::Usage;
 use crate::openai::sse::{self, DONE};
 use crate::pool::Answer;
 
@@ -21,6 +22,7 @@ pub struct Metered {
     delivered: Delivered,
     settle: Option<(Meter, Admitted)>,
     queued_done: bool,
+    usage: Option<Usage>,
 }
 
 impl Metered {
@@ -44,7 +46,13 @@ impl Metered {
             delivered,
             settle: Some((meter, admitted)),
             queued_done: false,
+            usage: None,
         }
+    }
+
+    /// The upstream's usage, once its usage chunk has gone by.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 
     fn finish(&mut self, status: Status) {
@@ -53,29 +61,30 @@ impl Metered {
         }
     }
 
-    fn fail(&mut self, message: &str) -> Bytes {
+    fn fail(&mut self, message: &str) -> String {
         self.finish(Status::UpstreamError);
         self.queued_done = true;
-        sse::event(&serde_json::json!({"error": {"message": message, "type": "api_error", "code": "upstream_error", "param": null}}).to_string())
+        serde_json::json!({"error": {"message": message, "type": "api_error", "code": "upstream_error", "param": null}}).to_string()
     }
 }
 
 impl Stream for Metered {
-    type Item = Result<Bytes, actix_web::Error>;
+    type Item = String;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.queued_done {
             this.queued_done = false;
             this.settle = None;
-            return Poll::Ready(Some(Ok(sse::event(DONE))));
+            return Poll::Ready(Some(DONE.to_owned()));
         }
         if this.settle.is_none() {
             return Poll::Ready(None);
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
-            let event = this.fail("the answer did not finish within the deadline");
-            return Poll::Ready(Some(Ok(event)));
+            return Poll::Ready(Some(
+                this.fail("the answer did not finish within the deadline"),
+            ));
         }
         loop {
             match this.answer.events.as_mut().poll_next(cx) {
@@ -83,25 +92,27 @@ impl Stream for Metered {
                 Poll::Ready(Some(Ok(payload))) => {
                     if payload == DONE {
                         this.finish(Status::Ok);
-                        return Poll::Ready(Some(Ok(sse::event(DONE))));
+                        return Poll::Ready(Some(payload));
                     }
                     if let Some(usage) = sse::usage_of(&payload) {
                         this.delivered.usage = Some(usage);
+                        this.usage = Some(usage);
                         if !this.include_usage && sse::is_usage_only(&payload) {
                             continue;
                         }
                     }
                     this.delivered.first_byte.get_or_insert_with(Instant::now);
                     this.delivered.text.push_str(&sse::delta_text(&payload));
-                    return Poll::Ready(Some(Ok(sse::event(&payload))));
+                    return Poll::Ready(Some(payload));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    let event = this.fail(&format!("the upstream stream broke: {e}"));
-                    return Poll::Ready(Some(Ok(event)));
+                    return Poll::Ready(Some(
+                        this.fail(&format!("the upstream stream broke: {e}")),
+                    ));
                 }
                 Poll::Ready(None) => {
                     this.finish(Status::Ok);
-                    return Poll::Ready(Some(Ok(sse::event(DONE))));
+                    return Poll::Ready(Some(DONE.to_owned()));
                 }
             }
         }

@@ -60,7 +60,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(
         scope::scope("/v1")
             .service(models::list_models)
-            .service(crate::proxy::chat::create_chat_completion),
+            .service(crate::proxy::chat::create_chat_completion)
+            .service(crate::proxy::ws::chat_ws),
     );
     cfg.service(
         scope::scope("/api/v1")

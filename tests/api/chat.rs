@@ -287,7 +287,96 @@ fn client_disconnect_settles_what_was_delivered(b: Backend) {
     );
 }
 
+fn websocket_answers_several_requests_per_connection(b: Backend) {
+    use tungstenite::Message;
+    use tungstenite::client::IntoClientRequest;
+    let app = TestApp::spawn_with_subnet(b, 0);
+    let (_, _, _, key) = app.api_key();
+    let url = format!("{}/v1/chat/ws", app.base.replace("http://", "ws://"));
+    let connect = |key: &str| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        tungstenite::connect(req)
+    };
+    match connect("tg_not_a_real_key") {
+        Err(tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
+        other => panic!(
+            "a bad key must be refused before the upgrade: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    let (mut ws, _) = connect(&key).unwrap();
+    let mut ids = Vec::new();
+    for (i, content) in [
+        "first question",
+        "second question",
+        "bad model",
+        "not json",
+        "third question",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = match *content {
+            "bad model" => {
+                json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}).to_string()
+            }
+            "not json" => "{{{".to_owned(),
+            _ => ask(content).to_string(),
+        };
+        ws.send(Message::text(body)).unwrap();
+        let mut text = String::new();
+        let last = loop {
+            let msg: Value = match ws.read().unwrap() {
+                Message::Text(t) => serde_json::from_str(&t).unwrap(),
+                _ => continue,
+            };
+            match msg["type"].as_str().unwrap() {
+                "chunk" => {
+                    assert_eq!(msg["data"]["object"], "chat.completion.chunk");
+                    text.push_str(
+                        msg["data"]["choices"][0]["delta"]["content"]
+                            .as_str()
+                            .unwrap_or(""),
+                    );
+                }
+                _ => break msg,
+            }
+        };
+        ids.push(last["request_id"].as_str().unwrap().to_owned());
+        match *content {
+            "bad model" => {
+                assert_eq!(
+                    (last["type"].as_str(), last["status"].as_u64()),
+                    (Some("error"), Some(404)),
+                    "{i}: {last}"
+                );
+                assert_eq!(last["error"]["code"], "model_not_found");
+            }
+            "not json" => {
+                assert_eq!(last["type"], "error");
+                assert_eq!(last["error"]["code"], "invalid_request");
+            }
+            _ => {
+                assert_eq!(last["type"], "done", "{last}");
+                assert!(text.ends_with(&format!("You said: {content}")), "{text}");
+                assert_eq!(
+                    last["usage"]["completion_tokens"],
+                    text.split_inclusive(' ').count() as i64
+                );
+            }
+        }
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "each request has its own id");
+    ws.close(None).unwrap();
+    app.wait_for_rows("usage_records", 3);
+    assert!(usage_rows(&app).iter().all(|r| r["status"] == "ok"));
+}
+
 both_backends!(
+    websocket_answers_several_requests_per_connection,
     non_stream_answers_with_usage_and_is_metered,
     streams_follow_the_openai_sse_format,
     owner_gateway_route_and_unknown_models,
