@@ -36,6 +36,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     let doc = openapi_document();
     let limit = state.config.http.max_body_bytes;
     state.pool.spawn_health_checks();
+    state.pool.spawn_registry_sync(state.registry.clone());
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, _) = App::new()

@@ -34,6 +34,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub redis_url: String,
+    pub redis_prefix: String,
     pub database: DatabaseConfig,
     pub http: HttpConfig,
     pub auth: AuthConfig,

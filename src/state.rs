@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::metering::Meter;
 use crate::pool::Pool;
+use crate::pool::registry::Registry;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,15 +20,18 @@ pub struct AppState {
     pub sessions: Sessions,
     pub login_limiter: LoginLimiter,
     pub pool: Arc<Pool>,
+    /// Where workers announce themselves (Redis, or in process).
+    pub registry: Registry,
     pub meter: Meter,
     pepper: Arc<[u8]>,
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config) -> anyhow::Result<Self> {
+    pub fn new(db: Db, config: Config, registry: Registry) -> anyhow::Result<Self> {
         let pepper: Arc<[u8]> = config.auth.api_key_pepper.expose_secret().as_bytes().into();
         Ok(Self {
             pool: Pool::new(config.pool.clone())?,
+            registry,
             meter: Meter::new(db.clone()),
             db,
             sessions: Sessions::new(&config.auth),

@@ -18,6 +18,7 @@ use crate::models::api_key::{ApiKey, NewKey};
 use crate::models::audit::{Actor, AuditEntry};
 use crate::models::tenant::Tenant;
 use crate::models::user::User;
+use crate::pool::registry::Registry;
 use crate::routes::keys::SCOPES;
 use crate::state::AppState;
 
@@ -128,13 +129,19 @@ async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> 
     })
 }
 
-/// Points the gateway at a local subnet started in process.
-fn use_local_subnet(config: &mut Config, token_delay_ms: u64) -> anyhow::Result<()> {
-    let subnet = crate::devnet::subnet::spawn(
-        &config.data_dir.join("devnet"),
-        std::time::Duration::from_millis(token_delay_ms),
-    )?;
-    config.pool.workers = vec![subnet.worker_url];
+/// Starts a local subnet in process; its worker announces itself in `registry`.
+async fn use_local_subnet(
+    config: &mut Config,
+    registry: &Registry,
+    token_delay_ms: u64,
+) -> anyhow::Result<()> {
+    let heartbeat = (
+        std::time::Duration::from_secs(config.pool.heartbeat_secs.max(1)),
+        std::time::Duration::from_secs(config.pool.heartbeat_ttl_secs.max(1)),
+    );
+    let dir = config.data_dir.join("devnet");
+    let delay = std::time::Duration::from_millis(token_delay_ms);
+    let subnet = crate::devnet::subnet::spawn(&dir, delay, registry, heartbeat).await?;
     config.pool.worker_secret = SecretString::from(subnet.worker_secret);
     for model in subnet.models {
         if !config.models.iter().any(|m| m.id == model) {
@@ -151,7 +158,8 @@ fn use_local_subnet(config: &mut Config, token_delay_ms: u64) -> anyhow::Result<
 pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> {
     config.ensure_data_dir()?;
     load_dev_secrets(&mut config)?;
-    use_local_subnet(&mut config, token_delay_ms)?;
+    let registry = Registry::new(&config.redis_url, &config.redis_prefix)?;
+    use_local_subnet(&mut config, &registry, token_delay_ms).await?;
     config.validate(true)?;
     let db = super::open_db(&config, true)?;
     let listener =
@@ -183,7 +191,7 @@ pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> 
         }
     };
     write_private(&demo_path, &serde_json::to_string_pretty(&demo)?)?;
-    let running = crate::app::start(AppState::new(db, config)?, listener, 2)?;
+    let running = crate::app::start(AppState::new(db, config, registry)?, listener, 2)?;
     println!(
         "taogate dev is up on {}  (data: {})",
         demo.base_url,

@@ -15,7 +15,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let running = crate::app::start(AppState::new(db, config)?, listener, workers)?;
+    let registry = crate::pool::registry::Registry::new(&config.redis_url, &config.redis_prefix)?;
+    let running = crate::app::start(AppState::new(db, config, registry)?, listener, workers)?;
     tracing::info!(addr = %running.addr, "taogate serving on http://{}", running.addr);
     running.server.await?;
     Ok(())

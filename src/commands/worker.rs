@@ -28,6 +28,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(2);
     let server = worker::start(worker, listener, threads, config.http.max_body_bytes)?;
+    if !config.redis_url.is_empty() {
+        let registry =
+            crate::pool::registry::Registry::new(&config.redis_url, &config.redis_prefix)?;
+        let url = if w.announce_url.is_empty() {
+            format!("http://{addr}")
+        } else {
+            w.announce_url.clone()
+        };
+        let (every, ttl) = (
+            Duration::from_secs(config.pool.heartbeat_secs.max(1)),
+            Duration::from_secs(config.pool.heartbeat_ttl_secs.max(1)),
+        );
+        registry.announce(&url, ttl).await?;
+        registry.spawn_announcer(url, every, ttl);
+    }
     println!(
         "{}",
         serde_json::json!({"url": format!("http://{addr}"), "hotkey": hotkey.ss58})

@@ -1,6 +1,7 @@
 //! A whole local subnet on loopback, started in process by `taogate dev` and by tests: three
 //! Epistula miners, an OpenAI-compatible owner gateway, a metagraph snapshot listing the miners,
-//! and a worker (with a btwallet-format hotkey keyfile) routing
+//! and a worker (with a btwallet-format hotkey keyfile; announced through the worker registry)
+//! routing
 //! `taogate-demo` → [miners (race 2), owner gateway] and `taogate-owner` → [owner gateway].
 //! Must be called inside an actix system: the servers are spawned on it.
 
@@ -14,6 +15,7 @@ use secrecy::SecretString;
 
 use super::{Auth, Behaviour, StandIn};
 use crate::auth::secrets;
+use crate::pool::registry::Registry;
 use crate::worker::config::{RouteConfig, UpstreamConfig, WorkerConfig};
 use crate::worker::hotkey::Hotkey;
 use crate::worker::metagraph::{Neuron, Snapshot};
@@ -50,8 +52,14 @@ fn worker_hotkey(dir: &Path) -> anyhow::Result<Hotkey> {
     Hotkey::from_keyfile(&path)
 }
 
-/// Starts the stand-ins and the worker; `delay` is the pause between streamed words.
-pub fn spawn(dir: &Path, delay: Duration) -> anyhow::Result<LocalSubnet> {
+/// Starts the stand-ins and the worker, which announces itself in `registry` every `heartbeat.0`
+/// (valid `heartbeat.1`); `delay` is the pause between streamed words.
+pub async fn spawn(
+    dir: &Path,
+    delay: Duration,
+    registry: &Registry,
+    heartbeat: (Duration, Duration),
+) -> anyhow::Result<LocalSubnet> {
     std::fs::create_dir_all(dir)?;
     let hotkey = Arc::new(worker_hotkey(dir)?);
     let mut neurons = Vec::new();
@@ -120,6 +128,7 @@ pub fn spawn(dir: &Path, delay: Duration) -> anyhow::Result<LocalSubnet> {
     let cfg = WorkerConfig {
         listen: "127.0.0.1:0".parse()?,
         secret: SecretString::from(worker_secret.clone()),
+        announce_url: String::new(),
         wallet_path: dir.join("wallets").display().to_string(),
         wallet_name: "devnet".into(),
         hotkey_name: "worker".into(),
@@ -140,6 +149,8 @@ pub fn spawn(dir: &Path, delay: Duration) -> anyhow::Result<LocalSubnet> {
     worker.spawn_metagraph_refresh(Duration::from_secs(30));
     let (listener, worker_url) = bind()?;
     actix_web::rt::spawn(worker::start(worker, listener, 1, 4 << 20)?);
+    registry.announce(&worker_url, heartbeat.1).await?;
+    registry.spawn_announcer(worker_url.clone(), heartbeat.0, heartbeat.1);
     Ok(LocalSubnet {
         worker_url,
         worker_secret,

@@ -14,14 +14,17 @@ struct Breaker {
 
 pub struct Member {
     pub url: String,
+    /// Joined through a heartbeat (and leaves when it lapses), not from config.
+    pub announced: bool,
     in_flight: AtomicUsize,
     breaker: Mutex<Breaker>,
 }
 
 impl Member {
-    pub fn new(url: String) -> Self {
+    pub fn new(url: String, announced: bool) -> Self {
         Self {
             url,
+            announced,
             in_flight: AtomicUsize::new(0),
             breaker: Mutex::default(),
         }
@@ -95,7 +98,7 @@ mod tests {
 
     #[test]
     fn breaker_opens_after_threshold_and_probes_once() {
-        let m = Member::new("w".into());
+        let m = Member::new("w".into(), false);
         m.on_failure(2, Duration::from_millis(30));
         assert!(m.available(), "one failure is below the threshold");
         m.on_failure(2, Duration::from_millis(30));
@@ -110,7 +113,7 @@ mod tests {
         m.claim_probe();
         m.on_success();
         assert!(m.available(), "a successful probe closes the circuit");
-        let lease = Lease::new(Arc::new(Member::new("x".into())));
+        let lease = Lease::new(Arc::new(Member::new("x".into(), false)));
         assert_eq!(lease.0.in_flight(), 1);
     }
 }

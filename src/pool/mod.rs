@@ -5,6 +5,7 @@
 //! nothing has reached the client.
 
 pub mod member;
+pub mod registry;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -43,6 +44,10 @@ pub struct PoolConfig {
     pub eject_secs: u64,
     /// Active health check period (`GET /healthz`).
     pub health_interval_secs: u64,
+    /// Workers announce themselves this often …
+    pub heartbeat_secs: u64,
+    /// … and are dropped from the pool when no heartbeat came for this long.
+    pub heartbeat_ttl_secs: u64,
 }
 
 /// An answer that has started: the worker's event stream plus what must live as long as it.
@@ -80,14 +85,59 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Adds a worker (idempotent).
+    /// Adds a configured worker (idempotent); configured workers stay until the process ends.
     pub fn add(&self, url: &str) {
+        self.join(url, false);
+    }
+
+    fn join(&self, url: &str, announced: bool) {
         let url = url.trim_end_matches('/').to_owned();
         let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
         if !members.iter().any(|m| m.url == url) {
-            tracing::info!(worker = %url, "worker joined the pool");
-            members.push(Arc::new(Member::new(url)));
+            tracing::info!(worker = %url, announced, "worker joined the pool");
+            members.push(Arc::new(Member::new(url, announced)));
         }
+    }
+
+    /// Brings the announced members in line with the registry's live set.
+    fn sync(&self, live: &[String]) {
+        for url in live {
+            self.join(url, true);
+        }
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        members.retain(|m| {
+            let keep = !m.announced || live.iter().any(|u| u.trim_end_matches('/') == m.url);
+            if !keep {
+                tracing::warn!(worker = %m.url, "worker heartbeat lapsed; left the pool");
+            }
+            keep
+        });
+    }
+
+    /// Follows the registry: announced workers join, lapsed ones leave.
+    pub fn spawn_registry_sync(self: &Arc<Self>, registry: self::registry::Registry) {
+        let pool = Arc::downgrade(self);
+        let every = Duration::from_secs(self.cfg.heartbeat_secs.max(1));
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                match registry.live().await {
+                    Ok(live) => pool.sync(&live),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "worker registry unreachable; keeping the current pool")
+                    }
+                }
+            }
+        });
+    }
+
+    pub fn heartbeat(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs(self.cfg.heartbeat_secs.max(1)),
+            Duration::from_secs(self.cfg.heartbeat_ttl_secs.max(1)),
+        )
     }
 
     pub fn size(&self) -> usize {

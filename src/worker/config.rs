@@ -10,6 +10,9 @@ pub struct WorkerConfig {
     pub listen: std::net::SocketAddr,
     /// Bearer secret the gateway must present (never exposed publicly).
     pub secret: SecretString,
+    /// URL announced to gateways; empty = `http://<bound address>`.
+    #[serde(default)]
+    pub announce_url: String,
     pub wallet_path: String,
     pub wallet_name: String,
     pub hotkey_name: String,

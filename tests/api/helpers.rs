@@ -12,6 +12,7 @@ use figment::providers::Serialized;
 use serde_json::{Value, json};
 use taogate::config::Config;
 use taogate::db::{Db, migrations};
+use taogate::pool::registry::Registry;
 use taogate::state::AppState;
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
@@ -301,46 +302,55 @@ impl TestApp {
 
     /// Spawns with extra config overrides (e.g. a small body limit).
     pub fn spawn_with(backend: Backend, overrides: Figment) -> Self {
-        Self::spawn_full(backend, overrides, |_| {})
+        Self::spawn_full(backend, overrides, |config, _| async move { config })
     }
 
     /// Spawns with a local subnet (worker, Epistula miners, owner gateway) in the server's system;
-    /// the miners pause `delay_ms` between streamed words.
+    /// the worker joins through the (in-process) registry; the miners pause `delay_ms` between words.
     pub fn spawn_with_subnet(backend: Backend, delay_ms: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
-        let mut app = Self::spawn_full(backend, Figment::new(), move |config| {
-            let subnet =
-                taogate::devnet::subnet::spawn(&path, std::time::Duration::from_millis(delay_ms))
+        let mut app = Self::spawn_full(
+            backend,
+            Figment::new(),
+            move |mut config, registry| async move {
+                let heartbeat = (
+                    std::time::Duration::from_secs(2),
+                    std::time::Duration::from_secs(6),
+                );
+                let delay = std::time::Duration::from_millis(delay_ms);
+                let subnet = taogate::devnet::subnet::spawn(&path, delay, &registry, heartbeat)
+                    .await
                     .unwrap();
-            config.pool.workers = vec![subnet.worker_url];
-            config.pool.worker_secret = subnet.worker_secret.into();
-            for model in subnet.models {
-                config.models.push(taogate::config::ModelConfig {
-                    id: model.into(),
-                    owned_by: "devnet".into(),
-                    max_tokens: Some(1000),
-                });
-            }
-        });
+                config.pool.worker_secret = subnet.worker_secret.into();
+                for model in subnet.models {
+                    config.models.push(taogate::config::ModelConfig {
+                        id: model.into(),
+                        owned_by: "devnet".into(),
+                        max_tokens: Some(1000),
+                    });
+                }
+                config
+            },
+        );
         app._dirs.push(dir);
         app
     }
 
     /// Spawns after `setup` adjusted the config inside the server's actix system (where it may
-    /// start other servers, such as workers and miners).
-    pub fn spawn_full(
-        backend: Backend,
-        overrides: Figment,
-        setup: impl FnOnce(&mut Config) + Send + 'static,
-    ) -> Self {
+    /// start other servers, such as workers and miners, announcing them in the registry).
+    pub fn spawn_full<F, Fut>(backend: Backend, overrides: Figment, setup: F) -> Self
+    where
+        F: FnOnce(Config, Registry) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Config> + 'static,
+    {
         let test_db = TestDb::new(backend);
         let base = Figment::new()
             .merge(Serialized::default("database_url", &test_db.url))
             .merge(Serialized::default("auth.jwt_secret", JWT_SECRET))
             .merge(Serialized::default("auth.api_key_pepper", PEPPER))
             .merge(overrides);
-        let mut config = Config::load(None, base).unwrap();
+        let config = Config::load(None, base).unwrap();
         let db = Db::connect(&test_db.url, 4).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -349,11 +359,11 @@ impl TestApp {
         let _guard = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                setup(&mut config);
+                let registry = Registry::new(&config.redis_url, &config.redis_prefix).unwrap();
+                let config = setup(config, registry.clone()).await;
                 config.validate(true).unwrap();
-                let running =
-                    taogate::app::start(AppState::new(server_db, config).unwrap(), listener, 1)
-                        .unwrap();
+                let state = AppState::new(server_db, config, registry).unwrap();
+                let running = taogate::app::start(state, listener, 1).unwrap();
                 tx.send(running.server.handle()).unwrap();
                 let _ = running.server.await;
             })

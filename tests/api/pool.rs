@@ -14,22 +14,46 @@ use crate::procs::{self, Proc};
 const SECRET: &str = "worker-secret-0123456789";
 const KEY: &str = "owner-key-abc";
 
-fn gateway(b: Backend, workers: &[Proc]) -> TestApp {
-    let urls: Vec<String> = workers.iter().map(|w| w.url.clone()).collect();
-    let overrides = Figment::new()
+/// Where the gateway learns its workers: on PostgreSQL runs from Redis heartbeats (the production
+/// pairing), on SQLite runs from static config (the embedded mode has no Redis).
+pub fn registry_prefix(b: Backend) -> Option<String> {
+    (b == Backend::Postgres).then(|| format!("taogate-test-{}:", crate::helpers::short_id()))
+}
+
+fn gateway(b: Backend, workers: &[Proc], prefix: Option<&str>) -> TestApp {
+    let urls: Vec<String> = if prefix.is_some() {
+        vec![]
+    } else {
+        workers.iter().map(|w| w.url.clone()).collect()
+    };
+    let mut overrides = Figment::new();
+    if let Some(prefix) = prefix {
+        overrides = overrides
+            .merge(Serialized::default("redis_url", procs::REDIS_URL))
+            .merge(Serialized::default("redis_prefix", prefix))
+            .merge(Serialized::default("pool.heartbeat_secs", 1))
+            .merge(Serialized::default("pool.heartbeat_ttl_secs", 3));
+    }
+    let overrides = overrides
         .merge(Serialized::default("pool.first_byte_timeout_ms", 1500))
         .merge(Serialized::default("pool.eject_after_failures", 1))
         .merge(Serialized::default("pool.eject_secs", 60))
         .merge(Serialized::default("pool.health_interval_secs", 1))
         .merge(Serialized::default("pool.worker_secret", SECRET));
-    TestApp::spawn_full(b, overrides, move |c| {
+    let app = TestApp::spawn_full(b, overrides, move |mut c, _| async move {
         c.pool.workers = urls;
         c.models.push(taogate::config::ModelConfig {
             id: "m".into(),
             owned_by: "test".into(),
             max_tokens: None,
         });
-    })
+        c
+    });
+    if prefix.is_some() {
+        // Announced workers join at the next registry sync.
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    app
 }
 
 fn ask(stream: bool) -> serde_json::Value {
@@ -39,11 +63,33 @@ fn ask(stream: bool) -> serde_json::Value {
 fn pool_survives_dead_and_hung_workers(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let owner = procs::owner_gateway(KEY, 5, "owner");
+    let prefix = registry_prefix(b);
     let mut workers: Vec<Proc> = (0..3)
-        .map(|i| procs::worker(dir.path(), &format!("w{i}"), SECRET, &owner.url, KEY))
+        .map(|i| {
+            procs::worker(
+                dir.path(),
+                &format!("w{i}"),
+                SECRET,
+                &owner.url,
+                KEY,
+                prefix.as_deref(),
+            )
+        })
         .collect();
-    let app = gateway(b, &workers);
+    let app = gateway(b, &workers, prefix.as_deref());
     let (_, _, _, key) = app.api_key();
+    if let Some(prefix) = &prefix {
+        // The workers really announced themselves in Redis (the gateway has no static list).
+        let mut redis = redis::Client::open(procs::REDIS_URL)
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}workers:*"))
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+    }
 
     // Load from 6 clients while worker 0 is killed: every request still gets 200.
     let statuses = std::thread::scope(|s| {
@@ -171,7 +217,7 @@ api_key = "{KEY}"
         )
         .unwrap();
         let worker = Proc::start(&["worker"], Some(&config));
-        let app = gateway(b, std::slice::from_ref(&worker));
+        let app = gateway(b, std::slice::from_ref(&worker), None);
         let (_, _, _, key) = app.api_key();
         for stream in [false, true] {
             let res = app
@@ -213,7 +259,7 @@ fn workers_refuse_requests_without_the_secret(b: Backend) {
     let _ = b;
     let dir = tempfile::tempdir().unwrap();
     let owner = procs::owner_gateway(KEY, 0, "owner");
-    let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY);
+    let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY, None);
     let url = format!("{}/v1/chat/completions", worker.url);
     for auth in [
         "",

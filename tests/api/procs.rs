@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_taogate");
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
 /// A child process that is killed when dropped.
 pub struct Proc {
@@ -84,8 +85,16 @@ pub fn owner_gateway(key: &str, delay_ms: u64, label: &str) -> Proc {
     )
 }
 
-/// A `taogate worker` routing model `m` to the OpenAI-compatible `upstream`, with its own hotkey.
-pub fn worker(dir: &Path, name: &str, secret: &str, upstream: &str, key: &str) -> Proc {
+/// A `taogate worker` routing model `m` to the OpenAI-compatible `upstream`, with its own hotkey;
+/// with `redis_prefix` it announces itself through Redis.
+pub fn worker(
+    dir: &Path,
+    name: &str,
+    secret: &str,
+    upstream: &str,
+    key: &str,
+    redis_prefix: Option<&str>,
+) -> Proc {
     let wallets = dir.join("wallets");
     let keyfile = wallets.join(name).join("hotkeys").join("default");
     std::fs::create_dir_all(keyfile.parent().unwrap()).unwrap();
@@ -98,7 +107,8 @@ pub fn worker(dir: &Path, name: &str, secret: &str, upstream: &str, key: &str) -
     std::fs::write(
         &config,
         format!(
-            r#"[worker]
+            r#"{redis}
+[worker]
 listen = "127.0.0.1:0"
 secret = "{secret}"
 wallet_path = "{wallets}"
@@ -114,7 +124,11 @@ name = "owner"
 base_url = "{upstream}/v1"
 api_key = "{key}"
 "#,
-            wallets = wallets.display()
+            wallets = wallets.display(),
+            redis = match redis_prefix {
+                Some(p) => format!("redis_url = \"{REDIS_URL}\"\nredis_prefix = \"{p}\"\n[pool]\nheartbeat_secs = 1\nheartbeat_ttl_secs = 3\n"),
+                None => String::new(),
+            }
         ),
     )
     .unwrap();
