@@ -200,7 +200,8 @@ impl ResponseError for ApiError {
         match self {
             Self::RateLimited {
                 retry_after_secs, ..
-            } => {
+            }
+            | Self::Overloaded { retry_after_secs } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             Self::Unavailable => {

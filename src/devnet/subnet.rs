@@ -23,13 +23,16 @@ use crate::worker::{self, Worker};
 
 pub const MINERS: usize = 3;
 
-/// What the gateway needs to use the local subnet.
+/// What the gateway needs to use the local subnet (also written to `<dir>/subnet.json`, for
+/// demos and `bench/`; dev secrets only).
+#[derive(serde::Serialize)]
 pub struct LocalSubnet {
     pub worker_url: String,
     pub worker_secret: String,
     pub models: Vec<&'static str>,
     pub miner_urls: Vec<String>,
     pub owner_url: String,
+    pub owner_api_key: String,
 }
 
 fn bind() -> anyhow::Result<(TcpListener, String)> {
@@ -99,6 +102,7 @@ pub async fn spawn(
     )?;
 
     let owner_key = secrets::random_token(24);
+    let owner_key_copy = owner_key.clone();
     let (listener, owner_url) = bind()?;
     let owner = StandIn {
         label: "the owner gateway".into(),
@@ -151,11 +155,17 @@ pub async fn spawn(
     actix_web::rt::spawn(worker::start(worker, listener, 1, 4 << 20)?);
     registry.announce(&worker_url, heartbeat.1).await?;
     registry.spawn_announcer(worker_url.clone(), heartbeat.0, heartbeat.1);
-    Ok(LocalSubnet {
+    let subnet = LocalSubnet {
         worker_url,
         worker_secret,
         models: vec!["taogate-demo", "taogate-owner"],
         miner_urls,
         owner_url,
-    })
+        owner_api_key: owner_key_copy,
+    };
+    std::fs::write(
+        dir.join("subnet.json"),
+        serde_json::to_string_pretty(&subnet)?,
+    )?;
+    Ok(subnet)
 }

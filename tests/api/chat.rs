@@ -375,7 +375,35 @@ fn websocket_answers_several_requests_per_connection(b: Backend) {
     assert!(usage_rows(&app).iter().all(|r| r["status"] == "ok"));
 }
 
+fn backpressure_answers_503_overloaded(b: Backend) {
+    use figment::providers::Serialized;
+    let overrides = figment::Figment::new()
+        .merge(Serialized::default("pool.max_in_flight", 1))
+        .merge(Serialized::default("pool.queue_wait_ms", 100));
+    let app = TestApp::spawn_with_subnet_and(b, 100, overrides);
+    let (_, _, _, key) = app.api_key();
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| {
+            let mut body = ask("hold the only slot for a while");
+            body["model"] = json!("taogate-owner");
+            chat(&app, &key, body).expect(200, "")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let res = chat(&app, &key, ask("x")).expect(503, "overloaded");
+        assert_eq!(res.header("retry-after"), Some("1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the wait is bounded"
+        );
+        slow.join().unwrap();
+    });
+    // The slot is free again.
+    chat(&app, &key, ask("y")).expect(200, "");
+}
+
 both_backends!(
+    backpressure_answers_503_overloaded,
     websocket_answers_several_requests_per_connection,
     non_stream_answers_with_usage_and_is_metered,
     streams_follow_the_openai_sse_format,

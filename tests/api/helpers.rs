@@ -308,12 +308,15 @@ impl TestApp {
     /// Spawns with a local subnet (worker, Epistula miners, owner gateway) in the server's system;
     /// the worker joins through the (in-process) registry; the miners pause `delay_ms` between words.
     pub fn spawn_with_subnet(backend: Backend, delay_ms: u64) -> Self {
+        Self::spawn_with_subnet_and(backend, delay_ms, Figment::new())
+    }
+
+    /// As [`TestApp::spawn_with_subnet`], with config overrides.
+    pub fn spawn_with_subnet_and(backend: Backend, delay_ms: u64, overrides: Figment) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
-        let mut app = Self::spawn_full(
-            backend,
-            Figment::new(),
-            move |mut config, registry| async move {
+        let mut app =
+            Self::spawn_full(backend, overrides, move |mut config, registry| async move {
                 let heartbeat = (
                     std::time::Duration::from_secs(2),
                     std::time::Duration::from_secs(6),
@@ -331,8 +334,7 @@ impl TestApp {
                     });
                 }
                 config
-            },
-        );
+            });
         app._dirs.push(dir);
         app
     }
