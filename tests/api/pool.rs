@@ -47,6 +47,11 @@ fn gateway(b: Backend, workers: &[Proc], prefix: Option<&str>) -> TestApp {
             owned_by: "test".into(),
             max_tokens: None,
         });
+        c.models.push(taogate::config::ModelConfig {
+            id: "dead".into(),
+            owned_by: "test".into(),
+            max_tokens: None,
+        });
         c
     });
     if prefix.is_some() {
@@ -209,10 +214,18 @@ kind = "openai"
 name = "backup"
 base_url = "{}/v1"
 api_key = "{KEY}"
+[[worker.routes]]
+model = "dead"
+[[worker.routes.upstreams]]
+kind = "openai"
+name = "broken"
+base_url = "{}/v1"
+api_key = "{KEY}"
 "#,
                 dir.path().join("wallets").display(),
                 broken.url,
-                backup.url
+                backup.url,
+                broken.url
             ),
         )
         .unwrap();
@@ -251,7 +264,14 @@ api_key = "{KEY}"
                 "{behaviour}, stream {stream}: {text}"
             );
         }
-        app.wait_for_rows("usage_records", 2);
+        // A model whose every upstream fails: 502 upstream_error, after the first-byte deadline.
+        let mut dead = ask(false);
+        dead["model"] = json!("dead");
+        app.post("/v1/chat/completions")
+            .bearer(&key)
+            .json(dead)
+            .expect(502, "upstream_error");
+        app.wait_for_rows("usage_records", 3);
     }
 }
 
