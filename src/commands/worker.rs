@@ -52,10 +52,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The miner's hotkey as announced (none for an owner gateway).
+fn key_ss58(kind: &str, key: &Hotkey) -> Option<String> {
+    (kind != "openai").then(|| key.ss58.clone())
+}
+
 /// `taogate devnet-miner` options.
 #[derive(clap::Args)]
 pub struct DevnetMinerArgs {
-    #[arg(long, value_parser = ["epistula", "openai"])]
+    #[arg(long, value_parser = ["epistula", "btauth", "verathos", "openai"])]
     pub kind: String,
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
@@ -80,34 +85,34 @@ pub struct DevnetMinerArgs {
 /// `taogate devnet-miner`: one stand-in provider, for tests and demos. Prints `{"url","hotkey"}`.
 pub async fn devnet_miner(args: DevnetMinerArgs) -> anyhow::Result<()> {
     use crate::devnet::{Auth, StandIn};
-    let (auth, hotkey) = match args.kind.as_str() {
-        "epistula" => {
-            let key = match &args.hotkey_file {
-                Some(path) if path.exists() => Hotkey::from_keyfile(path)?,
-                Some(path) => {
-                    let key = Hotkey::generate();
-                    std::fs::write(path, key.keyfile_json())?;
-                    key
-                }
-                None => Hotkey::generate(),
-            };
-            let ss58 = key.ss58.clone();
-            (
-                Auth::Epistula {
-                    hotkey: Arc::new(key),
-                    validators: args.validators,
-                },
-                Some(ss58),
-            )
+    let key = match &args.hotkey_file {
+        Some(path) if path.exists() => Hotkey::from_keyfile(path)?,
+        Some(path) => {
+            let key = Hotkey::generate();
+            std::fs::write(path, key.keyfile_json())?;
+            key
         }
-        _ => (
-            Auth::Bearer {
-                key: args
-                    .api_key
-                    .context("--api-key is required for an openai stand-in")?,
-            },
-            None,
-        ),
+        None => Hotkey::generate(),
+    };
+    let hotkey = key_ss58(&args.kind, &key);
+    let key = Arc::new(key);
+    let validators = args.validators;
+    let auth = match args.kind.as_str() {
+        "epistula" => Auth::Epistula {
+            hotkey: key,
+            validators,
+        },
+        "btauth" => Auth::Btauth {
+            hotkey: key,
+            validators,
+            verifier: Arc::default(),
+        },
+        "verathos" => Auth::Verathos { validators },
+        _ => Auth::Bearer {
+            key: args
+                .api_key
+                .context("--api-key is required for an openai stand-in")?,
+        },
     };
     let listener = TcpListener::bind(args.listen)?;
     let addr = listener.local_addr()?;

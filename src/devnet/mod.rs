@@ -15,8 +15,8 @@ use serde_json::json;
 
 use crate::openai::sse::{self, DONE};
 use crate::openai::{ChatRequest, estimate_tokens};
-use crate::worker::epistula;
 use crate::worker::hotkey::Hotkey;
+use crate::worker::{epistula, verathos};
 
 pub mod subnet;
 
@@ -38,6 +38,14 @@ pub enum Auth {
         hotkey: Arc<Hotkey>,
         validators: Vec<String>,
     },
+    /// `btauth/1`: signed for `hotkey` by one of `validators`, fresh and never replayed.
+    Btauth {
+        hotkey: Arc<Hotkey>,
+        validators: Vec<String>,
+        verifier: Arc<crate::worker::btauth::Verifier>,
+    },
+    /// Verathos-style `X-Validator-*`: signed by one of `validators`, within ±60 s.
+    Verathos { validators: Vec<String> },
     /// OpenAI-compatible: `Authorization: Bearer <key>`.
     Bearer { key: String },
 }
@@ -80,18 +88,55 @@ async fn chat(state: web::Data<Arc<StandIn>>, req: HttpRequest, body: Bytes) -> 
         )
         .json(json!({"detail": detail}))
     };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     match &state.auth {
         Auth::Epistula { hotkey, validators } => {
-            let header = |name: &str| {
-                req.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
             let now = chrono::Utc::now().timestamp_millis();
             if let Err((status, detail)) =
                 epistula::verify(header, &body, &hotkey.ss58, validators, now)
             {
+                return refuse(status, &detail);
+            }
+        }
+        Auth::Btauth {
+            hotkey,
+            validators,
+            verifier,
+        } => {
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as i128;
+            let target = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            match verifier.verify(
+                header,
+                req.method().as_str(),
+                target,
+                &body,
+                &hotkey.ss58,
+                now,
+            ) {
+                Ok(sender) if validators.contains(&sender) => {}
+                Ok(_) => return refuse(403, "not a validator"),
+                Err(detail) => return refuse(401, &detail),
+            }
+        }
+        Auth::Verathos { validators } => {
+            let now = chrono::Utc::now().timestamp();
+            if let Err((status, detail)) = verathos::verify(
+                header,
+                req.method().as_str(),
+                req.path(),
+                &body,
+                validators,
+                now,
+            ) {
                 return refuse(status, &detail);
             }
         }

@@ -1,9 +1,10 @@
-//! A whole local subnet on loopback, started in process by `taogate dev` and by tests: three
-//! Epistula miners, an OpenAI-compatible owner gateway, a metagraph snapshot listing the miners,
-//! and a worker (with a btwallet-format hotkey keyfile; announced through the worker registry)
-//! routing
-//! `taogate-demo` → [miners (race 2), owner gateway] and `taogate-owner` → [owner gateway].
-//! Must be called inside an actix system: the servers are spawned on it.
+//! A whole local subnet on loopback, started in process by `taogate dev` and by tests: miners for
+//! each signing scheme (three Epistula, two `btauth/1`, two Verathos-style), each set in its own
+//! metagraph snapshot, an OpenAI-compatible owner gateway, and a worker (with a btwallet-format
+//! hotkey keyfile; announced through the worker registry) routing
+//! `taogate-demo` → [Epistula miners (race 2), owner gateway] (a failover chain),
+//! `taogate-btauth` → btauth miners, `taogate-verathos` → Verathos miners and
+//! `taogate-owner` → owner gateway. Must be called inside an actix system.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -16,12 +17,10 @@ use secrecy::SecretString;
 use super::{Auth, Behaviour, StandIn};
 use crate::auth::secrets;
 use crate::pool::registry::Registry;
-use crate::worker::config::{RouteConfig, UpstreamConfig, WorkerConfig};
+use crate::worker::config::{MinerPoolConfig, RouteConfig, UpstreamConfig, WorkerConfig};
 use crate::worker::hotkey::Hotkey;
 use crate::worker::metagraph::{Neuron, Snapshot};
 use crate::worker::{self, Worker};
-
-pub const MINERS: usize = 3;
 
 /// What the gateway needs to use the local subnet (also written to `<dir>/subnet.json`, for
 /// demos and `bench/`; dev secrets only).
@@ -55,6 +54,61 @@ fn worker_hotkey(dir: &Path) -> anyhow::Result<Hotkey> {
     Hotkey::from_keyfile(&path)
 }
 
+/// Starts `count` miners checking `scheme`'s signatures from `validator`; writes their metagraph
+/// to `<dir>/<file>` and returns (its path, the miners' URLs).
+fn spawn_miners(
+    dir: &Path,
+    file: &str,
+    count: usize,
+    auth: impl Fn(Arc<Hotkey>) -> Auth,
+    delay: Duration,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let mut neurons = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..count {
+        let uid = i as u16 + 1;
+        let key = Arc::new(Hotkey::generate());
+        let (listener, url) = bind()?;
+        let port = listener.local_addr()?.port();
+        let stand_in = StandIn {
+            label: format!("miner {uid}"),
+            auth: auth(key.clone()),
+            delay,
+            behaviour: Behaviour::Ok,
+        };
+        actix_web::rt::spawn(super::start(stand_in, listener)?);
+        let incentive = 1.0 / f64::from(uid);
+        neurons.push(Neuron {
+            uid,
+            hotkey: key.ss58.clone(),
+            ip: "127.0.0.1".into(),
+            port,
+            incentive,
+            validator_permit: false,
+        });
+        urls.push(url);
+    }
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&Snapshot {
+            netuid: 1,
+            block: 0,
+            neurons,
+        })?,
+    )?;
+    Ok((path.display().to_string(), urls))
+}
+
+fn pool(name: &str, metagraph_file: String) -> MinerPoolConfig {
+    MinerPoolConfig {
+        name: name.into(),
+        metagraph_file,
+        race: 2,
+        top_k: 16,
+    }
+}
+
 /// Starts the stand-ins and the worker, which announces itself in `registry` every `heartbeat.0`
 /// (valid `heartbeat.1`); `delay` is the pause between streamed words.
 pub async fn spawn(
@@ -65,44 +119,44 @@ pub async fn spawn(
 ) -> anyhow::Result<LocalSubnet> {
     std::fs::create_dir_all(dir)?;
     let hotkey = Arc::new(worker_hotkey(dir)?);
-    let mut neurons = Vec::new();
-    let mut miner_urls = Vec::new();
-    for uid in 0..MINERS {
-        let miner_key = Arc::new(Hotkey::generate());
-        let (listener, url) = bind()?;
-        let port = listener.local_addr()?.port();
-        let stand_in = StandIn {
-            label: format!("miner {}", uid + 1),
-            auth: Auth::Epistula {
-                hotkey: miner_key.clone(),
-                validators: vec![hotkey.ss58.clone()],
-            },
-            delay,
-            behaviour: Behaviour::Ok,
-        };
-        actix_web::rt::spawn(super::start(stand_in, listener)?);
-        neurons.push(Neuron {
-            uid: uid as u16 + 1,
-            hotkey: miner_key.ss58.clone(),
-            ip: "127.0.0.1".into(),
-            port,
-            incentive: 1.0 / (uid as f64 + 1.0),
-            validator_permit: false,
-        });
-        miner_urls.push(url);
-    }
-    let metagraph = dir.join("metagraph.json");
-    std::fs::write(
-        &metagraph,
-        serde_json::to_string_pretty(&Snapshot {
-            netuid: 1,
-            block: 0,
-            neurons,
-        })?,
+    let validators = vec![hotkey.ss58.clone()];
+    let v = validators.clone();
+    let (epistula_graph, mut miner_urls) = spawn_miners(
+        dir,
+        "metagraph.json",
+        3,
+        |key| Auth::Epistula {
+            hotkey: key,
+            validators: v.clone(),
+        },
+        delay,
     )?;
+    let v = validators.clone();
+    let (btauth_graph, urls) = spawn_miners(
+        dir,
+        "metagraph-btauth.json",
+        2,
+        |key| Auth::Btauth {
+            hotkey: key,
+            validators: v.clone(),
+            verifier: Arc::default(),
+        },
+        delay,
+    )?;
+    miner_urls.extend(urls);
+    let v = validators.clone();
+    let (verathos_graph, urls) = spawn_miners(
+        dir,
+        "metagraph-verathos.json",
+        2,
+        |_| Auth::Verathos {
+            validators: v.clone(),
+        },
+        delay,
+    )?;
+    miner_urls.extend(urls);
 
     let owner_key = secrets::random_token(24);
-    let owner_key_copy = owner_key.clone();
     let (listener, owner_url) = bind()?;
     let owner = StandIn {
         label: "the owner gateway".into(),
@@ -119,16 +173,14 @@ pub async fn spawn(
         base_url: format!("{owner_url}/v1"),
         api_key_env: None,
         api_key_file: None,
-        api_key: Some(owner_key),
+        api_key: Some(owner_key.clone()),
         model: None,
     };
-    let miners = UpstreamConfig::Epistula {
-        name: "local-miners".into(),
-        metagraph_file: metagraph.display().to_string(),
-        race: 2,
-        top_k: 16,
-    };
     let worker_secret = secrets::random_token(24);
+    let route = |model: &str, upstreams: Vec<UpstreamConfig>| RouteConfig {
+        model: model.into(),
+        upstreams,
+    };
     let cfg = WorkerConfig {
         listen: "127.0.0.1:0".parse()?,
         secret: SecretString::from(worker_secret.clone()),
@@ -139,14 +191,25 @@ pub async fn spawn(
         first_byte_timeout_ms: 5_000,
         request_timeout_secs: 300,
         routes: vec![
-            RouteConfig {
-                model: "taogate-demo".into(),
-                upstreams: vec![miners, owner_upstream.clone()],
-            },
-            RouteConfig {
-                model: "taogate-owner".into(),
-                upstreams: vec![owner_upstream],
-            },
+            route(
+                "taogate-demo",
+                vec![
+                    UpstreamConfig::Epistula(pool("local-miners", epistula_graph)),
+                    owner_upstream.clone(),
+                ],
+            ),
+            route(
+                "taogate-btauth",
+                vec![UpstreamConfig::Btauth(pool("btauth-miners", btauth_graph))],
+            ),
+            route(
+                "taogate-verathos",
+                vec![UpstreamConfig::Verathos(pool(
+                    "verathos-miners",
+                    verathos_graph,
+                ))],
+            ),
+            route("taogate-owner", vec![owner_upstream]),
         ],
     };
     let worker = Arc::new(Worker::build(&cfg, hotkey)?);
@@ -158,10 +221,15 @@ pub async fn spawn(
     let subnet = LocalSubnet {
         worker_url,
         worker_secret,
-        models: vec!["taogate-demo", "taogate-owner"],
+        models: vec![
+            "taogate-demo",
+            "taogate-btauth",
+            "taogate-verathos",
+            "taogate-owner",
+        ],
         miner_urls,
         owner_url,
-        owner_api_key: owner_key_copy,
+        owner_api_key: owner_key,
     };
     std::fs::write(
         dir.join("subnet.json"),

@@ -54,14 +54,22 @@ pub enum UpstreamConfig {
     },
     /// Miners from a metagraph snapshot, queried with Epistula v2 signed requests; `race` miners
     /// at once, the first valid stream wins.
-    Epistula {
-        name: String,
-        metagraph_file: String,
-        #[serde(default = "default_race")]
-        race: usize,
-        #[serde(default = "default_top_k")]
-        top_k: usize,
-    },
+    Epistula(MinerPoolConfig),
+    /// The same with bittensor 11 `btauth/1` signatures.
+    Btauth(MinerPoolConfig),
+    /// The same with Verathos-style `X-Validator-*` signatures.
+    Verathos(MinerPoolConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinerPoolConfig {
+    pub name: String,
+    pub metagraph_file: String,
+    #[serde(default = "default_race")]
+    pub race: usize,
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
 }
 
 fn default_race() -> usize {
@@ -75,7 +83,8 @@ fn default_top_k() -> usize {
 impl UpstreamConfig {
     pub fn name(&self) -> &str {
         match self {
-            Self::Openai { name, .. } | Self::Epistula { name, .. } => name,
+            Self::Openai { name, .. } => name,
+            Self::Epistula(p) | Self::Btauth(p) | Self::Verathos(p) => &p.name,
         }
     }
 }

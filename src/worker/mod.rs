@@ -1,14 +1,17 @@
 //! `taogate worker`: a validator dendrite worker. It holds the hotkey and, per model, an ordered
-//! list of upstreams (owner gateways over `openai`, miner pools over `epistula`); it serves an
+//! list of upstreams (owner gateways over `openai`; miner pools signed with Epistula, `btauth/1` or
+//! Verathos-style headers); it serves an
 //! internal OpenAI-compatible `POST /v1/chat/completions` to the gateway, authenticated by a
 //! shared secret, and says which upstream and miner uid answered in `x-taogate-upstream` /
 //! `x-taogate-miner-uid`.
 
+pub mod btauth;
 pub mod config;
 pub mod epistula;
 pub mod hotkey;
 pub mod metagraph;
 pub mod transports;
+pub mod verathos;
 
 use std::collections::HashMap;
 use std::future::ready;
@@ -23,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use self::config::{UpstreamConfig, WorkerConfig};
 use self::hotkey::Hotkey;
+use self::transports::miners::{MinerPool, Scheme};
 use self::transports::{EventStream, Opened, Transport};
 use crate::error::{ApiError, ApiResult};
 use crate::openai::aggregate::Aggregator;
@@ -38,7 +42,7 @@ pub struct Worker {
     first_byte: Duration,
     deadline: Duration,
     pub hotkey: Arc<Hotkey>,
-    epistula: Vec<Arc<transports::epistula::Epistula>>,
+    miner_pools: Vec<Arc<MinerPool>>,
 }
 
 impl Worker {
@@ -48,7 +52,7 @@ impl Worker {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         let mut routes: HashMap<String, Vec<Arc<dyn Transport>>> = HashMap::new();
-        let mut epistula = Vec::new();
+        let mut miner_pools = Vec::new();
         for route in &cfg.routes {
             let mut chain: Vec<Arc<dyn Transport>> = Vec::new();
             for up in &route.upstreams {
@@ -71,21 +75,25 @@ impl Worker {
                             client.clone(),
                         )?));
                     }
-                    UpstreamConfig::Epistula {
-                        name,
-                        metagraph_file,
-                        race,
-                        top_k,
-                    } => {
-                        let t = Arc::new(transports::epistula::Epistula::new(
-                            name,
-                            metagraph_file,
-                            *race,
-                            *top_k,
+                    UpstreamConfig::Epistula(p)
+                    | UpstreamConfig::Btauth(p)
+                    | UpstreamConfig::Verathos(p) => {
+                        let scheme = match up {
+                            UpstreamConfig::Epistula(_) => Scheme::Epistula,
+                            UpstreamConfig::Btauth(_) => Scheme::Btauth,
+                            _ => Scheme::Verathos,
+                        };
+                        let pool = MinerPool::new(
+                            &p.name,
+                            scheme,
+                            &p.metagraph_file,
+                            p.race,
+                            p.top_k,
                             hotkey.clone(),
                             client.clone(),
-                        )?);
-                        epistula.push(t.clone());
+                        );
+                        let t = Arc::new(pool?);
+                        miner_pools.push(t.clone());
                         chain.push(t);
                     }
                 }
@@ -98,7 +106,7 @@ impl Worker {
             first_byte: Duration::from_millis(cfg.first_byte_timeout_ms),
             deadline: Duration::from_secs(cfg.request_timeout_secs),
             hotkey,
-            epistula,
+            miner_pools,
         })
     }
 
@@ -138,7 +146,7 @@ impl Worker {
             loop {
                 tick.tick().await;
                 let Some(w) = this.upgrade() else { return };
-                for t in &w.epistula {
+                for t in &w.miner_pools {
                     t.reload();
                 }
             }

@@ -149,6 +149,17 @@ fn streams_follow_the_openai_sse_format(b: Backend) {
 fn owner_gateway_route_and_unknown_models(b: Backend) {
     let app = TestApp::spawn_with_subnet(b, 0);
     let (_, _, _, key) = app.api_key();
+    // Every signing scheme's miners answer through the worker.
+    for model in ["taogate-btauth", "taogate-verathos"] {
+        let mut body = ask("signed");
+        body["model"] = json!(model);
+        let res = chat(&app, &key, body).expect(200, "").ok();
+        let content = res["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(
+            content.starts_with("Hello from miner ") && content.ends_with("You said: signed"),
+            "{model}: {content}"
+        );
+    }
     let mut body = ask("via owner");
     body["model"] = json!("taogate-owner");
     let res = chat(&app, &key, body).expect(200, "").ok();

@@ -15,3 +15,4 @@ mod migrations;
 mod ops;
 mod pool;
 mod procs;
+mod protocols;

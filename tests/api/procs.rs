@@ -42,6 +42,27 @@ impl Proc {
         }
     }
 
+    /// Starts another program (a Python peer) that prints the same `{"url",…}` line.
+    pub fn start_program(program: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("`{program} {args:?}` printed {line:?}"));
+        Self {
+            child,
+            url: v["url"].as_str().unwrap().to_owned(),
+            hotkey: v["hotkey"].as_str().map(str::to_owned),
+        }
+    }
+
     pub fn pid(&self) -> String {
         self.child.id().to_string()
     }

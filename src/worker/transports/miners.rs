@@ -1,7 +1,8 @@
-//! `epistula`: miners from a metagraph snapshot serving OpenAI-style `POST /v1/chat/completions`,
-//! each request signed with Epistula v2 headers for that miner's hotkey. Strategy race: `race`
-//! miners are asked at once; the first to produce a valid first event wins and the others are
-//! cancelled (their futures dropped, closing the connections).
+//! Miner pools: miners from a metagraph snapshot serving OpenAI-style `POST /v1/chat/completions`,
+//! each request signed for that miner with one of the validator signing schemes —
+//! Epistula v2 (SN1), `btauth/1` (bittensor 11) or Verathos-style `X-Validator-*` (SN96).
+//! Strategy race: `race` miners are asked at once; the first to produce a valid first event wins
+//! and the others are cancelled (their futures dropped, closing the connections).
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -11,23 +12,37 @@ use futures_util::future::{BoxFuture, select_ok};
 
 use super::{Opened, Transport, UpstreamError, open_sse};
 use crate::openai::ChatRequest;
-use crate::worker::epistula;
+use crate::worker::btauth::NonceSource;
 use crate::worker::hotkey::Hotkey;
-use crate::worker::metagraph::Snapshot;
+use crate::worker::metagraph::{Neuron, Snapshot};
+use crate::worker::{btauth, epistula, verathos};
 
-pub struct Epistula {
+/// Path miners serve chat completions on.
+const CHAT_PATH: &str = "/v1/chat/completions";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Epistula,
+    Btauth,
+    Verathos,
+}
+
+pub struct MinerPool {
     name: String,
+    scheme: Scheme,
     metagraph_file: PathBuf,
     snapshot: RwLock<Snapshot>,
     race: usize,
     top_k: usize,
     hotkey: Arc<Hotkey>,
+    nonces: NonceSource,
     client: reqwest::Client,
 }
 
-impl Epistula {
+impl MinerPool {
     pub fn new(
         name: &str,
+        scheme: Scheme,
         metagraph_file: &str,
         race: usize,
         top_k: usize,
@@ -38,11 +53,13 @@ impl Epistula {
         let snapshot = Snapshot::load(&metagraph_file)?;
         Ok(Self {
             name: name.to_owned(),
+            scheme,
             metagraph_file,
             snapshot: RwLock::new(snapshot),
             race: race.max(1),
             top_k,
             hotkey,
+            nonces: NonceSource::default(),
             client,
         })
     }
@@ -56,9 +73,28 @@ impl Epistula {
             }
         }
     }
+
+    /// The signing headers of one request to `miner`.
+    fn headers(&self, miner: &Neuron, body: &[u8]) -> Vec<(&'static str, String)> {
+        let now = chrono::Utc::now();
+        match self.scheme {
+            Scheme::Epistula => {
+                epistula::sign(&self.hotkey, &miner.hotkey, body, now.timestamp_millis())
+            }
+            Scheme::Btauth => {
+                let nonce = self
+                    .nonces
+                    .next(now.timestamp_nanos_opt().unwrap_or_default() as u64);
+                btauth::sign(&self.hotkey, "POST", CHAT_PATH, body, &miner.hotkey, nonce)
+            }
+            Scheme::Verathos => {
+                verathos::sign(&self.hotkey, "POST", CHAT_PATH, body, now.timestamp())
+            }
+        }
+    }
 }
 
-impl Transport for Epistula {
+impl Transport for MinerPool {
     fn name(&self) -> &str {
         &self.name
     }
@@ -82,9 +118,8 @@ impl Transport for Epistula {
             let attempts = miners.into_iter().map(|miner| {
                 let body = body.clone();
                 Box::pin(async move {
-                    let now_ms = chrono::Utc::now().timestamp_millis();
-                    let headers = epistula::sign(&self.hotkey, &miner.hotkey, &body, now_ms);
-                    let url = format!("{}/v1/chat/completions", miner.base_url());
+                    let headers = self.headers(&miner, &body);
+                    let url = format!("{}{CHAT_PATH}", miner.base_url());
                     let events = open_sse(&self.client, &url, headers, body, first_byte)
                         .await
                         .map_err(|e| format!("uid {}: {e}", miner.uid))?;

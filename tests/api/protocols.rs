@@ -1,0 +1,277 @@
+//! The worker's signed miner transports against the real Python SDKs: bittensor 11.3.0's
+//! `http_auth.verify` behind a miner endpoint (btauth/1), and bittensor_wallet's `Keypair.verify`
+//! (bittensor 10.5.0) over Verathos-style signatures.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use serde_json::json;
+use taogate::worker::config::{MinerPoolConfig, RouteConfig, UpstreamConfig, WorkerConfig};
+use taogate::worker::hotkey::Hotkey;
+use taogate::worker::metagraph::{Neuron, Snapshot};
+use taogate::worker::{self, Worker, btauth, verathos};
+
+use crate::helpers::{Backend, TestApp};
+use crate::procs::Proc;
+
+const SECRET: &str = "worker-secret-0123456789";
+
+fn python(var: &str, venv: &str) -> String {
+    let py = std::env::var(var)
+        .unwrap_or_else(|_| format!("{}/{venv}/bin/python", env!("CARGO_MANIFEST_DIR")));
+    assert!(
+        std::path::Path::new(&py).exists(),
+        "{py} missing: run scripts/test (it creates {venv})"
+    );
+    py
+}
+
+/// A gateway whose one worker routes model `m` to the miners in `snapshot` over `upstream`.
+fn gateway_with_worker(
+    b: Backend,
+    dir: &std::path::Path,
+    snapshot: Snapshot,
+    upstream: fn(MinerPoolConfig) -> UpstreamConfig,
+) -> TestApp {
+    let metagraph = dir.join("metagraph.json");
+    std::fs::write(&metagraph, serde_json::to_string(&snapshot).unwrap()).unwrap();
+    let pool = MinerPoolConfig {
+        name: "py-miners".into(),
+        metagraph_file: metagraph.display().to_string(),
+        race: 1,
+        top_k: 16,
+    };
+    let cfg = WorkerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        secret: SECRET.to_owned().into(),
+        announce_url: String::new(),
+        wallet_path: String::new(),
+        wallet_name: String::new(),
+        hotkey_name: String::new(),
+        first_byte_timeout_ms: 5_000,
+        request_timeout_secs: 60,
+        routes: vec![RouteConfig {
+            model: "m".into(),
+            upstreams: vec![upstream(pool)],
+        }],
+    };
+    TestApp::spawn_full(b, figment::Figment::new(), move |mut c, _| async move {
+        let worker = Arc::new(Worker::build(&cfg, Arc::new(Hotkey::generate())).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        c.pool.workers = vec![format!("http://{}", listener.local_addr().unwrap())];
+        actix_web::rt::spawn(worker::start(worker, listener, 1, 1 << 20).unwrap());
+        c.pool.worker_secret = SECRET.to_owned().into();
+        c.models.push(taogate::config::ModelConfig {
+            id: "m".into(),
+            owned_by: "test".into(),
+            max_tokens: None,
+        });
+        c
+    })
+}
+
+fn post(url: &str, headers: &[(&'static str, String)], body: &[u8]) -> (u16, String) {
+    let mut req = ureq::post(url).set("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    match req.send_bytes(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn now_ns() -> u64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64
+}
+
+fn btauth_requests_pass_bittensor_11_http_auth(b: Backend) {
+    let py = python("TAOGATE_TEST_BT11_PYTHON", ".venv-bt11");
+    let miner_key = Hotkey::generate();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/btauth_miner.py");
+    let miner = Proc::start_program(&py, &[script, &miner_key.ss58]);
+    let port: u16 = miner.url.rsplit(':').next().unwrap().parse().unwrap();
+    let neuron = Neuron {
+        uid: 7,
+        hotkey: miner_key.ss58.clone(),
+        ip: "127.0.0.1".into(),
+        port,
+        incentive: 1.0,
+        validator_permit: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = gateway_with_worker(
+        b,
+        dir.path(),
+        Snapshot {
+            netuid: 11,
+            block: 0,
+            neurons: vec![neuron],
+        },
+        UpstreamConfig::Btauth,
+    );
+    let (_, _, _, key) = app.api_key();
+
+    // Through gateway → worker → Python verifier, 100 requests at once: zero nonce rejections.
+    let statuses = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..100)
+            .map(|i| {
+                let (app, key) = (&app, &key);
+                s.spawn(move || {
+                    let res = app.post("/v1/chat/completions").bearer(key).json(
+                        json!({"model": "m", "stream": i % 2 == 0, "messages": [{"role": "user", "content": format!("q{i}")}]}),
+                    );
+                    let text: String = if i % 2 == 0 {
+                        res.text
+                            .split("\n\n")
+                            .filter_map(|e| e.strip_prefix("data: "))
+                            .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+                            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+                            .collect()
+                    } else {
+                        res.body["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_owned()
+                    };
+                    assert_eq!(text, format!("Hello from a btauth miner. You said: q{i}"), "{}", res.text);
+                    res.status
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<u16>>()
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    // Directly: the verifier accepts our signature once, and refuses tampering, staleness, replay.
+    let url = format!("{}/v1/chat/completions", miner.url);
+    let path = "/v1/chat/completions";
+    let validator = Hotkey::generate();
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let good = btauth::sign(&validator, "POST", path, body, &miner_key.ss58, now_ns());
+    assert_eq!(post(&url, &good, body).0, 200);
+    let (status, text) = post(&url, &good, body);
+    assert_eq!(
+        (status, text.contains("ReplayedRequest")),
+        (401, true),
+        "{text}"
+    );
+    let fresh = btauth::sign(&validator, "POST", path, body, &miner_key.ss58, now_ns());
+    let (status, text) = post(
+        &url,
+        &fresh,
+        br#"{"model":"m","messages":[{"role":"user","content":"HI"}]}"#,
+    );
+    assert_eq!(
+        (status, text.contains("BadSignature")),
+        (401, true),
+        "{text}"
+    );
+    let stale = btauth::sign(
+        &validator,
+        "POST",
+        path,
+        body,
+        &miner_key.ss58,
+        now_ns() - 30_000_000_000,
+    );
+    let (status, text) = post(&url, &stale, body);
+    assert_eq!(
+        (status, text.contains("StaleRequest")),
+        (401, true),
+        "{text}"
+    );
+    let elsewhere = btauth::sign(
+        &validator,
+        "POST",
+        path,
+        body,
+        &Hotkey::generate().ss58,
+        now_ns(),
+    );
+    let (status, text) = post(&url, &elsewhere, body);
+    assert_eq!(
+        (status, text.contains("WrongReceiver")),
+        (401, true),
+        "{text}"
+    );
+}
+
+#[test]
+fn verathos_signatures_verify_with_bittensor_wallet() {
+    let py = python("TAOGATE_TEST_BT10_PYTHON", ".venv-bt10");
+    let key = Hotkey::generate();
+    let body = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let now = chrono::Utc::now().timestamp();
+    let line = |headers: Vec<(&'static str, String)>, path: &str, body: &[u8]| {
+        let h: serde_json::Map<String, serde_json::Value> = headers
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+        json!({"method": "POST", "path": path, "body_hex": hex::encode(body), "headers": h})
+            .to_string()
+    };
+    let cases = [
+        (
+            line(
+                verathos::sign(&key, "POST", "/chat", body, now),
+                "/chat",
+                body,
+            ),
+            "ok",
+        ),
+        (
+            line(
+                verathos::sign(&key, "POST", "/chat", body, now - 120),
+                "/chat",
+                body,
+            ),
+            "stale timestamp",
+        ),
+        (
+            line(
+                verathos::sign(&key, "POST", "/chat", body, now),
+                "/chat",
+                b"{}",
+            ),
+            "bad signature",
+        ),
+        (
+            line(
+                verathos::sign(&key, "POST", "/chat", body, now),
+                "/inference",
+                body,
+            ),
+            "bad signature",
+        ),
+    ];
+    let mut child = Command::new(&py)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/verathos_verify.py"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = cases.iter().map(|(l, _)| format!("{l}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let verdicts: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<&str> = cases.iter().map(|(_, v)| *v).collect();
+    assert_eq!(verdicts, expected);
+}
+
+crate::both_backends!(btauth_requests_pass_bittensor_11_http_auth);
