@@ -59,6 +59,9 @@ pub enum UpstreamConfig {
     Btauth(MinerPoolConfig),
     /// The same with Verathos-style `X-Validator-*` signatures.
     Verathos(MinerPoolConfig),
+    /// Legacy bt.Axon synapses (bittensor ≤ 10); `synapse` describes the mapping (default: SN1's
+    /// `StreamPromptingSynapse`).
+    Axon(AxonPoolConfig),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -70,6 +73,30 @@ pub struct MinerPoolConfig {
     pub race: usize,
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AxonPoolConfig {
+    pub name: String,
+    pub metagraph_file: String,
+    #[serde(default = "default_race")]
+    pub race: usize,
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    #[serde(default)]
+    pub synapse: crate::worker::axon::SynapseMapping,
+}
+
+impl AxonPoolConfig {
+    pub fn pool(&self) -> MinerPoolConfig {
+        MinerPoolConfig {
+            name: self.name.clone(),
+            metagraph_file: self.metagraph_file.clone(),
+            race: self.race,
+            top_k: self.top_k,
+        }
+    }
 }
 
 fn default_race() -> usize {
@@ -85,6 +112,7 @@ impl UpstreamConfig {
         match self {
             Self::Openai { name, .. } => name,
             Self::Epistula(p) | Self::Btauth(p) | Self::Verathos(p) => &p.name,
+            Self::Axon(a) => &a.name,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! shared secret, and says which upstream and miner uid answered in `x-taogate-upstream` /
 //! `x-taogate-miner-uid`.
 
+pub mod axon;
 pub mod btauth;
 pub mod config;
 pub mod epistula;
@@ -75,13 +76,16 @@ impl Worker {
                             client.clone(),
                         )?));
                     }
-                    UpstreamConfig::Epistula(p)
-                    | UpstreamConfig::Btauth(p)
-                    | UpstreamConfig::Verathos(p) => {
-                        let scheme = match up {
-                            UpstreamConfig::Epistula(_) => Scheme::Epistula,
-                            UpstreamConfig::Btauth(_) => Scheme::Btauth,
-                            _ => Scheme::Verathos,
+                    UpstreamConfig::Epistula(_)
+                    | UpstreamConfig::Btauth(_)
+                    | UpstreamConfig::Verathos(_)
+                    | UpstreamConfig::Axon(_) => {
+                        let (p, scheme) = match up {
+                            UpstreamConfig::Epistula(p) => (p.clone(), Scheme::Epistula),
+                            UpstreamConfig::Btauth(p) => (p.clone(), Scheme::Btauth),
+                            UpstreamConfig::Verathos(p) => (p.clone(), Scheme::Verathos),
+                            UpstreamConfig::Axon(a) => (a.pool(), Scheme::Axon(a.synapse.clone())),
+                            UpstreamConfig::Openai { .. } => unreachable!("matched above"),
                         };
                         let pool = MinerPool::new(
                             &p.name,

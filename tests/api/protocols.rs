@@ -8,9 +8,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use serde_json::json;
-use taogate::worker::config::{MinerPoolConfig, RouteConfig, UpstreamConfig, WorkerConfig};
+use taogate::worker::axon::SynapseMapping;
+use taogate::worker::config::{
+    AxonPoolConfig, MinerPoolConfig, RouteConfig, UpstreamConfig, WorkerConfig,
+};
 use taogate::worker::hotkey::Hotkey;
 use taogate::worker::metagraph::{Neuron, Snapshot};
+use taogate::worker::transports::miners::{MinerPool, Scheme};
 use taogate::worker::{self, Worker, btauth, verathos};
 
 use crate::helpers::{Backend, TestApp};
@@ -274,4 +278,194 @@ fn verathos_signatures_verify_with_bittensor_wallet() {
     assert_eq!(verdicts, expected);
 }
 
-crate::both_backends!(btauth_requests_pass_bittensor_11_http_auth);
+/// A real bt.Axon (bittensor 10.5.0) peer; with `allow`, every other hotkey is blacklisted.
+fn axon_peer(allow: Option<&str>) -> Proc {
+    let py = python("TAOGATE_TEST_BT10_PYTHON", ".venv-bt10");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/bt_axon_miner.py");
+    let mut args = vec!["-W", "ignore", script];
+    if let Some(a) = allow {
+        args.extend(["--allow-hotkey", a]);
+    }
+    Proc::start_program(&py, &args)
+}
+
+fn axon_neuron(peer: &Proc, hotkey: &str) -> Neuron {
+    let port: u16 = peer.url.rsplit(':').next().unwrap().parse().unwrap();
+    Neuron {
+        uid: 3,
+        hotkey: hotkey.to_owned(),
+        ip: "127.0.0.1".into(),
+        port,
+        incentive: 1.0,
+        validator_permit: false,
+    }
+}
+
+/// A legacy-synapse miner pool over one axon, signing with `hotkey`.
+fn axon_pool(
+    dir: &std::path::Path,
+    neuron: Neuron,
+    mapping: SynapseMapping,
+    hotkey: Arc<Hotkey>,
+) -> MinerPool {
+    let file = dir.join(format!("axon-{}.json", crate::helpers::short_id()));
+    std::fs::write(
+        &file,
+        serde_json::to_string(&Snapshot {
+            netuid: 1,
+            block: 0,
+            neurons: vec![neuron],
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    MinerPool::new(
+        "axon",
+        Scheme::Axon(mapping),
+        file.to_str().unwrap(),
+        1,
+        16,
+        hotkey,
+        client,
+    )
+    .unwrap()
+}
+
+/// Reads an opened stream to its text (the content deltas).
+async fn read_text(pool: &MinerPool, content: &str) -> Result<String, String> {
+    use futures_util::StreamExt;
+    use taogate::worker::transports::Transport;
+    let req: taogate::openai::ChatRequest = serde_json::from_value(
+        json!({"model": "m", "messages": [{"role": "user", "content": content}]}),
+    )
+    .unwrap();
+    let opened = pool
+        .open(&req.for_upstream(), std::time::Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut agg = taogate::openai::aggregate::Aggregator::default();
+    let mut events = opened.events;
+    while let Some(e) = events.next().await {
+        let e = e.map_err(|e| e.to_string())?;
+        if e == "[DONE]" {
+            break;
+        }
+        agg.push(&e);
+    }
+    assert!(
+        agg.usage().is_some_and(|u| u.completion_tokens > 0),
+        "a usage chunk closes the stream"
+    );
+    Ok(agg.text())
+}
+
+#[test]
+fn legacy_synapses_reach_a_real_bt_axon() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = axon_peer(None);
+    let axon_hotkey = peer.hotkey.clone().unwrap();
+    let worker_key = Arc::new(Hotkey::generate());
+    let streaming = axon_pool(
+        dir.path(),
+        axon_neuron(&peer, &axon_hotkey),
+        SynapseMapping::default(),
+        worker_key.clone(),
+    );
+    let plain_mapping: SynapseMapping = serde_json::from_value(json!({
+        "synapse": "PromptingSynapse", "streaming": false, "constants": {},
+        "required_fields": {"roles": "list", "messages": "list"}}))
+    .unwrap();
+    let plain = axon_pool(
+        dir.path(),
+        axon_neuron(&peer, &axon_hotkey),
+        plain_mapping,
+        worker_key.clone(),
+    );
+    let wrong = axon_pool(
+        dir.path(),
+        axon_neuron(&peer, &Hotkey::generate().ss58),
+        SynapseMapping::default(),
+        worker_key.clone(),
+    );
+    let blocked_peer = axon_peer(Some(&Hotkey::generate().ss58));
+    let blocked_hotkey = blocked_peer.hotkey.clone().unwrap();
+    let blocked = axon_pool(
+        dir.path(),
+        axon_neuron(&blocked_peer, &blocked_hotkey),
+        SynapseMapping::default(),
+        worker_key,
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        assert_eq!(
+            read_text(&streaming, "it's \"quoted\" café 🎉")
+                .await
+                .unwrap(),
+            "You said: it's \"quoted\" café 🎉 [done]"
+        );
+        assert_eq!(
+            read_text(&plain, "plain please").await.unwrap(),
+            "echo: user:plain please"
+        );
+        let err = read_text(&wrong, "x").await.unwrap_err();
+        assert!(err.contains("401"), "signed for another axon hotkey: {err}");
+        let err = read_text(&blocked, "x").await.unwrap_err();
+        assert!(err.contains("403") && err.contains("blacklisted"), "{err}");
+        // 100 concurrent requests to one axon: zero nonce rejections.
+        let all = futures_util::future::join_all((0..100).map(|i| {
+            let streaming = &streaming;
+            async move { read_text(streaming, &format!("n{i}")).await }
+        }))
+        .await;
+        for (i, r) in all.into_iter().enumerate() {
+            assert_eq!(
+                r.as_deref(),
+                Ok(format!("You said: n{i} [done]").as_str()),
+                "request {i}"
+            );
+        }
+    });
+}
+
+fn legacy_axon_through_the_gateway(b: Backend) {
+    let peer = axon_peer(None);
+    let neuron = axon_neuron(&peer, peer.hotkey.as_deref().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let app = gateway_with_worker(
+        b,
+        dir.path(),
+        Snapshot {
+            netuid: 1,
+            block: 0,
+            neurons: vec![neuron],
+        },
+        |p| {
+            UpstreamConfig::Axon(AxonPoolConfig {
+                name: p.name,
+                metagraph_file: p.metagraph_file,
+                race: p.race,
+                top_k: p.top_k,
+                synapse: SynapseMapping::default(),
+            })
+        },
+    );
+    let (_, _, _, key) = app.api_key();
+    let res = app
+        .post("/v1/chat/completions")
+        .bearer(&key)
+        .json(json!({"model": "m", "messages": [{"role": "user", "content": "via the gateway"}]}))
+        .expect(200, "")
+        .ok();
+    assert_eq!(
+        res["choices"][0]["message"]["content"],
+        "You said: via the gateway [done]"
+    );
+    assert!(res["usage"]["completion_tokens"].as_i64().unwrap() > 0);
+}
+
+crate::both_backends!(
+    btauth_requests_pass_bittensor_11_http_auth,
+    legacy_axon_through_the_gateway
+);

@@ -12,6 +12,7 @@ use futures_util::future::{BoxFuture, select_ok};
 
 use super::{Opened, Transport, UpstreamError, open_sse};
 use crate::openai::ChatRequest;
+use crate::worker::axon::SynapseMapping;
 use crate::worker::btauth::NonceSource;
 use crate::worker::hotkey::Hotkey;
 use crate::worker::metagraph::{Neuron, Snapshot};
@@ -20,11 +21,13 @@ use crate::worker::{btauth, epistula, verathos};
 /// Path miners serve chat completions on.
 const CHAT_PATH: &str = "/v1/chat/completions";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Scheme {
     Epistula,
     Btauth,
     Verathos,
+    /// Legacy bt.Axon synapses (bittensor ≤ 10), mapped by the given synapse description.
+    Axon(SynapseMapping),
 }
 
 pub struct MinerPool {
@@ -90,7 +93,46 @@ impl MinerPool {
             Scheme::Verathos => {
                 verathos::sign(&self.hotkey, "POST", CHAT_PATH, body, now.timestamp())
             }
+            Scheme::Axon(_) => Vec::new(),
         }
+    }
+
+    /// One signed synapse request to an axon, read back as chat events.
+    async fn open_axon(
+        &self,
+        mapping: &SynapseMapping,
+        miner: &Neuron,
+        req: &ChatRequest,
+        first_byte: Duration,
+    ) -> Result<super::EventStream, UpstreamError> {
+        let roles = req.messages.iter().map(|m| m.role.clone()).collect();
+        let messages = req
+            .messages
+            .iter()
+            .map(|m| crate::openai::content_text(&m.content))
+            .collect();
+        let body = mapping.body(roles, messages);
+        let hash = mapping.body_hash(&body);
+        let nonce = self
+            .nonces
+            .next(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64);
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let mut request = self
+            .client
+            .post(format!("{}/{}", miner.base_url(), mapping.synapse))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).map_err(|e| UpstreamError::Connect(e.to_string()))?);
+        for (k, v) in mapping.headers(
+            &self.hotkey,
+            (&miner.ip, miner.port, &miner.hotkey),
+            &hash,
+            nonce,
+            &uuid,
+        ) {
+            request = request.header(k, v);
+        }
+        let prompt = crate::openai::estimate_tokens(&req.prompt_text());
+        super::axon::open(request, mapping.streaming, &req.model, prompt, first_byte).await
     }
 }
 
@@ -118,11 +160,17 @@ impl Transport for MinerPool {
             let attempts = miners.into_iter().map(|miner| {
                 let body = body.clone();
                 Box::pin(async move {
-                    let headers = self.headers(&miner, &body);
-                    let url = format!("{}{CHAT_PATH}", miner.base_url());
-                    let events = open_sse(&self.client, &url, headers, body, first_byte)
-                        .await
-                        .map_err(|e| format!("uid {}: {e}", miner.uid))?;
+                    let events = match &self.scheme {
+                        Scheme::Axon(mapping) => {
+                            self.open_axon(mapping, &miner, req, first_byte).await
+                        }
+                        _ => {
+                            let headers = self.headers(&miner, &body);
+                            let url = format!("{}{CHAT_PATH}", miner.base_url());
+                            open_sse(&self.client, &url, headers, body, first_byte).await
+                        }
+                    }
+                    .map_err(|e| format!("uid {}: {e}", miner.uid))?;
                     Ok::<_, String>(Opened {
                         upstream: self.name.clone(),
                         miner_uid: Some(miner.uid),

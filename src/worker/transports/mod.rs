@@ -2,6 +2,7 @@
 //! back an [`Opened`] stream only once the first event has arrived, so the caller can still fail
 //! over to the next upstream when nothing has been received.
 
+pub mod axon;
 pub mod miners;
 pub mod openai;
 
