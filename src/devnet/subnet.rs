@@ -104,6 +104,8 @@ fn pool(name: &str, metagraph_file: String) -> MinerPoolConfig {
     MinerPoolConfig {
         name: name.into(),
         metagraph_file,
+        subtensor_url: None,
+        netuid: 1,
         race: 2,
         top_k: 16,
     }

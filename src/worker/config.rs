@@ -68,7 +68,13 @@ pub enum UpstreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct MinerPoolConfig {
     pub name: String,
+    /// The snapshot file; with `subtensor_url`, where the last good chain read is kept.
     pub metagraph_file: String,
+    /// A subtensor node's HTTP JSON-RPC URL: read the metagraph from the chain.
+    #[serde(default)]
+    pub subtensor_url: Option<String>,
+    #[serde(default)]
+    pub netuid: u16,
     #[serde(default = "default_race")]
     pub race: usize,
     #[serde(default = "default_top_k")]
@@ -80,6 +86,10 @@ pub struct MinerPoolConfig {
 pub struct AxonPoolConfig {
     pub name: String,
     pub metagraph_file: String,
+    #[serde(default)]
+    pub subtensor_url: Option<String>,
+    #[serde(default)]
+    pub netuid: u16,
     #[serde(default = "default_race")]
     pub race: usize,
     #[serde(default = "default_top_k")]
@@ -93,6 +103,8 @@ impl AxonPoolConfig {
         MinerPoolConfig {
             name: self.name.clone(),
             metagraph_file: self.metagraph_file.clone(),
+            subtensor_url: self.subtensor_url.clone(),
+            netuid: self.netuid,
             race: self.race,
             top_k: self.top_k,
         }

@@ -7,6 +7,7 @@
 
 pub mod axon;
 pub mod btauth;
+pub mod chain;
 pub mod config;
 pub mod epistula;
 pub mod hotkey;
@@ -87,15 +88,7 @@ impl Worker {
                             UpstreamConfig::Axon(a) => (a.pool(), Scheme::Axon(a.synapse.clone())),
                             UpstreamConfig::Openai { .. } => unreachable!("matched above"),
                         };
-                        let pool = MinerPool::new(
-                            &p.name,
-                            scheme,
-                            &p.metagraph_file,
-                            p.race,
-                            p.top_k,
-                            hotkey.clone(),
-                            client.clone(),
-                        );
+                        let pool = MinerPool::new(&p, scheme, hotkey.clone(), client.clone());
                         let t = Arc::new(pool?);
                         miner_pools.push(t.clone());
                         chain.push(t);
@@ -146,12 +139,11 @@ impl Worker {
         let this = Arc::downgrade(self);
         actix_web::rt::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            tick.tick().await;
             loop {
                 tick.tick().await;
                 let Some(w) = this.upgrade() else { return };
                 for t in &w.miner_pools {
-                    t.reload();
+                    t.refresh().await;
                 }
             }
         });

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod chain;
 mod chat;
 mod epistula;
 mod idempotency;

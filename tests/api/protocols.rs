@@ -44,6 +44,8 @@ fn gateway_with_worker(
     let pool = MinerPoolConfig {
         name: "py-miners".into(),
         metagraph_file: metagraph.display().to_string(),
+        subtensor_url: None,
+        netuid: 1,
         race: 1,
         top_k: 16,
     };
@@ -320,16 +322,15 @@ fn axon_pool(
     )
     .unwrap();
     let client = reqwest::Client::new();
-    MinerPool::new(
-        "axon",
-        Scheme::Axon(mapping),
-        file.to_str().unwrap(),
-        1,
-        16,
-        hotkey,
-        client,
-    )
-    .unwrap()
+    let cfg = MinerPoolConfig {
+        name: "axon".into(),
+        metagraph_file: file.display().to_string(),
+        subtensor_url: None,
+        netuid: 1,
+        race: 1,
+        top_k: 16,
+    };
+    MinerPool::new(&cfg, Scheme::Axon(mapping), hotkey, client).unwrap()
 }
 
 /// Reads an opened stream to its text (the content deltas).
@@ -445,6 +446,8 @@ fn legacy_axon_through_the_gateway(b: Backend) {
             UpstreamConfig::Axon(AxonPoolConfig {
                 name: p.name,
                 metagraph_file: p.metagraph_file,
+                subtensor_url: None,
+                netuid: 1,
                 race: p.race,
                 top_k: p.top_k,
                 synapse: SynapseMapping::default(),

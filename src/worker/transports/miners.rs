@@ -14,6 +14,8 @@ use super::{Opened, Transport, UpstreamError, open_sse};
 use crate::openai::ChatRequest;
 use crate::worker::axon::SynapseMapping;
 use crate::worker::btauth::NonceSource;
+use crate::worker::chain;
+use crate::worker::config::MinerPoolConfig;
 use crate::worker::hotkey::Hotkey;
 use crate::worker::metagraph::{Neuron, Snapshot};
 use crate::worker::{btauth, epistula, verathos};
@@ -34,6 +36,8 @@ pub struct MinerPool {
     name: String,
     scheme: Scheme,
     metagraph_file: PathBuf,
+    /// (node URL, netuid) when the metagraph comes from the chain.
+    subtensor: Option<(String, u16)>,
     snapshot: RwLock<Snapshot>,
     race: usize,
     top_k: usize,
@@ -43,38 +47,68 @@ pub struct MinerPool {
 }
 
 impl MinerPool {
+    /// A pool over `cfg`'s metagraph: the snapshot file, or — with `subtensor_url` — the chain,
+    /// with the file as the persisted last good copy (loaded at start when present).
     pub fn new(
-        name: &str,
+        cfg: &MinerPoolConfig,
         scheme: Scheme,
-        metagraph_file: &str,
-        race: usize,
-        top_k: usize,
         hotkey: Arc<Hotkey>,
         client: reqwest::Client,
     ) -> anyhow::Result<Self> {
-        let metagraph_file = PathBuf::from(metagraph_file);
-        let snapshot = Snapshot::load(&metagraph_file)?;
+        let metagraph_file = PathBuf::from(&cfg.metagraph_file);
+        let snapshot = match (&cfg.subtensor_url, Snapshot::load(&metagraph_file)) {
+            (_, Ok(s)) => s,
+            (Some(_), Err(_)) => Snapshot {
+                netuid: cfg.netuid,
+                block: 0,
+                neurons: vec![],
+            },
+            (None, Err(e)) => return Err(e),
+        };
         Ok(Self {
-            name: name.to_owned(),
+            name: cfg.name.clone(),
             scheme,
             metagraph_file,
+            subtensor: cfg.subtensor_url.clone().map(|url| (url, cfg.netuid)),
             snapshot: RwLock::new(snapshot),
-            race: race.max(1),
-            top_k,
+            race: cfg.race.max(1),
+            top_k: cfg.top_k,
             hotkey,
             nonces: NonceSource::default(),
             client,
         })
     }
 
-    /// Re-reads the snapshot file; keeps the last good copy on failure.
-    pub fn reload(&self) {
-        match Snapshot::load(&self.metagraph_file) {
+    /// Refreshes the snapshot from the chain (persisting it to the file) or from the file; on any
+    /// failure the last good copy stays in use.
+    pub async fn refresh(&self) {
+        let fresh = match &self.subtensor {
+            Some((url, netuid)) => match chain::fetch_snapshot(&self.client, url, *netuid).await {
+                Ok(s) => {
+                    if let Err(e) = persist(&self.metagraph_file, &s) {
+                        tracing::warn!(upstream = %self.name, error = %e, "could not persist the metagraph");
+                    }
+                    Ok(s)
+                }
+                Err(e) => Err(e),
+            },
+            None => Snapshot::load(&self.metagraph_file),
+        };
+        match fresh {
             Ok(s) => *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = s,
             Err(e) => {
-                tracing::warn!(upstream = %self.name, error = %e, "metagraph reload failed; keeping the last good copy")
+                tracing::warn!(upstream = %self.name, error = %e, "metagraph refresh failed; keeping the last good copy")
             }
         }
+    }
+
+    /// The current snapshot's neurons.
+    pub fn neurons(&self) -> Vec<Neuron> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .neurons
+            .clone()
     }
 
     /// The signing headers of one request to `miner`.
@@ -184,4 +218,12 @@ impl Transport for MinerPool {
             }
         })
     }
+}
+
+/// Writes the snapshot atomically (temp file, then rename).
+fn persist(path: &std::path::Path, snapshot: &Snapshot) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(snapshot)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
