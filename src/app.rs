@@ -55,6 +55,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
             .wrap(TracingLogger::default())
             .wrap(from_fn(request_id::assign))
     })
+    .on_connect(crate::http::no_delay)
     .workers(workers)
     .shutdown_timeout(5)
     .listen(listener)?

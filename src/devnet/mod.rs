@@ -219,6 +219,7 @@ pub fn start(stand_in: StandIn, listener: TcpListener) -> anyhow::Result<actix_w
             .route("/chat/completions", web::post().to(chat))
             .route("/healthz", web::get().to(healthz))
     })
+    .on_connect(crate::http::no_delay)
     .workers(1)
     .shutdown_timeout(1)
     .listen(listener)?

@@ -3,3 +3,11 @@
 pub mod extract;
 pub mod idempotency;
 pub mod request_id;
+
+/// Disables Nagle's algorithm on every accepted connection: responses (SSE chunks above all) are
+/// many small writes, and Nagle plus the peer's delayed ACK would hold each one back ~40 ms.
+pub fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let _ = tcp.set_nodelay(true);
+    }
+}

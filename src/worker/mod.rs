@@ -51,6 +51,7 @@ impl Worker {
     pub fn build(cfg: &WorkerConfig, hotkey: Arc<Hotkey>) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         let mut routes: HashMap<String, Vec<Arc<dyn Transport>>> = HashMap::new();
@@ -257,6 +258,7 @@ pub fn start(
             .route("/healthz", web::get().to(healthz))
             .default_service(web::to(crate::http::extract::not_found))
     })
+    .on_connect(crate::http::no_delay)
     .workers(threads)
     .shutdown_timeout(2)
     .listen(listener)?
