@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,17 +48,15 @@ impl Snapshot {
         serde_json::from_str(&text).with_context(|| format!("parsing metagraph {}", path.display()))
     }
 
-    /// Up to `n` serving non-validator miners sampled from the `top_k` by incentive.
-    pub fn sample(&self, top_k: usize, n: usize) -> Vec<Neuron> {
+    /// The `top_k` serving non-validator miners by incentive.
+    pub fn top_k(&self, top_k: usize) -> Vec<Neuron> {
         let mut serving: Vec<&Neuron> = self
             .neurons
             .iter()
             .filter(|m| m.is_serving() && !m.validator_permit)
             .collect();
         serving.sort_by(|a, b| b.incentive.total_cmp(&a.incentive));
-        serving.truncate(top_k.max(1));
-        serving.shuffle(&mut rand::rng());
-        serving.into_iter().take(n).cloned().collect()
+        serving.into_iter().take(top_k.max(1)).cloned().collect()
     }
 }
 
@@ -79,7 +76,7 @@ mod tests {
     }
 
     #[test]
-    fn samples_serving_miners_from_the_top_k() {
+    fn keeps_serving_miners_of_the_top_k() {
         let snap = Snapshot {
             netuid: 1,
             block: 0,
@@ -91,16 +88,12 @@ mod tests {
                 neuron(4, "10.0.0.4", 0.1, false),
             ],
         };
-        for _ in 0..20 {
-            let picked = snap.sample(2, 5);
-            let mut uids: Vec<u16> = picked.iter().map(|m| m.uid).collect();
-            uids.sort();
-            assert_eq!(
-                uids,
-                vec![2, 3],
-                "validators, non-serving and below-top-k miners are skipped"
-            );
-        }
-        assert_eq!(snap.sample(3, 1).len(), 1);
+        let uids: Vec<u16> = snap.top_k(2).iter().map(|m| m.uid).collect();
+        assert_eq!(
+            uids,
+            vec![2, 3],
+            "validators, non-serving and below-top-k miners are skipped"
+        );
+        assert_eq!(snap.top_k(10).len(), 3);
     }
 }

@@ -10,6 +10,7 @@ pub mod btauth;
 pub mod chain;
 pub mod config;
 pub mod epistula;
+pub mod health;
 pub mod hotkey;
 pub mod metagraph;
 pub mod transports;
@@ -37,6 +38,8 @@ use crate::openai::{ChatRequest, Usage};
 
 pub const UPSTREAM_HEADER: &str = "x-taogate-upstream";
 pub const MINER_UID_HEADER: &str = "x-taogate-miner-uid";
+/// Every miner uid asked for the answer (a race asks several), comma-separated.
+pub const MINERS_ASKED_HEADER: &str = "x-taogate-miners-asked";
 
 pub struct Worker {
     routes: HashMap<String, Vec<Arc<dyn Transport>>>,
@@ -121,7 +124,7 @@ impl Worker {
         for transport in chain {
             match transport.open(&upstream_req, self.first_byte).await {
                 Ok(opened) => {
-                    tracing::info!(upstream = %opened.upstream, miner.uid = ?opened.miner_uid, "answered by {}", opened.upstream);
+                    tracing::info!(upstream = %opened.upstream, miner.uid = ?opened.miner_uid, miners.asked = ?opened.asked, "answered by {}", opened.upstream);
                     return Ok(opened);
                 }
                 Err(e) => {
@@ -222,6 +225,10 @@ async fn chat(
     let opened = worker.open(&body).await?;
     let mut res = HttpResponse::Ok();
     res.insert_header((UPSTREAM_HEADER, opened.upstream.clone()));
+    if !opened.asked.is_empty() {
+        let asked: Vec<String> = opened.asked.iter().map(u16::to_string).collect();
+        res.insert_header((MINERS_ASKED_HEADER, asked.join(",")));
+    }
     if let Some(uid) = opened.miner_uid {
         res.insert_header((MINER_UID_HEADER, uid.to_string()));
     }

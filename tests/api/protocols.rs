@@ -472,3 +472,111 @@ crate::both_backends!(
     btauth_requests_pass_bittensor_11_http_auth,
     legacy_axon_through_the_gateway
 );
+
+/// Runs a worker in its own actix system; returns its URL.
+fn spawn_worker(cfg: WorkerConfig, hotkey: Arc<Hotkey>) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let worker = Arc::new(Worker::build(&cfg, hotkey).unwrap());
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            let _ = worker::start(worker, listener, 1, 1 << 20).unwrap().await;
+        })
+    });
+    rx.recv().unwrap()
+}
+
+#[test]
+fn worker_stops_asking_a_failing_miner() {
+    let key = Arc::new(Hotkey::generate());
+    let dir = tempfile::tempdir().unwrap();
+    // The healthy miners pause 50 ms before their first word, so the failing one's error always
+    // arrives first and is observed (a race loser that is cancelled is not a failure).
+    let miners: Vec<Proc> = ["ok", "error", "ok"]
+        .iter()
+        .map(|b| {
+            let args = [
+                "devnet-miner",
+                "--kind",
+                "epistula",
+                "--allow-validator",
+                &key.ss58,
+                "--behaviour",
+                b,
+                "--delay-ms",
+                "50",
+            ];
+            Proc::start(&args, None)
+        })
+        .collect();
+    let neurons = miners
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Neuron {
+            uid: i as u16 + 1,
+            hotkey: m.hotkey.clone().unwrap(),
+            ip: "127.0.0.1".into(),
+            port: m.url.rsplit(':').next().unwrap().parse().unwrap(),
+            incentive: 1.0,
+            validator_permit: false,
+        })
+        .collect();
+    let metagraph = dir.path().join("metagraph.json");
+    std::fs::write(
+        &metagraph,
+        serde_json::to_string(&Snapshot {
+            netuid: 1,
+            block: 0,
+            neurons,
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let pool = MinerPoolConfig {
+        name: "miners".into(),
+        metagraph_file: metagraph.display().to_string(),
+        subtensor_url: None,
+        netuid: 1,
+        race: 2,
+        top_k: 16,
+    };
+    let cfg = WorkerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        secret: SECRET.to_owned().into(),
+        announce_url: String::new(),
+        wallet_path: String::new(),
+        wallet_name: String::new(),
+        hotkey_name: String::new(),
+        first_byte_timeout_ms: 5_000,
+        request_timeout_secs: 60,
+        routes: vec![RouteConfig {
+            model: "m".into(),
+            upstreams: vec![UpstreamConfig::Epistula(pool)],
+        }],
+    };
+    let url = spawn_worker(cfg, key);
+    let mut asked_failing = 0;
+    for i in 0..20 {
+        let res = ureq::post(&format!("{url}/v1/chat/completions"))
+            .set("authorization", &format!("Bearer {SECRET}"))
+            .send_json(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap();
+        assert_eq!(res.status(), 200, "request {i}");
+        let asked = res.header("x-taogate-miners-asked").unwrap().to_owned();
+        let answered: u16 = res.header("x-taogate-miner-uid").unwrap().parse().unwrap();
+        assert_ne!(answered, 2, "the failing miner never answers");
+        if asked.split(',').any(|u| u == "2") {
+            asked_failing += 1;
+            assert!(
+                asked_failing <= 3,
+                "after 3 failures the miner cools down and is not asked (request {i})"
+            );
+        }
+    }
+    assert_eq!(
+        asked_failing, 3,
+        "a failing miner is asked until its cooldown starts"
+    );
+}

@@ -16,6 +16,7 @@ use crate::worker::axon::SynapseMapping;
 use crate::worker::btauth::NonceSource;
 use crate::worker::chain;
 use crate::worker::config::MinerPoolConfig;
+use crate::worker::health::MinerHealth;
 use crate::worker::hotkey::Hotkey;
 use crate::worker::metagraph::{Neuron, Snapshot};
 use crate::worker::{btauth, epistula, verathos};
@@ -43,6 +44,7 @@ pub struct MinerPool {
     top_k: usize,
     hotkey: Arc<Hotkey>,
     nonces: NonceSource,
+    health: MinerHealth,
     client: reqwest::Client,
 }
 
@@ -75,6 +77,7 @@ impl MinerPool {
             top_k: cfg.top_k,
             hotkey,
             nonces: NonceSource::default(),
+            health: MinerHealth::default(),
             client,
         })
     }
@@ -181,11 +184,13 @@ impl Transport for MinerPool {
         first_byte: Duration,
     ) -> BoxFuture<'a, Result<Opened, UpstreamError>> {
         Box::pin(async move {
-            let miners = self
+            let candidates = self
                 .snapshot
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .sample(self.top_k, self.race);
+                .top_k(self.top_k);
+            let miners = self.health.choose(candidates, self.race);
+            let asked: Vec<u16> = miners.iter().map(|m| m.uid).collect();
             if miners.is_empty() {
                 return Err(UpstreamError::NoMiners);
             }
@@ -193,7 +198,9 @@ impl Transport for MinerPool {
                 serde_json::to_vec(req).map_err(|e| UpstreamError::Connect(e.to_string()))?;
             let attempts = miners.into_iter().map(|miner| {
                 let body = body.clone();
+                let asked = asked.clone();
                 Box::pin(async move {
+                    let started = std::time::Instant::now();
                     let events = match &self.scheme {
                         Scheme::Axon(mapping) => {
                             self.open_axon(mapping, &miner, req, first_byte).await
@@ -204,10 +211,15 @@ impl Transport for MinerPool {
                             open_sse(&self.client, &url, headers, body, first_byte).await
                         }
                     }
-                    .map_err(|e| format!("uid {}: {e}", miner.uid))?;
+                    .map_err(|e| {
+                        self.health.record_failure(&miner.hotkey);
+                        format!("uid {}: {e}", miner.uid)
+                    })?;
+                    self.health.record_success(&miner.hotkey, started.elapsed());
                     Ok::<_, String>(Opened {
                         upstream: self.name.clone(),
                         miner_uid: Some(miner.uid),
+                        asked,
                         events,
                     })
                 })

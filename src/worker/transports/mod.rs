@@ -39,6 +39,8 @@ pub enum UpstreamError {
 pub struct Opened {
     pub upstream: String,
     pub miner_uid: Option<u16>,
+    /// Every miner uid asked for this answer (race); empty for non-miner upstreams.
+    pub asked: Vec<u16>,
     pub events: EventStream,
 }
 

@@ -78,6 +78,7 @@ impl Transport for OpenAi {
             )
             .await?;
             Ok(Opened {
+                asked: vec![],
                 upstream: self.name.clone(),
                 miner_uid: None,
                 events,
