@@ -2,8 +2,9 @@
 //! wallet keyfile exactly as btwallet writes it (plain JSON at
 //! `<wallet_path>/<wallet>/hotkeys/<hotkey>`), with its ss58 address (prefix 42).
 //!
-//! Load precedence follows btwallet: `secretSeed` (32-byte mini secret, expanded in Ed25519 mode as
-//! sp-core does), else `privateKey` (64-byte schnorrkel secret). Encrypted keyfiles (`$NACL`,
+//! Load precedence follows btwallet: `secretPhrase` (BIP-39, substrate derivation), else
+//! `secretSeed` (32-byte mini secret, expanded in Ed25519 mode as sp-core does), else
+//! `privateKey` (64-byte schnorrkel secret). Encrypted keyfiles (`$NACL`,
 //! Fernet, Ansible vault) are refused with a clear error: hotkeys are normally stored in the clear.
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,18 @@ impl Hotkey {
         Self::from_seed(seed)
     }
 
+    /// A BIP-39 phrase as substrate (and btwallet) derive it: the mini secret is the first 32 bytes
+    /// of PBKDF2-HMAC-SHA512(entropy, "mnemonic", 2048 rounds) — over the phrase's entropy, not
+    /// its words (substrate-bip39), with no password.
+    pub fn from_phrase(phrase: &str) -> anyhow::Result<Self> {
+        let mnemonic = bip39::Mnemonic::parse_in_normalized(bip39::Language::English, phrase)
+            .map_err(|e| anyhow::anyhow!("secretPhrase is not a valid BIP-39 phrase: {e}"))?;
+        let mut seed = [0u8; 64];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha512>(&mnemonic.to_entropy(), b"mnemonic", 2048, &mut seed);
+        let mini: [u8; 32] = seed[..32].try_into().expect("64-byte seed");
+        Ok(Self::from_seed(mini))
+    }
+
     /// `<wallet_path>/<wallet>/hotkeys/<hotkey>`, with `~` expanded.
     pub fn keyfile_path(wallet_path: &str, wallet: &str, hotkey: &str) -> PathBuf {
         let base = match wallet_path.strip_prefix("~/") {
@@ -77,6 +90,9 @@ impl Hotkey {
                 .map(decode_hex)
                 .transpose()
         };
+        if let Some(phrase) = json.get("secretPhrase").and_then(Value::as_str) {
+            return Self::from_phrase(phrase);
+        }
         if let Some(seed) = field("secretSeed")? {
             let seed: [u8; 32] = seed
                 .try_into()
@@ -93,11 +109,6 @@ impl Hotkey {
                 seed: None,
                 ss58,
             });
-        }
-        if json.get("secretPhrase").is_some() {
-            bail!(
-                "this keyfile holds only a secretPhrase; mnemonic keyfiles are not supported yet (use one with secretSeed)"
-            );
         }
         bail!("the keyfile has no secret (secretSeed or privateKey): it is public-only")
     }
@@ -178,6 +189,17 @@ mod tests {
     /// Substrate's well-known dev account //Alice: mini secret and ss58 from `subkey inspect //Alice`.
     const ALICE_SEED: &str = "e5be9a5092b81bca64be81d212e7f2f9eba183bb7a90954f7b76361f6edb5c0a";
     const ALICE_SS58: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+
+    /// Substrate's DEV_PHRASE root account (`subkey inspect "bottom drive obey …"`, no derivation).
+    #[test]
+    fn phrase_derives_like_substrate() {
+        let phrase = "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
+        assert_eq!(
+            Hotkey::from_phrase(phrase).unwrap().ss58,
+            "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV"
+        );
+        assert!(Hotkey::from_phrase("not a phrase at all").is_err());
+    }
 
     #[test]
     fn seed_expands_like_sp_core() {

@@ -580,3 +580,37 @@ fn worker_stops_asking_a_failing_miner() {
         "a failing miner is asked until its cooldown starts"
     );
 }
+
+#[test]
+fn hotkeys_written_by_btwallet_load_from_each_secret_form() {
+    let py = python("TAOGATE_TEST_BT10_PYTHON", ".venv-bt10");
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(&py)
+        .args([
+            "-c",
+            "import sys; from bittensor_wallet import Wallet; \
+             Wallet(name='w', hotkey='h', path=sys.argv[1]).create_new_hotkey(use_password=False, overwrite=True, suppress=True)",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let path = Hotkey::keyfile_path(&dir.path().display().to_string(), "w", "h");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let expected = written["ss58Address"].as_str().unwrap();
+    assert_eq!(Hotkey::from_keyfile(&path).unwrap().ss58, expected);
+    for only in ["secretPhrase", "secretSeed", "privateKey"] {
+        let mut v = json!({"ss58Address": expected});
+        v[only] = written[only].clone();
+        assert_eq!(
+            Hotkey::from_keyfile_data(v.to_string().as_bytes())
+                .unwrap()
+                .ss58,
+            expected,
+            "from {only} alone"
+        );
+    }
+}
