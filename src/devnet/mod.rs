@@ -18,6 +18,7 @@ use crate::openai::{ChatRequest, estimate_tokens};
 use crate::worker::hotkey::Hotkey;
 use crate::worker::{epistula, verathos};
 
+pub mod axon;
 pub mod subnet;
 
 /// How a stand-in behaves, for failover tests.

@@ -1,10 +1,10 @@
 //! A whole local subnet on loopback, started in process by `taogate dev` and by tests: miners for
-//! each signing scheme (three Epistula, two `btauth/1`, two Verathos-style), each set in its own
+//! each protocol (three Epistula, two `btauth/1`, two Verathos-style, two legacy bt.Axon), each set in its own
 //! metagraph snapshot, an OpenAI-compatible owner gateway, and a worker (with a btwallet-format
 //! hotkey keyfile; announced through the worker registry) routing
 //! `taogate-demo` → [Epistula miners (race 2), owner gateway] (a failover chain),
-//! `taogate-btauth` → btauth miners, `taogate-verathos` → Verathos miners and
-//! `taogate-owner` → owner gateway. Must be called inside an actix system.
+//! `taogate-btauth` → btauth miners, `taogate-verathos` → Verathos miners, `taogate-axon` → two
+//! bt.Axon stand-ins (SN1's `StreamPromptingSynapse`) and `taogate-owner` → owner gateway. Must be called inside an actix system.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -17,7 +17,9 @@ use secrecy::SecretString;
 use super::{Auth, Behaviour, StandIn};
 use crate::auth::secrets;
 use crate::pool::registry::Registry;
-use crate::worker::config::{MinerPoolConfig, RouteConfig, UpstreamConfig, WorkerConfig};
+use crate::worker::config::{
+    AxonPoolConfig, MinerPoolConfig, RouteConfig, UpstreamConfig, WorkerConfig,
+};
 use crate::worker::hotkey::Hotkey;
 use crate::worker::metagraph::{Neuron, Snapshot};
 use crate::worker::{self, Worker};
@@ -100,6 +102,51 @@ fn spawn_miners(
     Ok((path.display().to_string(), urls))
 }
 
+/// Starts `count` bt.Axon stand-ins serving SN1's `StreamPromptingSynapse`; like [`spawn_miners`].
+fn spawn_axons(
+    dir: &Path,
+    count: usize,
+    validators: &[String],
+    delay: Duration,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let mut neurons = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..count {
+        let uid = i as u16 + 1;
+        let key = Arc::new(Hotkey::generate());
+        let (listener, url) = bind()?;
+        let port = listener.local_addr()?.port();
+        let axon = super::axon::AxonStandIn {
+            label: format!("miner {uid}"),
+            hotkey: key.clone(),
+            validators: validators.to_vec(),
+            mapping: Default::default(),
+            delay,
+            nonces: Default::default(),
+        };
+        actix_web::rt::spawn(super::axon::start(axon, listener)?);
+        neurons.push(Neuron {
+            uid,
+            hotkey: key.ss58.clone(),
+            ip: "127.0.0.1".into(),
+            port,
+            incentive: 1.0 / f64::from(uid),
+            validator_permit: false,
+        });
+        urls.push(url);
+    }
+    let path = dir.join("metagraph-axon.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&Snapshot {
+            netuid: 1,
+            block: 0,
+            neurons,
+        })?,
+    )?;
+    Ok((path.display().to_string(), urls))
+}
+
 fn pool(name: &str, metagraph_file: String) -> MinerPoolConfig {
     MinerPoolConfig {
         name: name.into(),
@@ -145,6 +192,8 @@ pub async fn spawn(
         },
         delay,
     )?;
+    miner_urls.extend(urls);
+    let (axon_graph, urls) = spawn_axons(dir, 2, &validators, delay)?;
     miner_urls.extend(urls);
     let v = validators.clone();
     let (verathos_graph, urls) = spawn_miners(
@@ -211,6 +260,18 @@ pub async fn spawn(
                     verathos_graph,
                 ))],
             ),
+            route(
+                "taogate-axon",
+                vec![UpstreamConfig::Axon(AxonPoolConfig {
+                    name: "axon-miners".into(),
+                    metagraph_file: axon_graph,
+                    subtensor_url: None,
+                    netuid: 1,
+                    race: 2,
+                    top_k: 16,
+                    synapse: Default::default(),
+                })],
+            ),
             route("taogate-owner", vec![owner_upstream]),
         ],
     };
@@ -227,6 +288,7 @@ pub async fn spawn(
             "taogate-demo",
             "taogate-btauth",
             "taogate-verathos",
+            "taogate-axon",
             "taogate-owner",
         ],
         miner_urls,

@@ -150,7 +150,7 @@ fn owner_gateway_route_and_unknown_models(b: Backend) {
     let app = TestApp::spawn_with_subnet(b, 0);
     let (_, _, _, key) = app.api_key();
     // Every signing scheme's miners answer through the worker.
-    for model in ["taogate-btauth", "taogate-verathos"] {
+    for model in ["taogate-btauth", "taogate-verathos", "taogate-axon"] {
         let mut body = ask("signed");
         body["model"] = json!(model);
         let res = chat(&app, &key, body).expect(200, "").ok();
