@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod breaker;
 pub mod commands;
 pub mod config;
 pub mod db;

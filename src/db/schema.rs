@@ -126,5 +126,6 @@ diesel::table! {
         ended_at -> Timestamp,
         ttft_ms -> Nullable<BigInt>,
         latency_ms -> BigInt,
+        wholesale_cost_nano -> Nullable<BigInt>,
     }
 }

@@ -149,6 +149,7 @@ fn spawn_axons(
 
 fn pool(name: &str, metagraph_file: String) -> MinerPoolConfig {
     MinerPoolConfig {
+        terms: Default::default(),
         name: name.into(),
         metagraph_file,
         subtensor_url: None,
@@ -220,6 +221,7 @@ pub async fn spawn(
     actix_web::rt::spawn(super::start(owner, listener)?);
 
     let owner_upstream = UpstreamConfig::Openai {
+        terms: Default::default(),
         name: "owner-gateway".into(),
         base_url: format!("{owner_url}/v1"),
         api_key_env: None,
@@ -233,6 +235,7 @@ pub async fn spawn(
         upstreams,
     };
     let cfg = WorkerConfig {
+        route_eject_secs: 10,
         listen: "127.0.0.1:0".parse()?,
         secret: SecretString::from(worker_secret.clone()),
         announce_url: String::new(),
@@ -263,6 +266,7 @@ pub async fn spawn(
             route(
                 "taogate-axon",
                 vec![UpstreamConfig::Axon(AxonPoolConfig {
+                    terms: Default::default(),
                     name: "axon-miners".into(),
                     metagraph_file: axon_graph,
                     subtensor_url: None,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use chrono::NaiveDateTime;
 
 use crate::db::Db;
+use crate::domain::Nano;
 use crate::models::api_key::ApiKey;
 use crate::models::usage::UsageRecord;
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
@@ -67,6 +68,19 @@ pub struct Delivered {
     pub upstream: Option<String>,
     pub miner_uid: Option<String>,
     pub first_byte: Option<Instant>,
+    /// The answering route's wholesale price: nano-units per 1M (prompt, completion) tokens.
+    pub upstream_cost: Option<(i64, i64)>,
+}
+
+/// `tokens × price per 1M tokens`, in nano-units, rounded half up; `i128` so it cannot overflow.
+pub fn wholesale_cost(
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    (prompt_price, completion_price): (i64, i64),
+) -> Nano {
+    let total = i128::from(prompt_tokens) * i128::from(prompt_price)
+        + i128::from(completion_tokens) * i128::from(completion_price);
+    Nano(((total + 500_000) / 1_000_000).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
 }
 
 impl Meter {
@@ -105,6 +119,9 @@ impl Meter {
                 .first_byte
                 .map(|t| t.duration_since(admitted.started).as_millis() as i64),
             latency_ms: admitted.started.elapsed().as_millis() as i64,
+            wholesale_cost_nano: delivered
+                .upstream_cost
+                .map(|price| wholesale_cost(prompt, completion, price)),
         };
         tracing::info!(request.id = %record.request_id, model = %record.model, status = %record.status,
             prompt_tokens = record.prompt_tokens, completion_tokens = record.completion_tokens,
@@ -119,5 +136,34 @@ impl Meter {
                 tracing::error!(error = %e, "could not record usage");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wholesale_cost_is_exact_integer_math() {
+        // 1 unit per 1M prompt tokens = 1000 nano per token; 2.5 units per 1M completion tokens.
+        assert_eq!(
+            wholesale_cost(3, 7, (1_000_000_000, 2_500_000_000)),
+            Nano(3_000 + 17_500)
+        );
+        assert_eq!(
+            wholesale_cost(1, 0, (1, 0)),
+            Nano(0),
+            "half a nano rounds … down below .5"
+        );
+        assert_eq!(
+            wholesale_cost(1, 0, (500_000, 0)),
+            Nano(1),
+            "… and up from .5"
+        );
+        assert_eq!(
+            wholesale_cost(i64::MAX, i64::MAX, (i64::MAX, i64::MAX)),
+            Nano(i64::MAX),
+            "saturates, never wraps"
+        );
     }
 }

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use crate::db::DbConn;
 use crate::db::schema::usage_records;
-use crate::domain::{AccountId, ApiKeyId, TenantId};
+use crate::domain::{AccountId, ApiKeyId, Nano, TenantId};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = usage_records)]
@@ -27,6 +27,8 @@ pub struct UsageRecord {
     pub ended_at: NaiveDateTime,
     pub ttft_ms: Option<i64>,
     pub latency_ms: i64,
+    /// Tokens × the answering route's wholesale price (nano-units), when it has one.
+    pub wholesale_cost_nano: Option<Nano>,
 }
 
 impl UsageRecord {

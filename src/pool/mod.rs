@@ -19,7 +19,7 @@ use self::member::{Lease, Member};
 use crate::error::{ApiError, ApiResult};
 use crate::openai::ChatRequest;
 use crate::worker::transports::{EventStream, first_event};
-use crate::worker::{MINER_UID_HEADER, UPSTREAM_HEADER};
+use crate::worker::{COST_HEADER, MINER_UID_HEADER, UPSTREAM_HEADER};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +56,8 @@ pub struct Answer {
     pub worker: String,
     pub upstream: Option<String>,
     pub miner_uid: Option<String>,
+    /// The answering route's wholesale price (nano-units per 1M prompt, completion tokens).
+    pub cost: Option<(i64, i64)>,
     pub guard: (Lease, OwnedSemaphorePermit),
 }
 
@@ -149,7 +151,7 @@ impl Pool {
         let members = self.members.read().unwrap_or_else(|p| p.into_inner());
         let open: Vec<&Arc<Member>> = members
             .iter()
-            .filter(|m| !tried.contains(&m.url) && m.available())
+            .filter(|m| !tried.contains(&m.url) && m.breaker.available())
             .collect();
         let chosen = match open.len() {
             0 => return None,
@@ -163,7 +165,7 @@ impl Pool {
                 }
             }
         };
-        chosen.claim_probe();
+        chosen.breaker.claim_probe();
         Some(chosen.clone())
     }
 
@@ -228,30 +230,35 @@ impl Pool {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned)
                 };
+                let cost = header(COST_HEADER).and_then(|c| {
+                    let (p, c) = c.split_once(',')?;
+                    Some((p.trim().parse().ok()?, c.trim().parse().ok()?))
+                });
                 let (upstream, miner_uid) = (header(UPSTREAM_HEADER), header(MINER_UID_HEADER));
                 let events = first_event(res).await.map_err(|e| Err(e.to_string()))?;
-                Ok((events, upstream, miner_uid))
+                Ok((events, upstream, miner_uid, cost))
             };
             match tokio::time::timeout(first_byte, attempt).await {
-                Ok(Ok((events, upstream, miner_uid))) => {
-                    member.on_success();
+                Ok(Ok((events, upstream, miner_uid, cost))) => {
+                    member.breaker.on_success();
                     let worker = member.url.clone();
                     return Ok(Answer {
                         events,
                         worker,
                         upstream,
                         miner_uid,
+                        cost,
                         guard: (lease, permit),
                     });
                 }
                 // The worker is healthy but its answer is final for this worker (unknown model,
                 // every upstream failed): the model error is final, an upstream failure is retried.
                 Ok(Err(Ok(ApiError::ModelNotFound { model }))) => {
-                    member.on_success();
+                    member.breaker.on_success();
                     return Err(ApiError::ModelNotFound { model });
                 }
                 Ok(Err(Ok(err))) => {
-                    member.on_success();
+                    member.breaker.on_success();
                     upstream_failure = Some(err);
                 }
                 Ok(Err(Err(reason))) => self.failed(&member, &reason),
@@ -281,7 +288,7 @@ impl Pool {
 
     fn failed(&self, member: &Member, reason: &str) {
         tracing::warn!(worker = %member.url, %reason, "worker failed before the first byte");
-        member.on_failure(
+        member.breaker.on_failure(
             self.cfg.eject_after_failures,
             Duration::from_secs(self.cfg.eject_secs),
         );
@@ -310,7 +317,7 @@ impl Pool {
                         .await
                         .is_ok_and(|r| r.status().is_success());
                     if ok {
-                        m.on_success();
+                        m.breaker.on_success();
                     } else {
                         pool.failed(&m, "health check failed");
                     }

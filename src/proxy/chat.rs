@@ -125,6 +125,7 @@ async fn collect(
         worker: Some(answer.worker.clone()),
         upstream: answer.upstream.clone(),
         miner_uid: answer.miner_uid.clone(),
+        upstream_cost: answer.cost,
         ..Default::default()
     };
     let mut events = answer.events;

@@ -37,6 +37,7 @@ impl Metered {
             worker: Some(answer.worker.clone()),
             upstream: answer.upstream.clone(),
             miner_uid: answer.miner_uid.clone(),
+            upstream_cost: answer.cost,
             ..Default::default()
         };
         Self {

@@ -20,8 +20,33 @@ pub struct WorkerConfig {
     pub first_byte_timeout_ms: u64,
     /// Per-request deadline for the whole answer.
     pub request_timeout_secs: u64,
+    /// A route failing 3 times in a row is skipped for this long (then one probe).
+    #[serde(default = "default_route_eject_secs")]
+    pub route_eject_secs: u64,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+fn default_route_eject_secs() -> u64 {
+    10
+}
+
+/// How a route takes part in a model's routing, and what it costs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTerms {
+    /// Lower is tried first; default: the route's position in the list (plain failover order).
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Share of traffic among routes of equal priority (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Wholesale price paid for this route, nano-units per 1M prompt / completion tokens
+    /// (recorded with the usage, for margin reporting).
+    #[serde(default)]
+    pub prompt_nano_per_mtok: i64,
+    #[serde(default)]
+    pub completion_nano_per_mtok: i64,
 }
 
 /// One model's upstreams, in order of preference.
@@ -51,6 +76,8 @@ pub enum UpstreamConfig {
         /// Model name at this upstream, when it differs from ours.
         #[serde(default)]
         model: Option<String>,
+        #[serde(default)]
+        terms: RouteTerms,
     },
     /// Miners from a metagraph snapshot, queried with Epistula v2 signed requests; `race` miners
     /// at once, the first valid stream wins.
@@ -68,6 +95,8 @@ pub enum UpstreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct MinerPoolConfig {
     pub name: String,
+    #[serde(default)]
+    pub terms: RouteTerms,
     /// The snapshot file; with `subtensor_url`, where the last good chain read is kept.
     pub metagraph_file: String,
     /// A subtensor node's HTTP JSON-RPC URL: read the metagraph from the chain.
@@ -85,6 +114,8 @@ pub struct MinerPoolConfig {
 #[serde(deny_unknown_fields)]
 pub struct AxonPoolConfig {
     pub name: String,
+    #[serde(default)]
+    pub terms: RouteTerms,
     pub metagraph_file: String,
     #[serde(default)]
     pub subtensor_url: Option<String>,
@@ -102,6 +133,7 @@ impl AxonPoolConfig {
     pub fn pool(&self) -> MinerPoolConfig {
         MinerPoolConfig {
             name: self.name.clone(),
+            terms: self.terms.clone(),
             metagraph_file: self.metagraph_file.clone(),
             subtensor_url: self.subtensor_url.clone(),
             netuid: self.netuid,
@@ -125,6 +157,14 @@ impl UpstreamConfig {
             Self::Openai { name, .. } => name,
             Self::Epistula(p) | Self::Btauth(p) | Self::Verathos(p) => &p.name,
             Self::Axon(a) => &a.name,
+        }
+    }
+
+    pub fn terms(&self) -> &RouteTerms {
+        match self {
+            Self::Openai { terms, .. } => terms,
+            Self::Epistula(p) | Self::Btauth(p) | Self::Verathos(p) => &p.terms,
+            Self::Axon(a) => &a.terms,
         }
     }
 }

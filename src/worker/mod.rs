@@ -13,6 +13,7 @@ pub mod epistula;
 pub mod health;
 pub mod hotkey;
 pub mod metagraph;
+pub mod routing;
 pub mod transports;
 pub mod verathos;
 
@@ -29,6 +30,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use self::config::{UpstreamConfig, WorkerConfig};
 use self::hotkey::Hotkey;
+use self::routing::Route;
 use self::transports::miners::{MinerPool, Scheme};
 use self::transports::{EventStream, Opened, Transport};
 use crate::error::{ApiError, ApiResult};
@@ -38,12 +40,15 @@ use crate::openai::{ChatRequest, Usage};
 
 pub const UPSTREAM_HEADER: &str = "x-taogate-upstream";
 pub const MINER_UID_HEADER: &str = "x-taogate-miner-uid";
+/// The answering route's wholesale price: `{prompt},{completion}` nano-units per 1M tokens.
+pub const COST_HEADER: &str = "x-taogate-upstream-cost";
 /// Every miner uid asked for the answer (a race asks several), comma-separated.
 pub const MINERS_ASKED_HEADER: &str = "x-taogate-miners-asked";
 
 pub struct Worker {
-    routes: HashMap<String, Vec<Arc<dyn Transport>>>,
+    routes: HashMap<String, Vec<Route>>,
     secret: SecretString,
+    route_cooldown: Duration,
     first_byte: Duration,
     deadline: Duration,
     pub hotkey: Arc<Hotkey>,
@@ -57,7 +62,7 @@ impl Worker {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        let mut routes: HashMap<String, Vec<Arc<dyn Transport>>> = HashMap::new();
+        let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
         let mut miner_pools = Vec::new();
         for route in &cfg.routes {
             let mut chain: Vec<Arc<dyn Transport>> = Vec::new();
@@ -70,6 +75,7 @@ impl Worker {
                         api_key_file,
                         api_key,
                         model,
+                        ..
                     } => {
                         chain.push(Arc::new(transports::openai::OpenAi::new(
                             name,
@@ -99,11 +105,16 @@ impl Worker {
                     }
                 }
             }
+            let chain = chain.into_iter().zip(&route.upstreams).enumerate();
+            let chain = chain
+                .map(|(i, (t, up))| Route::new(t, up.terms(), i))
+                .collect();
             routes.insert(route.model.clone(), chain);
         }
         Ok(Self {
             routes,
             secret: cfg.secret.clone(),
+            route_cooldown: Duration::from_secs(cfg.route_eject_secs),
             first_byte: Duration::from_millis(cfg.first_byte_timeout_ms),
             deadline: Duration::from_secs(cfg.request_timeout_secs),
             hotkey,
@@ -111,8 +122,9 @@ impl Worker {
         })
     }
 
-    /// Tries each upstream of the model in order until one produces a first event.
-    pub async fn open(&self, req: &ChatRequest) -> ApiResult<Opened> {
+    /// Tries the model's routes in plan order until one produces a first event; returns the
+    /// answer and the route's terms (its wholesale price).
+    pub async fn open(&self, req: &ChatRequest) -> ApiResult<(Opened, routing::RouteTerms)> {
         let chain = self
             .routes
             .get(&req.model)
@@ -121,13 +133,16 @@ impl Worker {
             })?;
         let upstream_req = req.for_upstream();
         let mut failures = Vec::new();
-        for transport in chain {
+        for route in routing::plan(chain) {
+            let transport = &route.transport;
             match transport.open(&upstream_req, self.first_byte).await {
                 Ok(opened) => {
+                    route.breaker.on_success();
                     tracing::info!(upstream = %opened.upstream, miner.uid = ?opened.miner_uid, miners.asked = ?opened.asked, "answered by {}", opened.upstream);
-                    return Ok(opened);
+                    return Ok((opened, route.terms.clone()));
                 }
                 Err(e) => {
+                    route.failed(self.route_cooldown);
                     tracing::warn!(upstream = %transport.name(), error = %e, "upstream failed before the first byte");
                     failures.push(format!("{}: {e}", transport.name()));
                 }
@@ -222,9 +237,18 @@ async fn chat(
         ));
     }
     let body = body.into_inner();
-    let opened = worker.open(&body).await?;
+    let (opened, terms) = worker.open(&body).await?;
     let mut res = HttpResponse::Ok();
     res.insert_header((UPSTREAM_HEADER, opened.upstream.clone()));
+    if terms.prompt_nano_per_mtok != 0 || terms.completion_nano_per_mtok != 0 {
+        res.insert_header((
+            COST_HEADER,
+            format!(
+                "{},{}",
+                terms.prompt_nano_per_mtok, terms.completion_nano_per_mtok
+            ),
+        ));
+    }
     if !opened.asked.is_empty() {
         let asked: Vec<String> = opened.asked.iter().map(u16::to_string).collect();
         res.insert_header((MINERS_ASKED_HEADER, asked.join(",")));

@@ -84,6 +84,7 @@ fn metagraph_from_a_subtensor_node_keeps_the_last_good_copy() {
     let url = fake_node(answer.clone(), seen.clone());
     let dir = tempfile::tempdir().unwrap();
     let cfg = MinerPoolConfig {
+        terms: Default::default(),
         name: "chain".into(),
         metagraph_file: dir.path().join("metagraph.json").display().to_string(),
         subtensor_url: Some(url),

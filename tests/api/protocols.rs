@@ -42,6 +42,7 @@ fn gateway_with_worker(
     let metagraph = dir.join("metagraph.json");
     std::fs::write(&metagraph, serde_json::to_string(&snapshot).unwrap()).unwrap();
     let pool = MinerPoolConfig {
+        terms: Default::default(),
         name: "py-miners".into(),
         metagraph_file: metagraph.display().to_string(),
         subtensor_url: None,
@@ -50,6 +51,7 @@ fn gateway_with_worker(
         top_k: 16,
     };
     let cfg = WorkerConfig {
+        route_eject_secs: 10,
         listen: "127.0.0.1:0".parse().unwrap(),
         secret: SECRET.to_owned().into(),
         announce_url: String::new(),
@@ -323,6 +325,7 @@ fn axon_pool(
     .unwrap();
     let client = reqwest::Client::new();
     let cfg = MinerPoolConfig {
+        terms: Default::default(),
         name: "axon".into(),
         metagraph_file: file.display().to_string(),
         subtensor_url: None,
@@ -444,6 +447,7 @@ fn legacy_axon_through_the_gateway(b: Backend) {
         },
         |p| {
             UpstreamConfig::Axon(AxonPoolConfig {
+                terms: Default::default(),
                 name: p.name,
                 metagraph_file: p.metagraph_file,
                 subtensor_url: None,
@@ -467,11 +471,6 @@ fn legacy_axon_through_the_gateway(b: Backend) {
     );
     assert!(res["usage"]["completion_tokens"].as_i64().unwrap() > 0);
 }
-
-crate::both_backends!(
-    btauth_requests_pass_bittensor_11_http_auth,
-    legacy_axon_through_the_gateway
-);
 
 /// Runs a worker in its own actix system; returns its URL.
 fn spawn_worker(cfg: WorkerConfig, hotkey: Arc<Hotkey>) -> String {
@@ -535,6 +534,7 @@ fn worker_stops_asking_a_failing_miner() {
     )
     .unwrap();
     let pool = MinerPoolConfig {
+        terms: Default::default(),
         name: "miners".into(),
         metagraph_file: metagraph.display().to_string(),
         subtensor_url: None,
@@ -543,6 +543,7 @@ fn worker_stops_asking_a_failing_miner() {
         top_k: 16,
     };
     let cfg = WorkerConfig {
+        route_eject_secs: 10,
         listen: "127.0.0.1:0".parse().unwrap(),
         secret: SECRET.to_owned().into(),
         announce_url: String::new(),
@@ -614,3 +615,190 @@ fn hotkeys_written_by_btwallet_load_from_each_secret_form() {
         );
     }
 }
+
+/// A worker config routing the given models, each to its upstreams.
+fn worker_config(
+    routes: Vec<(&str, Vec<UpstreamConfig>)>,
+    first_byte_ms: u64,
+    eject_secs: u64,
+) -> WorkerConfig {
+    WorkerConfig {
+        route_eject_secs: eject_secs,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        secret: SECRET.to_owned().into(),
+        announce_url: String::new(),
+        wallet_path: String::new(),
+        wallet_name: String::new(),
+        hotkey_name: String::new(),
+        first_byte_timeout_ms: first_byte_ms,
+        request_timeout_secs: 60,
+        routes: routes
+            .into_iter()
+            .map(|(m, u)| RouteConfig {
+                model: m.into(),
+                upstreams: u,
+            })
+            .collect(),
+    }
+}
+
+fn owner_route(name: &str, url: &str, terms: serde_json::Value) -> UpstreamConfig {
+    serde_json::from_value(json!({"kind": "openai", "name": name, "base_url": format!("{url}/v1"), "api_key": "k", "terms": terms})).unwrap()
+}
+
+/// (answering route, elapsed) of one non-stream request to the worker.
+fn ask_worker(url: &str, model: &str) -> (String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let res = ureq::post(&format!("{url}/v1/chat/completions"))
+        .set("authorization", &format!("Bearer {SECRET}"))
+        .send_json(json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}))
+        .unwrap();
+    (
+        res.header("x-taogate-upstream").unwrap().to_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn routes_split_by_weight_and_skip_an_open_circuit_until_it_recovers() {
+    let a = crate::procs::owner_gateway("k", 0, "a");
+    let b = crate::procs::owner_gateway("k", 0, "b");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut primary = Proc::start(
+        &[
+            "devnet-miner",
+            "--kind",
+            "openai",
+            "--api-key",
+            "k",
+            "--behaviour",
+            "hang",
+            "--listen",
+            &listen,
+        ],
+        None,
+    );
+    let cfg = worker_config(
+        vec![
+            (
+                "split",
+                vec![
+                    owner_route("a", &a.url, json!({"weight": 3})),
+                    owner_route("b", &b.url, json!({"priority": 0})),
+                ],
+            ),
+            (
+                "failover",
+                vec![
+                    owner_route("primary", &primary.url, json!({})),
+                    owner_route("secondary", &b.url, json!({})),
+                ],
+            ),
+        ],
+        300,
+        1,
+    );
+    let url = spawn_worker(cfg, Arc::new(Hotkey::generate()));
+
+    let mut share_a = 0;
+    for _ in 0..60 {
+        share_a += usize::from(ask_worker(&url, "split").0 == "a");
+    }
+    assert!(
+        (33..=57).contains(&share_a),
+        "weight 3:1 between equal priorities, got {share_a}/60 for a"
+    );
+
+    for i in 0..3 {
+        let (route, elapsed) = ask_worker(&url, "failover");
+        assert_eq!(route, "secondary");
+        assert!(
+            elapsed >= std::time::Duration::from_millis(300),
+            "request {i} waited for the hanging primary"
+        );
+    }
+    let (route, elapsed) = ask_worker(&url, "failover");
+    assert_eq!(route, "secondary");
+    assert!(
+        elapsed < std::time::Duration::from_millis(250),
+        "the open circuit is skipped: {elapsed:?}"
+    );
+
+    // The primary recovers: after the cooldown one probe goes to it, and it takes the traffic back.
+    primary.kill();
+    let _recovered = Proc::start(
+        &[
+            "devnet-miner",
+            "--kind",
+            "openai",
+            "--api-key",
+            "k",
+            "--listen",
+            &listen,
+        ],
+        None,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(ask_worker(&url, "failover").0, "primary");
+    assert_eq!(ask_worker(&url, "failover").0, "primary");
+}
+
+fn wholesale_cost_is_recorded_with_the_usage(b: Backend) {
+    let owner = crate::procs::owner_gateway("k", 0, "owner");
+    let priced = owner_route(
+        "owner",
+        &owner.url,
+        json!({"prompt_nano_per_mtok": 1_000_000_000i64, "completion_nano_per_mtok": 2_000_000_000i64}),
+    );
+    let cfg = worker_config(vec![("m", vec![priced])], 5_000, 10);
+    let app = TestApp::spawn_full(b, figment::Figment::new(), move |mut c, _| async move {
+        let worker = Arc::new(Worker::build(&cfg, Arc::new(Hotkey::generate())).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        c.pool.workers = vec![format!("http://{}", listener.local_addr().unwrap())];
+        actix_web::rt::spawn(worker::start(worker, listener, 1, 1 << 20).unwrap());
+        c.pool.worker_secret = SECRET.to_owned().into();
+        c.models.push(taogate::config::ModelConfig {
+            id: "m".into(),
+            owned_by: "test".into(),
+            max_tokens: None,
+        });
+        c
+    });
+    let (_, _, _, key) = app.api_key();
+    let res = app
+        .post("/v1/chat/completions")
+        .bearer(&key)
+        .json(json!({"model": "m", "messages": [{"role": "user", "content": "price me"}]}))
+        .ok();
+    let (p, c) = (
+        res["usage"]["prompt_tokens"].as_i64().unwrap(),
+        res["usage"]["completion_tokens"].as_i64().unwrap(),
+    );
+    app.wait_for_rows("usage_records", 1);
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        wholesale_cost_nano: Option<i64>,
+    }
+    let mut conn = app.db.get().unwrap();
+    let rows: Vec<Row> = diesel::sql_query("SELECT wholesale_cost_nano FROM usage_records")
+        .load(&mut *conn)
+        .unwrap();
+    assert_eq!(
+        rows[0].wholesale_cost_nano,
+        Some(p * 1_000 + c * 2_000),
+        "{p} prompt and {c} completion tokens at 1 and 2 units per 1M"
+    );
+}
+
+crate::both_backends!(
+    btauth_requests_pass_bittensor_11_http_auth,
+    legacy_axon_through_the_gateway,
+    wholesale_cost_is_recorded_with_the_usage,
+);
