@@ -156,6 +156,7 @@ fn pool(name: &str, metagraph_file: String) -> MinerPoolConfig {
         netuid: 1,
         race: 2,
         top_k: 16,
+        strategy: Default::default(),
     }
 }
 
@@ -273,6 +274,7 @@ pub async fn spawn(
                     netuid: 1,
                     race: 2,
                     top_k: 16,
+                    strategy: Default::default(),
                     synapse: Default::default(),
                 })],
             ),

@@ -108,6 +108,20 @@ pub struct MinerPoolConfig {
     pub race: usize,
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+/// How the `race` miners asked at once become one answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The first valid stream wins; the others are cancelled.
+    #[default]
+    Race,
+    /// Every answer is read to the end (within twice the first-byte deadline), scored, and the
+    /// best is returned (see `worker::scoring`).
+    BestOf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -126,6 +140,8 @@ pub struct AxonPoolConfig {
     #[serde(default = "default_top_k")]
     pub top_k: usize,
     #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default)]
     pub synapse: crate::worker::axon::SynapseMapping,
 }
 
@@ -139,6 +155,7 @@ impl AxonPoolConfig {
             netuid: self.netuid,
             race: self.race,
             top_k: self.top_k,
+            strategy: self.strategy,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod health;
 pub mod hotkey;
 pub mod metagraph;
 pub mod routing;
+pub mod scoring;
 pub mod transports;
 pub mod verathos;
 

@@ -91,6 +91,7 @@ fn metagraph_from_a_subtensor_node_keeps_the_last_good_copy() {
         netuid: 5,
         race: 2,
         top_k: 16,
+        strategy: Default::default(),
     };
     let hotkey = Arc::new(Hotkey::generate());
     let rt = tokio::runtime::Runtime::new().unwrap();

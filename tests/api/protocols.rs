@@ -49,6 +49,7 @@ fn gateway_with_worker(
         netuid: 1,
         race: 1,
         top_k: 16,
+        strategy: Default::default(),
     };
     let cfg = WorkerConfig {
         route_eject_secs: 10,
@@ -332,6 +333,7 @@ fn axon_pool(
         netuid: 1,
         race: 1,
         top_k: 16,
+        strategy: Default::default(),
     };
     MinerPool::new(&cfg, Scheme::Axon(mapping), hotkey, client).unwrap()
 }
@@ -454,6 +456,7 @@ fn legacy_axon_through_the_gateway(b: Backend) {
                 netuid: 1,
                 race: p.race,
                 top_k: p.top_k,
+                strategy: Default::default(),
                 synapse: SynapseMapping::default(),
             })
         },
@@ -541,6 +544,7 @@ fn worker_stops_asking_a_failing_miner() {
         netuid: 1,
         race: 2,
         top_k: 16,
+        strategy: Default::default(),
     };
     let cfg = WorkerConfig {
         route_eject_secs: 10,
@@ -802,3 +806,84 @@ crate::both_backends!(
     legacy_axon_through_the_gateway,
     wholesale_cost_is_recorded_with_the_usage,
 );
+
+#[test]
+fn best_of_returns_the_answer_the_miners_agree_on() {
+    let key = Arc::new(Hotkey::generate());
+    let dir = tempfile::tempdir().unwrap();
+    let labels = [
+        ("the consensus", "ok"),
+        ("a lone voice with many other different words", "ok"),
+        ("the consensus", "ok"),
+        ("broken", "error"),
+    ];
+    let miners: Vec<Proc> = labels
+        .iter()
+        .map(|(label, b)| {
+            Proc::start(
+                &[
+                    "devnet-miner",
+                    "--kind",
+                    "epistula",
+                    "--allow-validator",
+                    &key.ss58,
+                    "--label",
+                    label,
+                    "--behaviour",
+                    b,
+                ],
+                None,
+            )
+        })
+        .collect();
+    let neurons = miners
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Neuron {
+            uid: i as u16 + 1,
+            hotkey: m.hotkey.clone().unwrap(),
+            ip: "127.0.0.1".into(),
+            port: m.url.rsplit(':').next().unwrap().parse().unwrap(),
+            incentive: 1.0,
+            validator_permit: false,
+        })
+        .collect();
+    let metagraph = dir.path().join("metagraph.json");
+    std::fs::write(
+        &metagraph,
+        serde_json::to_string(&Snapshot {
+            netuid: 1,
+            block: 0,
+            neurons,
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let pool: UpstreamConfig = serde_json::from_value(json!({"kind": "epistula", "name": "judged",
+        "metagraph_file": metagraph.display().to_string(), "race": 4, "strategy": "best_of"}))
+    .unwrap();
+    let url = spawn_worker(worker_config(vec![("m", vec![pool])], 5_000, 10), key);
+    for stream in [false, true] {
+        let res = ureq::post(&format!("{url}/v1/chat/completions"))
+            .set("authorization", &format!("Bearer {SECRET}"))
+            .send_json(json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "what is it"}]}))
+            .unwrap();
+        assert_eq!(
+            res.header("x-taogate-miners-asked")
+                .unwrap()
+                .split(',')
+                .count(),
+            4
+        );
+        let uid: u16 = res.header("x-taogate-miner-uid").unwrap().parse().unwrap();
+        assert!(
+            uid == 1 || uid == 3,
+            "the agreeing answer wins, got uid {uid}"
+        );
+        let text = res.into_string().unwrap();
+        assert!(
+            text.contains("consensus") && text.contains("[DONE]") == stream,
+            "{text}"
+        );
+    }
+}

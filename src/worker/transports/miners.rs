@@ -16,9 +16,11 @@ use crate::worker::axon::SynapseMapping;
 use crate::worker::btauth::NonceSource;
 use crate::worker::chain;
 use crate::worker::config::MinerPoolConfig;
+use crate::worker::config::Strategy;
 use crate::worker::health::MinerHealth;
 use crate::worker::hotkey::Hotkey;
 use crate::worker::metagraph::{Neuron, Snapshot};
+use crate::worker::scoring::{self, Candidate, DefaultScorer};
 use crate::worker::{btauth, epistula, verathos};
 
 /// Path miners serve chat completions on.
@@ -45,6 +47,7 @@ pub struct MinerPool {
     hotkey: Arc<Hotkey>,
     nonces: NonceSource,
     health: MinerHealth,
+    strategy: Strategy,
     client: reqwest::Client,
 }
 
@@ -78,6 +81,7 @@ impl MinerPool {
             hotkey,
             nonces: NonceSource::default(),
             health: MinerHealth::default(),
+            strategy: cfg.strategy,
             client,
         })
     }
@@ -224,9 +228,37 @@ impl Transport for MinerPool {
                     })
                 })
             });
-            match select_ok(attempts).await {
-                Ok((opened, _losers)) => Ok(opened),
-                Err(last) => Err(UpstreamError::AllFailed(last)),
+            match self.strategy {
+                Strategy::Race => match select_ok(attempts).await {
+                    Ok((opened, _losers)) => Ok(opened),
+                    Err(last) => Err(UpstreamError::AllFailed(last)),
+                },
+                Strategy::BestOf => {
+                    let started = std::time::Instant::now();
+                    let candidates = futures_util::future::join_all(
+                        attempts.map(|a| read_whole(a, started, first_byte * 2)),
+                    )
+                    .await;
+                    let (candidates, streams): (Vec<Candidate>, Vec<Vec<String>>) =
+                        candidates.into_iter().flatten().unzip();
+                    let chosen = scoring::best(&DefaultScorer, &candidates)
+                        .ok_or_else(|| UpstreamError::AllFailed("no valid answer".into()))?;
+                    let answered: Vec<u16> = candidates
+                        .iter()
+                        .filter(|c| c.valid)
+                        .map(|c| c.uid)
+                        .collect();
+                    tracing::info!(upstream = %self.name, miners.asked = ?asked, miners.answered = ?answered,
+                        miner.chosen = candidates[chosen].uid, "best_of chose uid {}", candidates[chosen].uid);
+                    let mut events = streams.into_iter().nth(chosen).unwrap_or_default();
+                    events.push(crate::openai::sse::DONE.to_owned());
+                    Ok(Opened {
+                        upstream: self.name.clone(),
+                        miner_uid: Some(candidates[chosen].uid),
+                        asked,
+                        events: Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))),
+                    })
+                }
             }
         })
     }
@@ -238,4 +270,46 @@ fn persist(path: &std::path::Path, snapshot: &Snapshot) -> anyhow::Result<()> {
     std::fs::write(&tmp, serde_json::to_vec_pretty(snapshot)?)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// Reads one attempt's answer to the end within `deadline` (counted from `started`): the scored
+/// candidate and its events (without `[DONE]`). `None` when the miner did not answer at all.
+async fn read_whole(
+    attempt: impl std::future::Future<Output = Result<Opened, String>>,
+    started: std::time::Instant,
+    deadline: Duration,
+) -> Option<(Candidate, Vec<String>)> {
+    use futures_util::StreamExt;
+    let read = async {
+        let opened = attempt.await.ok()?;
+        let uid = opened.miner_uid.unwrap_or_default();
+        let (mut events, mut agg, mut done) = (
+            Vec::new(),
+            crate::openai::aggregate::Aggregator::default(),
+            false,
+        );
+        let mut stream = opened.events;
+        while let Some(Ok(p)) = stream.next().await {
+            if p == crate::openai::sse::DONE {
+                done = true;
+                break;
+            }
+            agg.push(&p);
+            events.push(p);
+        }
+        let text = agg.text();
+        Some((
+            Candidate {
+                uid,
+                valid: done && !text.is_empty(),
+                text,
+                latency: started.elapsed(),
+            },
+            events,
+        ))
+    };
+    tokio::time::timeout(deadline.saturating_sub(started.elapsed()), read)
+        .await
+        .ok()
+        .flatten()
 }
