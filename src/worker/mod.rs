@@ -13,6 +13,7 @@ pub mod epistula;
 pub mod health;
 pub mod hotkey;
 pub mod metagraph;
+pub mod metrics;
 pub mod routing;
 pub mod scoring;
 pub mod transports;
@@ -54,6 +55,7 @@ pub struct Worker {
     deadline: Duration,
     pub hotkey: Arc<Hotkey>,
     miner_pools: Vec<Arc<MinerPool>>,
+    pub metrics: Arc<metrics::WorkerMetrics>,
 }
 
 impl Worker {
@@ -65,6 +67,7 @@ impl Worker {
             .build()?;
         let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
         let mut miner_pools = Vec::new();
+        let metrics = Arc::new(metrics::WorkerMetrics::new());
         for route in &cfg.routes {
             let mut chain: Vec<Arc<dyn Transport>> = Vec::new();
             for up in &route.upstreams {
@@ -99,7 +102,13 @@ impl Worker {
                             UpstreamConfig::Axon(a) => (a.pool(), Scheme::Axon(a.synapse.clone())),
                             UpstreamConfig::Openai { .. } => unreachable!("matched above"),
                         };
-                        let pool = MinerPool::new(&p, scheme, hotkey.clone(), client.clone());
+                        let pool = MinerPool::new(
+                            &p,
+                            scheme,
+                            hotkey.clone(),
+                            client.clone(),
+                            metrics.clone(),
+                        );
                         let t = Arc::new(pool?);
                         miner_pools.push(t.clone());
                         chain.push(t);
@@ -120,6 +129,7 @@ impl Worker {
             deadline: Duration::from_secs(cfg.request_timeout_secs),
             hotkey,
             miner_pools,
+            metrics,
         })
     }
 
@@ -139,6 +149,10 @@ impl Worker {
             match transport.open(&upstream_req, self.first_byte).await {
                 Ok(opened) => {
                     route.breaker.on_success();
+                    self.metrics
+                        .answers
+                        .with_label_values(&[&opened.upstream])
+                        .inc();
                     tracing::info!(upstream = %opened.upstream, miner.uid = ?opened.miner_uid, miners.asked = ?opened.asked, "answered by {}", opened.upstream);
                     return Ok((opened, route.terms.clone()));
                 }
@@ -267,6 +281,13 @@ async fn chat(
     }
 }
 
+/// Prometheus text format (internal port only, like everything on the worker).
+async fn metrics_text(worker: web::Data<Arc<Worker>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(worker.metrics.render())
+}
+
 async fn healthz(worker: web::Data<Arc<Worker>>) -> HttpResponse {
     let mut models: Vec<&String> = worker.routes.keys().collect();
     models.sort();
@@ -288,6 +309,7 @@ pub fn start(
             .app_data(crate::http::extract::json_config(max_body))
             .route("/v1/chat/completions", web::post().to(chat))
             .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics_text))
             .default_service(web::to(crate::http::extract::not_found))
     })
     .on_connect(crate::http::no_delay)

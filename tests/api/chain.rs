@@ -101,6 +101,7 @@ fn metagraph_from_a_subtensor_node_keeps_the_last_good_copy() {
             Scheme::Epistula,
             hotkey.clone(),
             reqwest::Client::new(),
+            Default::default(),
         )
         .unwrap();
         assert!(pool.neurons().is_empty(), "nothing before the first read");
@@ -132,8 +133,14 @@ fn metagraph_from_a_subtensor_node_keeps_the_last_good_copy() {
 
         // A restart while the node is down starts from the persisted copy.
         *answer.lock().unwrap() = None;
-        let restarted =
-            MinerPool::new(&cfg, Scheme::Epistula, hotkey, reqwest::Client::new()).unwrap();
+        let restarted = MinerPool::new(
+            &cfg,
+            Scheme::Epistula,
+            hotkey,
+            reqwest::Client::new(),
+            Default::default(),
+        )
+        .unwrap();
         restarted.refresh().await;
         assert_eq!(uids(&restarted), vec![7]);
     });

@@ -335,7 +335,14 @@ fn axon_pool(
         top_k: 16,
         strategy: Default::default(),
     };
-    MinerPool::new(&cfg, Scheme::Axon(mapping), hotkey, client).unwrap()
+    MinerPool::new(
+        &cfg,
+        Scheme::Axon(mapping),
+        hotkey,
+        client,
+        Default::default(),
+    )
+    .unwrap()
 }
 
 /// Reads an opened stream to its text (the content deltas).
@@ -583,6 +590,25 @@ fn worker_stops_asking_a_failing_miner() {
     assert_eq!(
         asked_failing, 3,
         "a failing miner is asked until its cooldown starts"
+    );
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"taogate_worker_miner_requests_total{outcome="failed",upstream="miners"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"taogate_worker_answers_total{upstream="miners"} 20"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("taogate_worker_miner_first_byte_seconds_bucket"),
+        "{metrics}"
     );
 }
 

@@ -20,6 +20,7 @@ use crate::worker::config::Strategy;
 use crate::worker::health::MinerHealth;
 use crate::worker::hotkey::Hotkey;
 use crate::worker::metagraph::{Neuron, Snapshot};
+use crate::worker::metrics::WorkerMetrics;
 use crate::worker::scoring::{self, Candidate, DefaultScorer};
 use crate::worker::{btauth, epistula, verathos};
 
@@ -48,6 +49,7 @@ pub struct MinerPool {
     nonces: NonceSource,
     health: MinerHealth,
     strategy: Strategy,
+    metrics: Arc<WorkerMetrics>,
     client: reqwest::Client,
 }
 
@@ -59,6 +61,7 @@ impl MinerPool {
         scheme: Scheme,
         hotkey: Arc<Hotkey>,
         client: reqwest::Client,
+        metrics: Arc<WorkerMetrics>,
     ) -> anyhow::Result<Self> {
         let metagraph_file = PathBuf::from(&cfg.metagraph_file);
         let snapshot = match (&cfg.subtensor_url, Snapshot::load(&metagraph_file)) {
@@ -82,6 +85,7 @@ impl MinerPool {
             nonces: NonceSource::default(),
             health: MinerHealth::default(),
             strategy: cfg.strategy,
+            metrics,
             client,
         })
     }
@@ -217,9 +221,21 @@ impl Transport for MinerPool {
                     }
                     .map_err(|e| {
                         self.health.record_failure(&miner.hotkey);
+                        self.metrics
+                            .miner_requests
+                            .with_label_values(&[&self.name, "failed"])
+                            .inc();
                         format!("uid {}: {e}", miner.uid)
                     })?;
                     self.health.record_success(&miner.hotkey, started.elapsed());
+                    self.metrics
+                        .miner_requests
+                        .with_label_values(&[&self.name, "answered"])
+                        .inc();
+                    self.metrics
+                        .first_byte
+                        .with_label_values(&[&self.name])
+                        .observe(started.elapsed().as_secs_f64());
                     Ok::<_, String>(Opened {
                         upstream: self.name.clone(),
                         miner_uid: Some(miner.uid),
