@@ -23,8 +23,13 @@ impl Proc {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        cmd.args(args);
+        Self::announced(cmd)
+    }
+
+    /// Spawns `cmd` and reads the `{"url","hotkey"}` line it prints once listening.
+    fn announced(mut cmd: Command) -> Self {
         let mut child = cmd
-            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -33,8 +38,8 @@ impl Proc {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("`taogate {args:?}` printed {line:?}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("{cmd:?} printed {line:?}"));
         Self {
             child,
             url: v["url"].as_str().unwrap().to_owned(),
@@ -44,23 +49,9 @@ impl Proc {
 
     /// Starts another program (a Python peer) that prints the same `{"url",…}` line.
     pub fn start_program(program: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("`{program} {args:?}` printed {line:?}"));
-        Self {
-            child,
-            url: v["url"].as_str().unwrap().to_owned(),
-            hotkey: v["hotkey"].as_str().map(str::to_owned),
-        }
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::announced(cmd)
     }
 
     pub fn pid(&self) -> String {

@@ -497,25 +497,29 @@ fn spawn_worker(cfg: WorkerConfig, hotkey: Arc<Hotkey>) -> String {
     rx.recv().unwrap()
 }
 
-#[test]
-fn worker_stops_asking_a_failing_miner() {
-    let key = Arc::new(Hotkey::generate());
-    let dir = tempfile::tempdir().unwrap();
-    // The healthy miners pause 50 ms before their first word, so the failing one's error always
-    // arrives first and is observed (a race loser that is cancelled is not a failure).
-    let miners: Vec<Proc> = ["ok", "error", "ok"]
+/// Starts one Epistula stand-in process per (label, behaviour), allowing `validator`, each pausing
+/// `delay_ms` between events; writes their metagraph (uids 1..) and returns it with the processes.
+fn epistula_miners(
+    dir: &std::path::Path,
+    validator: &str,
+    specs: &[(&str, &str)],
+    delay_ms: &str,
+) -> (Vec<Proc>, String) {
+    let miners: Vec<Proc> = specs
         .iter()
-        .map(|b| {
+        .map(|(label, b)| {
             let args = [
                 "devnet-miner",
                 "--kind",
                 "epistula",
                 "--allow-validator",
-                &key.ss58,
+                validator,
+                "--label",
+                label,
                 "--behaviour",
                 b,
                 "--delay-ms",
-                "50",
+                delay_ms,
             ];
             Proc::start(&args, None)
         })
@@ -532,7 +536,7 @@ fn worker_stops_asking_a_failing_miner() {
             validator_permit: false,
         })
         .collect();
-    let metagraph = dir.path().join("metagraph.json");
+    let metagraph = dir.join(format!("metagraph-{}.json", crate::helpers::short_id()));
     std::fs::write(
         &metagraph,
         serde_json::to_string(&Snapshot {
@@ -543,10 +547,21 @@ fn worker_stops_asking_a_failing_miner() {
         .unwrap(),
     )
     .unwrap();
+    (miners, metagraph.display().to_string())
+}
+
+#[test]
+fn worker_stops_asking_a_failing_miner() {
+    let key = Arc::new(Hotkey::generate());
+    let dir = tempfile::tempdir().unwrap();
+    // The healthy miners pause 50 ms before their first word, so the failing one's error always
+    // arrives first and is observed (a race loser that is cancelled is not a failure).
+    let specs = [("miner", "ok"), ("miner", "error"), ("miner", "ok")];
+    let (_miners, metagraph) = epistula_miners(dir.path(), &key.ss58, &specs, "50");
     let pool = MinerPoolConfig {
         terms: Default::default(),
         name: "miners".into(),
-        metagraph_file: metagraph.display().to_string(),
+        metagraph_file: metagraph,
         subtensor_url: None,
         netuid: 1,
         race: 2,
@@ -843,50 +858,9 @@ fn best_of_returns_the_answer_the_miners_agree_on() {
         ("the consensus", "ok"),
         ("broken", "error"),
     ];
-    let miners: Vec<Proc> = labels
-        .iter()
-        .map(|(label, b)| {
-            Proc::start(
-                &[
-                    "devnet-miner",
-                    "--kind",
-                    "epistula",
-                    "--allow-validator",
-                    &key.ss58,
-                    "--label",
-                    label,
-                    "--behaviour",
-                    b,
-                ],
-                None,
-            )
-        })
-        .collect();
-    let neurons = miners
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Neuron {
-            uid: i as u16 + 1,
-            hotkey: m.hotkey.clone().unwrap(),
-            ip: "127.0.0.1".into(),
-            port: m.url.rsplit(':').next().unwrap().parse().unwrap(),
-            incentive: 1.0,
-            validator_permit: false,
-        })
-        .collect();
-    let metagraph = dir.path().join("metagraph.json");
-    std::fs::write(
-        &metagraph,
-        serde_json::to_string(&Snapshot {
-            netuid: 1,
-            block: 0,
-            neurons,
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    let (_miners, metagraph) = epistula_miners(dir.path(), &key.ss58, &labels, "0");
     let pool: UpstreamConfig = serde_json::from_value(json!({"kind": "epistula", "name": "judged",
-        "metagraph_file": metagraph.display().to_string(), "race": 4, "strategy": "best_of"}))
+        "metagraph_file": metagraph, "race": 4, "strategy": "best_of"}))
     .unwrap();
     let url = spawn_worker(worker_config(vec![("m", vec![pool])], 5_000, 10), key);
     for stream in [false, true] {

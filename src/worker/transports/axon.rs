@@ -78,21 +78,7 @@ pub async fn open(
         created: chrono::Utc::now().timestamp(),
     };
     let attempt = async move {
-        let res = req
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        if !res.status().is_success() {
-            let status = res.status().as_u16();
-            let text: String = res
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            return Err(UpstreamError::Status(status, text));
-        }
+        let res = super::send(req).await?;
         let mut pending: VecDeque<String> =
             VecDeque::from([chunker.chunk(json!({"role": "assistant", "content": ""}), None)]);
         if !streaming {

@@ -71,26 +71,31 @@ pub async fn open_sse(
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        if !res.status().is_success() {
-            let status = res.status().as_u16();
-            let text: String = res
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            return Err(UpstreamError::Status(status, text));
-        }
-        first_event(res).await
+        first_event(send(req).await?).await
     };
     tokio::time::timeout(first_byte, attempt)
         .await
         .map_err(|_| UpstreamError::Timeout)?
+}
+
+/// Sends `req`; a non-2xx answer is an error carrying its status and the start of its body.
+pub async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, UpstreamError> {
+    let res = req
+        .send()
+        .await
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    if !res.status().is_success() {
+        let status = res.status().as_u16();
+        let text: String = res
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        return Err(UpstreamError::Status(status, text));
+    }
+    Ok(res)
 }
 
 /// Reads a streaming response up to its first SSE event (an `{"error":…}` first event is a
