@@ -171,8 +171,17 @@ fn sha3_hex(s: &str) -> String {
 
 /// `Synapse.body_hash` over the values of the hashed fields, in order.
 pub fn body_hash(values: &[&Value]) -> String {
-    let inner: String = values.iter().map(|v| sha3_hex(&py_repr(v))).collect();
+    let inner: String = values.iter().map(|v| sha3_hex(&py_str_of(v))).collect();
     sha3_hex(&inner)
+}
+
+/// Python's `str(value)`: a `str` is itself; everything else is its repr (and strings inside
+/// containers are repr'd).
+pub fn py_str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => py_repr(other),
+    }
 }
 
 /// Python's `str()` of a JSON-shaped value (`None`, `True`, `0.1`, `'s'`, `[…]`, `{'k': v}`).

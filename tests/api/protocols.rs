@@ -887,3 +887,99 @@ fn best_of_returns_the_answer_the_miners_agree_on() {
         );
     }
 }
+
+/// Edge cases of Python's `str()` beyond the reference vectors, checked against bittensor
+/// 10.5.0's own `Synapse.body_hash`.
+#[test]
+fn body_hashes_match_the_python_sdk_on_edge_cases() {
+    let py = python("TAOGATE_TEST_BT10_PYTHON", ".venv-bt10");
+    let values = vec![
+        json!([
+            "plain",
+            "it's",
+            "say \"hi\"",
+            "both ' and \"",
+            "back\\slash",
+            "tab\t nl\n cr\r"
+        ]),
+        json!([
+            "\u{3000}ideographic space",
+            "\u{200e}ltr mark",
+            "\u{e000}private",
+            "e\u{301} combining",
+            "\u{2028}line sep"
+        ]),
+        json!([
+            "\u{85}next line",
+            "\u{ad}soft hyphen",
+            "\u{7f}del",
+            "\u{1b}[0m escape",
+            "\u{fffd} replacement",
+            "\u{1f600}\u{1f44d}\u{1f3fd}"
+        ]),
+        json!([
+            "\u{10ffff}",
+            "\u{fffe}",
+            "Ω≈ç√∫",
+            "日本語テキスト",
+            "مرحبا",
+            "\u{0}nul"
+        ]),
+        json!([
+            0.1,
+            1e21,
+            1e-5,
+            123456789.123,
+            1e16,
+            1e15,
+            2.5,
+            -3.0,
+            1e-4,
+            0.0001234
+        ]),
+        json!([
+            9223372036854775807i64,
+            -9223372036854775807i64,
+            0,
+            true,
+            false,
+            null
+        ]),
+        json!({"ключ": [1, {"nested": "it's"}], "k2": null, "k3": {"z": 1.5}}),
+        json!([]),
+        json!(""),
+        json!("a string field, not a list"),
+    ];
+    let mut child = Command::new(&py)
+        .args([
+            "-W",
+            "ignore",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/body_hash.py"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = values.iter().map(|v| format!("{v}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let python: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(python.len(), values.len(), "python answered every value");
+    for (value, expected) in values.iter().zip(&python) {
+        assert_eq!(
+            &taogate::worker::axon::body_hash(&[value]),
+            expected,
+            "{value} → {}",
+            taogate::worker::axon::py_repr(value)
+        );
+    }
+}
