@@ -44,6 +44,8 @@ pub const UPSTREAM_HEADER: &str = "x-taogate-upstream";
 pub const MINER_UID_HEADER: &str = "x-taogate-miner-uid";
 /// The answering route's wholesale price: `{prompt},{completion}` nano-units per 1M tokens.
 pub const COST_HEADER: &str = "x-taogate-upstream-cost";
+/// Miners that answered and their latency: `uid:ms,uid:ms`.
+pub const MINERS_ANSWERED_HEADER: &str = "x-taogate-miners-answered";
 /// Every miner uid asked for the answer (a race asks several), comma-separated.
 pub const MINERS_ASKED_HEADER: &str = "x-taogate-miners-asked";
 
@@ -153,7 +155,7 @@ impl Worker {
                         .answers
                         .with_label_values(&[&opened.upstream])
                         .inc();
-                    tracing::info!(upstream = %opened.upstream, miner.uid = ?opened.miner_uid, miners.asked = ?opened.asked, "answered by {}", opened.upstream);
+                    tracing::info!(upstream = %opened.upstream, miner.uid = ?opened.miner_uid, miners.asked = ?opened.asked, miners.answered = ?opened.answered, "answered by {}", opened.upstream);
                     return Ok((opened, route.terms.clone()));
                 }
                 Err(e) => {
@@ -267,6 +269,12 @@ async fn chat(
     if !opened.asked.is_empty() {
         let asked: Vec<String> = opened.asked.iter().map(u16::to_string).collect();
         res.insert_header((MINERS_ASKED_HEADER, asked.join(",")));
+        let answered: Vec<String> = opened
+            .answered
+            .iter()
+            .map(|(uid, ms)| format!("{uid}:{ms}"))
+            .collect();
+        res.insert_header((MINERS_ANSWERED_HEADER, answered.join(",")));
     }
     if let Some(uid) = opened.miner_uid {
         res.insert_header((MINER_UID_HEADER, uid.to_string()));

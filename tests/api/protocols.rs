@@ -875,6 +875,20 @@ fn best_of_returns_the_answer_the_miners_agree_on() {
                 .count(),
             4
         );
+        let answered: Vec<&str> = res
+            .header("x-taogate-miners-answered")
+            .unwrap()
+            .split(',')
+            .collect();
+        assert_eq!(
+            answered.len(),
+            3,
+            "three valid answers, the failing miner none: {answered:?}"
+        );
+        assert!(answered.iter().all(|a| {
+            a.split_once(':')
+                .is_some_and(|(_, ms)| ms.parse::<u64>().is_ok())
+        }));
         let uid: u16 = res.header("x-taogate-miner-uid").unwrap().parse().unwrap();
         assert!(
             uid == 1 || uid == 3,

@@ -240,6 +240,7 @@ impl Transport for MinerPool {
                         upstream: self.name.clone(),
                         miner_uid: Some(miner.uid),
                         asked,
+                        answered: vec![(miner.uid, started.elapsed().as_millis() as u64)],
                         events,
                     })
                 })
@@ -259,10 +260,10 @@ impl Transport for MinerPool {
                         candidates.into_iter().flatten().unzip();
                     let chosen = scoring::best(&DefaultScorer, &candidates)
                         .ok_or_else(|| UpstreamError::AllFailed("no valid answer".into()))?;
-                    let answered: Vec<u16> = candidates
+                    let answered: Vec<(u16, u64)> = candidates
                         .iter()
                         .filter(|c| c.valid)
-                        .map(|c| c.uid)
+                        .map(|c| (c.uid, c.latency.as_millis() as u64))
                         .collect();
                     tracing::info!(upstream = %self.name, miners.asked = ?asked, miners.answered = ?answered,
                         miner.chosen = candidates[chosen].uid, "best_of chose uid {}", candidates[chosen].uid);
@@ -272,6 +273,7 @@ impl Transport for MinerPool {
                         upstream: self.name.clone(),
                         miner_uid: Some(candidates[chosen].uid),
                         asked,
+                        answered,
                         events: Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))),
                     })
                 }

@@ -41,6 +41,9 @@ pub struct Opened {
     pub miner_uid: Option<u16>,
     /// Every miner uid asked for this answer (race); empty for non-miner upstreams.
     pub asked: Vec<u16>,
+    /// Miners that answered, with their latency in ms (race: the winner's time to first byte;
+    /// best_of: every valid answer's time to completion).
+    pub answered: Vec<(u16, u64)>,
     pub events: EventStream,
 }
 

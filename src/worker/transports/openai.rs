@@ -79,6 +79,7 @@ impl Transport for OpenAi {
             .await?;
             Ok(Opened {
                 asked: vec![],
+                answered: vec![],
                 upstream: self.name.clone(),
                 miner_uid: None,
                 events,
