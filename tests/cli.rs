@@ -134,6 +134,23 @@ fn dev_seeds_a_working_key_and_reuses_its_data() {
     };
 
     // Second start: same data dir, same demo.json, the revocation persisted, the password still works.
+    // (A start on a port already taken fails before touching the data dir.)
+    {
+        let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = blocker.local_addr().unwrap().to_string();
+        let before = std::fs::read(dir.path().join("data/devnet/metagraph.json")).unwrap();
+        let out = taogate(dir.path())
+            .args(["dev", "--listen", &taken, "--data-dir", "data"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("binding"));
+        assert_eq!(
+            std::fs::read(dir.path().join("data/devnet/metagraph.json")).unwrap(),
+            before,
+            "the running subnet's files are untouched"
+        );
+    }
     let port2 = free_port();
     let _dev = start_dev(dir.path(), port2);
     let again: serde_json::Value =

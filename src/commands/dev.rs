@@ -157,13 +157,15 @@ async fn use_local_subnet(
 
 pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> {
     config.ensure_data_dir()?;
+    // Bind first: a second `dev` on a taken port must fail before it touches the data dir (its
+    // local subnet would overwrite the running one's metagraph files).
+    let listener =
+        TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     load_dev_secrets(&mut config)?;
     let registry = Registry::new(&config.redis_url, &config.redis_prefix)?;
     use_local_subnet(&mut config, &registry, token_delay_ms).await?;
     config.validate(true)?;
     let db = super::open_db(&config, true)?;
-    let listener =
-        TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let base_url = format!("http://{}", listener.local_addr()?);
     let demo_path = config.data_dir.join("demo.json");
     let demo = match std::fs::read_to_string(&demo_path) {
