@@ -78,6 +78,19 @@ fn pg_template() -> &'static str {
             let db = Db::connect(&pg_url(TEMPLATE), 2).unwrap();
             migrations::run_pending(&db).unwrap();
         }
+        // The pool may still be closing (or finishing) a connection to the template; CREATE
+        // DATABASE … TEMPLATE refuses while anyone is connected, so wait until nobody is.
+        for _ in 0..250 {
+            let busy: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+                "EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{TEMPLATE}')"
+            )))
+            .get_result(&mut admin)
+            .unwrap();
+            if !busy {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         diesel::sql_query("SELECT pg_advisory_unlock(73917)")
             .execute(&mut admin)
             .unwrap();

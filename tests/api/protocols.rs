@@ -51,21 +51,7 @@ fn gateway_with_worker(
         top_k: 16,
         strategy: Default::default(),
     };
-    let cfg = WorkerConfig {
-        route_eject_secs: 10,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        secret: SECRET.to_owned().into(),
-        announce_url: String::new(),
-        wallet_path: String::new(),
-        wallet_name: String::new(),
-        hotkey_name: String::new(),
-        first_byte_timeout_ms: 5_000,
-        request_timeout_secs: 60,
-        routes: vec![RouteConfig {
-            model: "m".into(),
-            upstreams: vec![upstream(pool)],
-        }],
-    };
+    let cfg = worker_config(vec![("m", vec![upstream(pool)])], 5_000, 10);
     TestApp::spawn_full(b, figment::Figment::new(), move |mut c, _| async move {
         let worker = Arc::new(Worker::build(&cfg, Arc::new(Hotkey::generate())).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -568,21 +554,7 @@ fn worker_stops_asking_a_failing_miner() {
         top_k: 16,
         strategy: Default::default(),
     };
-    let cfg = WorkerConfig {
-        route_eject_secs: 10,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        secret: SECRET.to_owned().into(),
-        announce_url: String::new(),
-        wallet_path: String::new(),
-        wallet_name: String::new(),
-        hotkey_name: String::new(),
-        first_byte_timeout_ms: 5_000,
-        request_timeout_secs: 60,
-        routes: vec![RouteConfig {
-            model: "m".into(),
-            upstreams: vec![UpstreamConfig::Epistula(pool)],
-        }],
-    };
+    let cfg = worker_config(vec![("m", vec![UpstreamConfig::Epistula(pool)])], 5_000, 10);
     let url = spawn_worker(cfg, key);
     let mut asked_failing = 0;
     for i in 0..20 {
