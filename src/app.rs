@@ -37,6 +37,9 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     let limit = state.config.http.max_body_bytes;
     state.pool.spawn_health_checks();
     state.pool.spawn_registry_sync(state.registry.clone());
+    state.invalidator.spawn_subscriber();
+    let limiter = state.limiter.clone();
+    actix_web::rt::spawn(async move { limiter.warm_up().await });
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, _) = App::new()
@@ -52,6 +55,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
         app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
             .default_service(web::to(extract::not_found))
             .wrap(from_fn(idempotency::handle))
+            .wrap(from_fn(crate::limits::response::attach))
             .wrap(TracingLogger::default())
             .wrap(from_fn(request_id::assign))
     })

@@ -39,6 +39,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub idempotency: IdempotencyConfig,
+    pub limits: crate::limits::guard::LimitsConfig,
     pub pool: crate::pool::PoolConfig,
     pub worker: crate::worker::config::WorkerConfig,
     pub models: Vec<ModelConfig>,
@@ -134,6 +135,15 @@ impl Config {
         }
         if self.database.pool_size == 0 {
             bail!("config key `database.pool_size`: must be at least 1");
+        }
+        let l = &self.limits;
+        if l.redis_timeout_ms == 0 || l.probe_interval_ms == 0 || l.concurrency_lease_secs == 0 {
+            bail!(
+                "config key `limits`: redis_timeout_ms, probe_interval_ms and concurrency_lease_secs must be at least 1"
+            );
+        }
+        if l.first_line_per_key_per_sec == 0 {
+            bail!("config key `limits.first_line_per_key_per_sec`: must be at least 1");
         }
         if self.http.max_body_bytes < 1024 {
             bail!("config key `http.max_body_bytes`: must be at least 1024");

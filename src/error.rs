@@ -41,6 +41,11 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// A rate limit (`rate_limit_exceeded`) or quota (`quota_exceeded`) refused the request.
+    #[error("{}", .0.message)]
+    LimitExceeded(Box<LimitRefusal>),
+    #[error("rate limits cannot be checked right now; retry shortly")]
+    LimiterUnavailable,
     #[error("the service is temporarily unavailable")]
     Unavailable,
     /// The model is not served here (OpenAI: 404 `model_not_found`).
@@ -58,6 +63,18 @@ pub enum ApiError {
 }
 
 /// `{"error": {...}}` as the OpenAI API and its SDKs expect it.
+/// Which limit refused a request, and when it frees up.
+#[derive(Debug)]
+pub struct LimitRefusal {
+    pub code: &'static str,
+    pub message: String,
+    /// e.g. `key rpm`, `account tokens_per_day`.
+    pub limit: String,
+    pub retry_after_secs: u64,
+    /// RFC 3339 time a quota resets (quotas only).
+    pub reset_at: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -70,6 +87,12 @@ pub struct ErrorDetail {
     pub kind: &'static str,
     pub code: &'static str,
     pub param: Option<String>,
+    /// On 429: the limit that refused the request (`key rpm`, `account tokens_per_day`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// On `quota_exceeded`: when the quota resets (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<String>,
 }
 
 impl ApiError {
@@ -131,6 +154,8 @@ impl ApiError {
             Self::UnsupportedMediaType => ("invalid_request_error", "unsupported_media_type"),
             Self::Unprocessable { code, .. } => ("invalid_request_error", code),
             Self::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            Self::LimitExceeded(r) => ("rate_limit_error", r.code),
+            Self::LimiterUnavailable => ("service_unavailable_error", "limiter_unavailable"),
             Self::Unavailable => ("service_unavailable_error", "service_unavailable"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             Self::Upstream { .. } => ("api_error", "upstream_error"),
@@ -145,12 +170,18 @@ impl ApiError {
             tracing::error!(error = ?err, "internal error");
         }
         let (kind, code) = self.kind_and_code();
+        let (limit, reset_at) = match self {
+            Self::LimitExceeded(r) => (Some(r.limit.clone()), r.reset_at.clone()),
+            _ => (None, None),
+        };
         ErrorBody {
             error: ErrorDetail {
                 message: self.to_string(),
                 kind,
                 code,
                 param: self.param(),
+                limit,
+                reset_at,
             },
         }
     }
@@ -175,7 +206,8 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -184,18 +216,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Self::Internal(err) = self {
-            tracing::error!(error = ?err, "internal error");
-        }
-        let (kind, code) = self.kind_and_code();
-        let body = ErrorBody {
-            error: ErrorDetail {
-                message: self.to_string(),
-                kind,
-                code,
-                param: self.param(),
-            },
-        };
+        let body = self.body();
         let mut res = HttpResponse::build(self.status_code());
         match self {
             Self::RateLimited {
@@ -204,7 +225,10 @@ impl ResponseError for ApiError {
             | Self::Overloaded { retry_after_secs } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
-            Self::Unavailable => {
+            Self::LimitExceeded(r) => {
+                res.insert_header((header::RETRY_AFTER, r.retry_after_secs.to_string()));
+            }
+            Self::Unavailable | Self::LimiterUnavailable => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}

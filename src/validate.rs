@@ -51,3 +51,24 @@ pub fn email(field: &str, value: &str) -> ApiResult<String> {
     }
     Ok(v)
 }
+
+/// A limit set: every limit given must be a positive integer.
+pub fn limits(field: &str, value: &crate::limits::LimitSet) -> ApiResult<()> {
+    match value.invalid_field() {
+        Some(bad) => Err(ApiError::invalid_param(
+            &format!("{field}.{bad}"),
+            format!("{field}.{bad} must be a positive integer (omit it for no limit)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// serde helper for PATCH fields where `null` means "clear": absent → `None`, `null` →
+/// `Some(None)`, a value → `Some(Some(v))`. Use with `#[serde(default, deserialize_with = …)]`.
+pub fn nullable<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(de).map(Some)
+}

@@ -4,16 +4,19 @@
 
 use std::future::{Ready, ready};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
-use crate::domain::{AccountId, Role, TenantId, UserId};
+use crate::auth::key_cache::KeyEntry;
+use crate::domain::{AccountId, ActiveStatus, Role, TenantId, UserId};
 use crate::error::{ApiError, ApiResult};
 use crate::http::request_id::RequestId;
 use crate::models::api_key::{ApiKey, KeyState};
 use crate::models::audit::Actor;
+use crate::models::plan::Plan;
 use crate::state::AppState;
 
 /// An authenticated dashboard user.
@@ -127,10 +130,45 @@ fn state(req: &HttpRequest) -> ApiResult<&AppState> {
         .ok_or_else(|| ApiError::internal_msg("AppState missing"))
 }
 
-/// An application authenticated by an API key that is active right now.
-#[derive(Debug, Clone)]
+/// An application authenticated by an API key that is active right now, with the limits in force.
+#[derive(Clone)]
 pub struct KeyCaller {
-    pub key: ApiKey,
+    pub entry: Arc<KeyEntry>,
+}
+
+impl KeyCaller {
+    pub fn key(&self) -> &ApiKey {
+        &self.entry.key
+    }
+}
+
+/// The cached entry for a presented secret's hash, loading (and caching) it on a miss.
+async fn key_entry(state: &AppState, hash: String) -> ApiResult<Option<Arc<KeyEntry>>> {
+    if let Some(entry) = state.key_cache.get(&hash) {
+        return Ok(Some(entry));
+    }
+    let generation = state.key_cache.generation();
+    let now = crate::db::now();
+    let lookup = hash.clone();
+    let loaded = state
+        .db
+        .run(move |c| {
+            let Some(key) = ApiKey::find_by_hash(c, &lookup, now)? else {
+                return Ok(None);
+            };
+            let context = Plan::context_for(c, &key)?;
+            Ok(Some((key, context)))
+        })
+        .await?;
+    let Some((key, context)) = loaded else {
+        return Ok(None);
+    };
+    let entry = Arc::new(KeyEntry::new(key, context, state.key_cache.flood_per_sec));
+    // A previous (rotated-out) secret stays valid only until its grace period ends: not cached.
+    if entry.key.secret_hash == hash {
+        state.key_cache.insert(hash, entry.clone(), generation);
+    }
+    Ok(Some(entry))
 }
 
 impl FromRequest for KeyCaller {
@@ -151,11 +189,8 @@ impl FromRequest for KeyCaller {
             let hash =
                 crate::auth::api_key::lookup_hash(state.pepper(), presented).ok_or_else(invalid)?;
             let now = crate::db::now();
-            let key = state
-                .db
-                .run(move |c| ApiKey::find_by_hash(c, &hash, now))
-                .await?
-                .ok_or_else(invalid)?;
+            let entry = key_entry(&state, hash).await?.ok_or_else(invalid)?;
+            let key = &entry.key;
             match key.state(now) {
                 KeyState::Active => {}
                 KeyState::Revoked => {
@@ -171,7 +206,15 @@ impl FromRequest for KeyCaller {
                     ));
                 }
             }
-            if key.needs_touch(now) {
+            if entry.context.account_status == ActiveStatus::Suspended
+                || entry.context.tenant_status == ActiveStatus::Suspended
+            {
+                return Err(ApiError::Forbidden {
+                    code: "account_suspended",
+                    message: "the account this key belongs to is suspended".into(),
+                });
+            }
+            if entry.touch_due(now) {
                 let (db, id) = (state.db.clone(), key.id.clone());
                 actix_web::rt::spawn(async move {
                     if let Err(e) = db.run(move |c| ApiKey::touch_used(c, &id, now)).await {
@@ -179,7 +222,7 @@ impl FromRequest for KeyCaller {
                     }
                 });
             }
-            Ok(KeyCaller { key })
+            Ok(KeyCaller { entry })
         })
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod api_key;
 pub mod caller;
+pub mod invalidation;
 pub mod jwt;
+pub mod key_cache;
 pub mod login_limit;
 pub mod password;
 pub mod secrets;

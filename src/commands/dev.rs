@@ -105,6 +105,7 @@ async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> 
             name: "demo key".into(),
             scopes: SCOPES.map(String::from).to_vec(),
             expires_at: None,
+            limits: Default::default(),
         };
         let key = ApiKey::new(new, &secret);
         key.insert(c)?;

@@ -1,4 +1,5 @@
-//! `taogate serve`: the gateway on the configured database, until SIGINT/SIGTERM.
+//! `taogate serve`: the gateway on the configured database, until SIGINT/SIGTERM. Prints
+//! `{"url": …}` on stdout once listening.
 
 use std::net::TcpListener;
 
@@ -18,6 +19,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = crate::pool::registry::Registry::new(&config.redis_url, &config.redis_prefix)?;
     let running = crate::app::start(AppState::new(db, config, registry)?, listener, workers)?;
     tracing::info!(addr = %running.addr, "taogate serving on http://{}", running.addr);
+    // One machine-readable line, so a supervisor (or a test) can use `listen = "…:0"`.
+    println!(
+        "{}",
+        serde_json::json!({"url": format!("http://{}", running.addr)})
+    );
     running.server.await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        limits -> Text,
     }
 }
 
@@ -22,6 +23,7 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        plan_id -> Nullable<Text>,
     }
 }
 
@@ -60,6 +62,20 @@ diesel::table! {
         expires_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
         rotated_at -> Nullable<Timestamp>,
+        limits -> Text,
+    }
+}
+
+diesel::table! {
+    plans (id) {
+        id -> Text,
+        tenant_id -> Text,
+        name -> Text,
+        key_limits -> Text,
+        account_limits -> Text,
+        is_default -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -105,7 +121,7 @@ diesel::table! {
 
 diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> accounts (account_id));
-diesel::allow_tables_to_appear_in_same_query!(tenants, accounts, users, api_keys);
+diesel::allow_tables_to_appear_in_same_query!(tenants, accounts, users, api_keys, plans);
 
 diesel::table! {
     usage_records (id) {

@@ -3,12 +3,14 @@
 //! is the settle hook the ledger will extend with holds and postings; it runs off the request
 //! path (on the blocking pool) and never fails the response.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::NaiveDateTime;
 
 use crate::db::Db;
 use crate::domain::Nano;
+use crate::limits::guard::{Guard, Permit};
 use crate::models::api_key::ApiKey;
 use crate::models::usage::UsageRecord;
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
@@ -16,6 +18,7 @@ use crate::openai::{ChatRequest, Usage, estimate_tokens};
 #[derive(Clone)]
 pub struct Meter {
     db: Db,
+    limiter: Arc<Guard>,
 }
 
 /// What is known when a request is admitted.
@@ -26,17 +29,26 @@ pub struct Admitted {
     pub prompt_estimate: i64,
     pub started: Instant,
     pub started_at: NaiveDateTime,
+    /// Limits counted at admission, released and corrected at settle.
+    pub permit: Option<Permit>,
 }
 
 impl Admitted {
-    pub fn new(request_id: &str, key: &ApiKey, req: &ChatRequest) -> Self {
+    pub fn new(
+        request_id: &str,
+        key: &ApiKey,
+        req: &ChatRequest,
+        prompt_estimate: i64,
+        permit: Option<Permit>,
+    ) -> Self {
         Self {
             request_id: request_id.to_owned(),
             key: key.clone(),
             model: req.model.clone(),
-            prompt_estimate: estimate_tokens(&req.prompt_text()),
+            prompt_estimate,
             started: Instant::now(),
             started_at: crate::db::now(),
+            permit,
         }
     }
 }
@@ -84,13 +96,13 @@ pub fn wholesale_cost(
 }
 
 impl Meter {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, limiter: Arc<Guard>) -> Self {
+        Self { db, limiter }
     }
 
     /// Records the request. With a complete upstream `usage` its counts are used; a request cut
     /// short is counted from the text actually delivered.
-    pub fn settle(&self, admitted: Admitted, status: Status, delivered: Delivered) {
+    pub fn settle(&self, mut admitted: Admitted, status: Status, delivered: Delivered) {
         let (prompt, completion, estimated) = match (status, delivered.usage) {
             (Status::Ok, Some(u)) => (u.prompt_tokens, u.completion_tokens, false),
             _ => (
@@ -99,6 +111,9 @@ impl Meter {
                 true,
             ),
         };
+        if let Some(permit) = admitted.permit.take() {
+            self.limiter.settle(permit, prompt + completion);
+        }
         let record = UsageRecord {
             id: uuid::Uuid::now_v7().to_string(),
             request_id: admitted.request_id,

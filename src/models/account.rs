@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use crate::db::DbConn;
 use crate::db::schema::accounts;
-use crate::domain::{AccountId, ActiveStatus, BillingMode, Nano, TenantId};
+use crate::domain::{AccountId, ActiveStatus, BillingMode, Nano, PlanId, TenantId};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = accounts)]
@@ -18,6 +18,8 @@ pub struct Account {
     pub status: ActiveStatus,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// `None`: the tenant's default plan.
+    pub plan_id: Option<PlanId>,
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -28,6 +30,8 @@ pub struct AccountChanges {
     pub credit_limit_nano: Option<Nano>,
     pub status: Option<ActiveStatus>,
     pub updated_at: Option<NaiveDateTime>,
+    /// `Some(None)` puts the account back on the tenant's default plan.
+    pub plan_id: Option<Option<PlanId>>,
 }
 
 impl Account {
@@ -47,6 +51,7 @@ impl Account {
             status: ActiveStatus::Active,
             created_at: now,
             updated_at: now,
+            plan_id: None,
         }
     }
 

@@ -8,9 +8,10 @@ use crate::auth::api_key::NewSecret;
 use crate::db::DbConn;
 use crate::db::schema::api_keys;
 use crate::domain::{AccountId, ApiKeyId, KeyStatus, TenantId, UserId};
+use crate::limits::LimitSet;
 
 /// `last_used_at` is written at most this often per key, to keep the hot path mostly read-only.
-const LAST_USED_RESOLUTION_SECS: i64 = 60;
+pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = api_keys)]
@@ -33,6 +34,8 @@ pub struct ApiKey {
     pub expires_at: Option<NaiveDateTime>,
     pub revoked_at: Option<NaiveDateTime>,
     pub rotated_at: Option<NaiveDateTime>,
+    /// The key's own limits (JSON [`LimitSet`]); they may only narrow its plan's key limits.
+    pub limits: String,
 }
 
 /// What a key is right now, as shown to users and enforced on the data plane.
@@ -51,6 +54,7 @@ pub struct NewKey {
     pub name: String,
     pub scopes: Vec<String>,
     pub expires_at: Option<NaiveDateTime>,
+    pub limits: LimitSet,
 }
 
 impl ApiKey {
@@ -75,6 +79,7 @@ impl ApiKey {
             expires_at: new.expires_at,
             revoked_at: None,
             rotated_at: None,
+            limits: new.limits.to_json(),
         }
     }
 
@@ -84,6 +89,30 @@ impl ApiKey {
             (_, Some(exp)) if exp <= now => KeyState::Expired,
             _ => KeyState::Active,
         }
+    }
+
+    pub fn limits(&self) -> LimitSet {
+        LimitSet::from_json(&self.limits)
+    }
+
+    /// Renames the key and/or replaces its own limits.
+    pub fn update(
+        conn: &mut DbConn,
+        id: &ApiKeyId,
+        name: Option<&str>,
+        limits: Option<&LimitSet>,
+    ) -> QueryResult<Self> {
+        diesel::update(api_keys::table.find(id))
+            .set((
+                name.map(|n| api_keys::name.eq(n.to_owned())),
+                limits.map(|l| api_keys::limits.eq(l.to_json())),
+                api_keys::updated_at.eq(crate::db::now()),
+            ))
+            .execute(conn)?;
+        api_keys::table
+            .find(id)
+            .select(Self::as_select())
+            .first(conn)
     }
 
     pub fn scope_list(&self) -> Vec<String> {
@@ -213,10 +242,5 @@ impl ApiKey {
         .set(api_keys::last_used_at.eq(now))
         .execute(conn)
         .map(drop)
-    }
-
-    pub fn needs_touch(&self, now: NaiveDateTime) -> bool {
-        self.last_used_at
-            .is_none_or(|t| now - t >= chrono::Duration::seconds(LAST_USED_RESOLUTION_SECS))
     }
 }

@@ -17,6 +17,8 @@ pub struct Tenant {
     pub status: ActiveStatus,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Caps on the whole tenant (JSON [`crate::limits::LimitSet`]), set by the operator.
+    pub limits: String,
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -26,6 +28,7 @@ pub struct TenantChanges {
     pub allow_signup: Option<bool>,
     pub status: Option<ActiveStatus>,
     pub updated_at: Option<NaiveDateTime>,
+    pub limits: Option<String>,
 }
 
 impl Tenant {
@@ -39,6 +42,7 @@ impl Tenant {
             status: ActiveStatus::Active,
             created_at: now,
             updated_at: now,
+            limits: "{}".into(),
         }
     }
 

@@ -3,43 +3,27 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use futures_util::StreamExt;
 
+use super::admission::admit;
 use super::stream::Metered;
 use crate::auth::caller::{KeyCaller, RequestMeta};
 use crate::error::{ApiError, ApiResult};
-use crate::metering::{Admitted, Delivered, Status};
+use crate::metering::{Delivered, Status};
 use crate::openai::aggregate::Aggregator;
 use crate::openai::sse::DONE;
-use crate::openai::{ChatRequest, DEFAULT_MAX_TOKENS_LIMIT, Usage};
+use crate::openai::{ChatRequest, Usage};
 use crate::pool::Answer;
 use crate::state::AppState;
-
-/// Checks scope, model and request, and returns the model's `max_tokens` limit.
-pub fn admit(state: &AppState, caller: &KeyCaller, req: &ChatRequest) -> ApiResult<()> {
-    if !caller.key.has_scope("chat:write") {
-        return Err(ApiError::Forbidden {
-            code: "insufficient_scope",
-            message: "this key lacks the chat:write scope".into(),
-        });
-    }
-    let model = state
-        .config
-        .models
-        .iter()
-        .find(|m| m.id == req.model)
-        .ok_or_else(|| ApiError::ModelNotFound {
-            model: req.model.clone(),
-        })?;
-    req.validate(model.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS_LIMIT))
-}
 
 /// Creates a chat completion (OpenAI-compatible; `stream: true` answers with server-sent events).
 #[utoipa::path(tag = "data plane", request_body(content = Object, description = "OpenAI chat.completions request"),
     responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 429, description = "rate_limit_exceeded or quota_exceeded; names the limit", body = crate::error::ErrorBody),
+              (status = 502, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 #[post("/chat/completions")]
@@ -47,11 +31,11 @@ pub async fn create_chat_completion(
     state: web::Data<AppState>,
     caller: KeyCaller,
     meta: RequestMeta,
+    http: HttpRequest,
     body: web::Json<ChatRequest>,
 ) -> ApiResult<HttpResponse> {
     let req = body.into_inner();
-    admit(&state, &caller, &req)?;
-    let admitted = Admitted::new(&meta.request_id, &caller.key, &req);
+    let admitted = admit(&state, &caller, &req, &meta.request_id, Some(&http)).await?;
     let deadline = Duration::from_secs(state.config.pool.request_timeout_secs);
     let upstream_req = req.for_upstream();
     if req.wants_stream() {

@@ -14,11 +14,11 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, Closed, Session};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::chat::admit;
+use super::admission::admit;
 use super::stream::Metered;
 use crate::auth::caller::{KeyCaller, RequestMeta};
 use crate::error::ApiError;
-use crate::metering::{Admitted, Delivered, Status};
+use crate::metering::{Delivered, Status};
 use crate::openai::ChatRequest;
 use crate::openai::sse::DONE;
 use crate::state::AppState;
@@ -101,10 +101,10 @@ async fn answer(
             return send_error(session, request_id, &err).await;
         }
     };
-    if let Err(e) = admit(state, caller, &req) {
-        return send_error(session, request_id, &e).await;
-    }
-    let admitted = Admitted::new(request_id, &caller.key, &req);
+    let admitted = match admit(state, caller, &req, request_id, None).await {
+        Ok(a) => a,
+        Err(e) => return send_error(session, request_id, &e).await,
+    };
     let answer = match state.pool.send(&req.for_upstream(), request_id).await {
         Ok(a) => a,
         Err(e) => {

@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
-use crate::domain::{AccountId, ActiveStatus, BillingMode, Nano, TenantId};
+use crate::auth::key_cache::Invalidation;
+use crate::domain::{AccountId, ActiveStatus, BillingMode, Nano, PlanId, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::models::account::{Account, AccountChanges};
 use crate::models::audit::AuditEntry;
+use crate::models::plan::Plan;
 use crate::models::{List, Page, utc};
 use crate::state::AppState;
 use crate::validate;
@@ -26,6 +28,8 @@ pub struct AccountView {
     #[schema(value_type = i64)]
     pub credit_limit_nano: Nano,
     pub status: ActiveStatus,
+    /// The account's plan; `null`: the tenant's default plan.
+    pub plan_id: Option<PlanId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -40,6 +44,7 @@ impl From<Account> for AccountView {
             billing_mode: a.billing_mode,
             credit_limit_nano: a.credit_limit_nano,
             status: a.status,
+            plan_id: a.plan_id,
             created_at: utc(a.created_at),
             updated_at: utc(a.updated_at),
         }
@@ -55,6 +60,8 @@ pub struct CreateAccount {
     /// Default 0.
     #[schema(value_type = Option<i64>)]
     pub credit_limit_nano: Option<Nano>,
+    /// Default: the tenant's default plan.
+    pub plan_id: Option<PlanId>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -65,6 +72,10 @@ pub struct UpdateAccount {
     #[schema(value_type = Option<i64>)]
     pub credit_limit_nano: Option<Nano>,
     pub status: Option<ActiveStatus>,
+    /// A plan of the tenant; `null` puts the account back on the default plan.
+    #[serde(default, deserialize_with = "validate::nullable")]
+    #[schema(value_type = Option<String>)]
+    pub plan_id: Option<Option<PlanId>>,
 }
 
 fn credit_limit(value: Option<Nano>) -> ApiResult<Option<Nano>> {
@@ -111,16 +122,20 @@ pub async fn create_account(
 ) -> ApiResult<HttpResponse> {
     let tenant = caller.managed_tenant()?.clone();
     let body = body.into_inner();
-    let account = Account::new(
+    let mut account = Account::new(
         tenant,
         validate::name("name", &body.name, 200)?,
         body.billing_mode.unwrap_or(BillingMode::Prepaid),
         credit_limit(body.credit_limit_nano)?.unwrap_or_default(),
     );
+    account.plan_id = body.plan_id;
     let actor = caller.actor(&meta);
     let account = state
         .db
         .write(move |c| {
+            if let Some(plan) = &account.plan_id {
+                Plan::find_in_tenant(c, &account.tenant_id, plan).not_found_as("plan")?;
+            }
             account.insert(c)?;
             AuditEntry::record(c, &actor, Some(&account.tenant_id), "account.create", ("account", account.id.as_str()),
                 serde_json::json!({"name": account.name, "billing_mode": account.billing_mode, "credit_limit_nano": account.credit_limit_nano}))?;
@@ -174,13 +189,17 @@ pub async fn update_account(
         credit_limit_nano: credit_limit(body.credit_limit_nano)?,
         status: body.status,
         updated_at: None,
+        plan_id: body.plan_id,
     };
     let detail = serde_json::json!({"name": changes.name, "billing_mode": changes.billing_mode,
-        "credit_limit_nano": changes.credit_limit_nano, "status": changes.status});
+        "credit_limit_nano": changes.credit_limit_nano, "status": changes.status, "plan_id": changes.plan_id});
     let actor = caller.actor(&meta);
     let account = state
         .db
         .write(move |c| {
+            if let Some(Some(plan)) = &changes.plan_id {
+                Plan::find_in_tenant(c, &tenant, plan).not_found_as("plan")?;
+            }
             let account = Account::update(c, &tenant, &id, changes).not_found_as("account")?;
             AuditEntry::record(
                 c,
@@ -193,5 +212,9 @@ pub async fn update_account(
             Ok::<_, ApiError>(account)
         })
         .await?;
+    state
+        .invalidator
+        .publish(Invalidation::Tenant(account.tenant_id.clone()))
+        .await;
     Ok(web::Json(account.into()))
 }

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (the database answers, with a 2 s budget).
+//! `/healthz` (the process answers), `/readyz` (the database answers, with a 2 s budget) and
+//! `/metrics` (Prometheus).
 
 use std::time::Duration;
 
@@ -26,4 +27,13 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
         }
         _ => Err(ApiError::Unavailable),
     }
+}
+
+/// Prometheus metrics of this replica (limiter health and decisions).
+#[utoipa::path(tag = "ops", responses((status = 200, description = "text exposition format")))]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }

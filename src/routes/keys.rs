@@ -2,18 +2,21 @@
 //! and admins any account's; finance may read. The secret is in the create and rotate responses
 //! only.
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::api_key;
 use crate::auth::caller::{Caller, RequestMeta};
+use crate::auth::key_cache::Invalidation;
 use crate::domain::{AccountId, ApiKeyId, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::limits::LimitSet;
 use crate::models::account::Account;
 use crate::models::api_key::{ApiKey, KeyState, NewKey};
 use crate::models::audit::AuditEntry;
+use crate::models::plan::Plan;
 use crate::models::{List, Page, utc};
 use crate::state::AppState;
 use crate::validate;
@@ -42,6 +45,8 @@ pub struct KeyView {
     pub rotated_at: Option<DateTime<Utc>>,
     /// Until when the secret replaced by the last rotation still works.
     pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    /// The key's own limits; they only narrow its account's plan (see `GET /keys/{id}/limits`).
+    pub limits: LimitSet,
 }
 
 impl From<ApiKey> for KeyView {
@@ -63,6 +68,7 @@ impl From<ApiKey> for KeyView {
             revoked_at: k.revoked_at.map(utc),
             rotated_at: k.rotated_at.map(utc),
             previous_secret_valid_until: k.previous_valid_until.filter(|t| *t > now).map(utc),
+            limits: LimitSet::from_json(&k.limits),
         }
     }
 }
@@ -86,6 +92,16 @@ pub struct CreateKey {
     pub scopes: Option<Vec<String>>,
     /// When the key stops working (must be in the future). Default: never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Limits of this key; each may only be tighter than the plan's key limit. Default: the plan's.
+    pub limits: Option<LimitSet>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKey {
+    pub name: Option<String>,
+    /// Replaces the key's own limits (`{}`: just the plan's).
+    pub limits: Option<LimitSet>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -215,7 +231,9 @@ pub async fn create_key(
         name: validate::name("name", &body.name, 100)?,
         scopes: scopes(body.scopes)?,
         expires_at,
+        limits: body.limits.unwrap_or_default(),
     };
+    validate::limits("limits", &new.limits)?;
     let secret = api_key::generate(state.pepper());
     let key = ApiKey::new(new, &secret);
     let actor = caller.actor(&meta);
@@ -223,6 +241,7 @@ pub async fn create_key(
         .db
         .write(move |c| {
             Account::find_in_tenant(c, &tenant, &key.account_id).not_found_as("account")?;
+            within_plan(c, &key, &key.limits())?;
             key.insert(c)?;
             AuditEntry::record(c, &actor, Some(&tenant), "api_key.create", ("api_key", key.id.as_str()),
                 serde_json::json!({"account_id": key.account_id, "name": key.name, "prefix": key.prefix,
@@ -252,6 +271,71 @@ pub async fn get_key(
         .run(move |c| ApiKey::find_in_tenant(c, &tenant, own.as_ref(), &id))
         .await
         .not_found_as("api key")?;
+    Ok(web::Json(key.into()))
+}
+
+/// A key's own limits may only narrow its plan's key limits.
+fn within_plan(c: &mut crate::db::DbConn, key: &ApiKey, limits: &LimitSet) -> ApiResult<()> {
+    let plan = Plan::for_account(c, &key.tenant_id, &key.account_id)?;
+    let plan_limits = plan.map(|p| p.key_limits()).unwrap_or_default();
+    match limits.loosens(&plan_limits) {
+        Some(field) => Err(ApiError::BadRequest {
+            code: "limit_exceeds_plan",
+            message: format!(
+                "limits.{field} is above the plan's key limit; a key may only narrow its plan"
+            ),
+            param: Some(format!("limits.{field}")),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Renames a key or changes its limits; every replica applies the change within a second.
+#[utoipa::path(tag = "keys", request_body = UpdateKey,
+    responses((status = 200, body = KeyView), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[patch("/keys/{id}")]
+pub async fn update_key(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    id: web::Path<String>,
+    body: web::Json<UpdateKey>,
+) -> ApiResult<web::Json<KeyView>> {
+    caller.tenant()?;
+    let id = ApiKeyId::parse(&id).ok_or(ApiError::NotFound { what: "api key" })?;
+    let body = body.into_inner();
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| validate::name("name", n, 100))
+        .transpose()?;
+    if let Some(limits) = &body.limits {
+        validate::limits("limits", limits)?;
+    }
+    let actor = caller.actor(&meta);
+    let key = state
+        .db
+        .write(move |c| {
+            let key = changeable_key(c, &caller, &id)?;
+            if let Some(limits) = &body.limits {
+                within_plan(c, &key, limits)?;
+            }
+            let updated = ApiKey::update(c, &key.id, name.as_deref(), body.limits.as_ref())?;
+            AuditEntry::record(
+                c,
+                &actor,
+                Some(&key.tenant_id),
+                "api_key.update",
+                ("api_key", key.id.as_str()),
+                serde_json::json!({"name": name, "limits": body.limits}),
+            )?;
+            Ok::<_, ApiError>(updated)
+        })
+        .await?;
+    state
+        .invalidator
+        .publish(Invalidation::Key(key.id.clone()))
+        .await;
     Ok(web::Json(key.into()))
 }
 
@@ -327,6 +411,10 @@ pub async fn rotate_key(
             Ok(rotated)
         })
         .await?;
+    state
+        .invalidator
+        .publish(Invalidation::Key(key.id.clone()))
+        .await;
     Ok(web::Json(KeyWithSecret {
         key: key.into(),
         secret: secret.secret,
@@ -361,5 +449,9 @@ pub async fn revoke_key(
             Ok::<_, ApiError>(revoked)
         })
         .await?;
+    state
+        .invalidator
+        .publish(Invalidation::Key(key.id.clone()))
+        .await;
     Ok(web::Json(key.into()))
 }

@@ -5,8 +5,10 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod key_limits;
 pub mod keys;
 pub mod models;
+pub mod plans;
 pub mod tenants;
 pub mod users;
 
@@ -56,7 +58,9 @@ impl Modify for SecuritySchemes {
 
 /// Every documented route.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(health::healthz).service(health::readyz);
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics);
     cfg.service(
         scope::scope("/v1")
             .service(models::list_models)
@@ -87,6 +91,12 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(keys::get_key)
             .service(keys::rotate_key)
             .service(keys::revoke_key)
+            .service(keys::update_key)
+            .service(key_limits::get_key_limits)
+            .service(plans::list_plans)
+            .service(plans::create_plan)
+            .service(plans::get_plan)
+            .service(plans::update_plan)
             .service(audit::list_audit_log),
     );
 }

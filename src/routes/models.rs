@@ -31,7 +31,7 @@ pub async fn list_models(
     state: web::Data<AppState>,
     caller: KeyCaller,
 ) -> ApiResult<web::Json<ModelList>> {
-    if !(caller.key.has_scope("models:read") || caller.key.has_scope("chat:write")) {
+    if !(caller.key().has_scope("models:read") || caller.key().has_scope("chat:write")) {
         return Err(ApiError::Forbidden {
             code: "insufficient_scope",
             message: "this key lacks the models:read scope".into(),

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
+use crate::auth::key_cache::Invalidation;
 use crate::auth::password;
 use crate::domain::{ActiveStatus, Role, TenantId, UserId};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::limits::LimitSet;
 use crate::models::audit::AuditEntry;
 use crate::models::tenant::{Tenant, TenantChanges};
 use crate::models::user::User;
@@ -24,6 +26,8 @@ pub struct TenantView {
     pub slug: String,
     pub allow_signup: bool,
     pub status: ActiveStatus,
+    /// Caps on the tenant as a whole (all its accounts and keys together).
+    pub limits: LimitSet,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -37,6 +41,7 @@ impl From<Tenant> for TenantView {
             slug: t.slug,
             allow_signup: t.allow_signup,
             status: t.status,
+            limits: LimitSet::from_json(&t.limits),
             created_at: utc(t.created_at),
             updated_at: utc(t.updated_at),
         }
@@ -69,6 +74,8 @@ pub struct UpdateTenant {
     pub name: Option<String>,
     pub allow_signup: Option<bool>,
     pub status: Option<ActiveStatus>,
+    /// Replaces the tenant-wide limits (`{}`: none).
+    pub limits: Option<LimitSet>,
 }
 
 /// Lists tenants (operator).
@@ -182,9 +189,14 @@ pub async fn update_tenant(
             .transpose()?,
         allow_signup: body.allow_signup,
         status: body.status,
+        limits: body
+            .limits
+            .map(|l| validate::limits("limits", &l).map(|_| l.to_json()))
+            .transpose()?,
         updated_at: None,
     };
-    let detail = serde_json::json!({"name": changes.name, "allow_signup": changes.allow_signup, "status": changes.status});
+    let detail = serde_json::json!({"name": changes.name, "allow_signup": changes.allow_signup,
+        "status": changes.status, "limits": body.limits});
     let actor = caller.actor(&meta);
     let tenant = state
         .db
@@ -201,5 +213,9 @@ pub async fn update_tenant(
             Ok::<_, ApiError>(tenant)
         })
         .await?;
+    state
+        .invalidator
+        .publish(Invalidation::Tenant(tenant.id.clone()))
+        .await;
     Ok(web::Json(tenant.into()))
 }

@@ -38,6 +38,11 @@ macro_rules! both_backends {
     };
 }
 
+/// The test Redis (`TAOGATE_TEST_REDIS`, default redis://127.0.0.1:6379).
+pub fn redis_url() -> String {
+    std::env::var("TAOGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 /// Admin URL of the test PostgreSQL server (`TAOGATE_TEST_PG`).
 pub fn pg_admin_url() -> String {
     std::env::var("TAOGATE_TEST_PG")
@@ -360,8 +365,16 @@ impl TestApp {
         Fut: std::future::Future<Output = Config> + 'static,
     {
         let test_db = TestDb::new(backend);
+        // PostgreSQL runs with Redis (limits, key cache invalidation, worker registry) under a
+        // prefix of its own; SQLite with in-process state.
+        let redis = match backend {
+            Backend::Postgres => (redis_url(), format!("tg-test-{}:", short_id())),
+            Backend::Sqlite => (String::new(), String::new()),
+        };
         let base = Figment::new()
             .merge(Serialized::default("database_url", &test_db.url))
+            .merge(Serialized::default("redis_url", &redis.0))
+            .merge(Serialized::default("redis_prefix", &redis.1))
             .merge(Serialized::default("auth.jwt_secret", JWT_SECRET))
             .merge(Serialized::default("auth.api_key_pepper", PEPPER))
             .merge(overrides);

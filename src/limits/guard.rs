@@ -1,0 +1,324 @@
+//! The limiter the data plane calls: the shared backend (Redis, or in process in the embedded
+//! mode) behind a health switch. When Redis stops answering, the guard logs once, raises
+//! `taogate_limiter_degraded` and either serves under this replica's own in-process limits
+//! (`fail_open`) or refuses with 503 `limiter_unavailable` (`fail_closed`); a probe brings it back
+//! as soon as Redis answers, replaying the settles (slot releases, token corrections) that could
+//! not be delivered meanwhile, so no concurrency slot stays taken.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::memory::MemoryBackend;
+use super::redis::RedisBackend;
+use super::response::RateInfo;
+use super::{Admission, Ask, Backend, Clock, Decision, Descriptor, Reading, Unavailable};
+use crate::metrics::GatewayMetrics;
+
+/// Settles waiting for Redis beyond this many are dropped (their slots expire with the lease).
+const MAX_PENDING: usize = 100_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    FailOpen,
+    FailClosed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub on_redis_down: FailMode,
+    pub redis_timeout_ms: u64,
+    pub probe_interval_ms: u64,
+    pub concurrency_lease_secs: u64,
+    pub first_line_per_key_per_sec: u32,
+    pub key_cache_max_age_secs: u64,
+}
+
+pub enum Shared {
+    Redis(RedisBackend),
+    Memory(MemoryBackend),
+}
+
+impl Shared {
+    async fn admit(&self, ask: &Ask, lease_ms: i64) -> Result<Decision, Unavailable> {
+        match self {
+            Shared::Redis(b) => b.admit(ask, lease_ms).await,
+            Shared::Memory(b) => b.admit(ask, lease_ms).await,
+        }
+    }
+
+    async fn settle(&self, admission: &Admission, tokens: i64) -> Result<(), Unavailable> {
+        match self {
+            Shared::Redis(b) => b.settle(admission, tokens).await,
+            Shared::Memory(b) => b.settle(admission, tokens).await,
+        }
+    }
+
+    async fn peek(&self, tenant: &str, ds: &[Descriptor]) -> Result<Vec<Reading>, Unavailable> {
+        match self {
+            Shared::Redis(b) => b.peek(tenant, ds).await,
+            Shared::Memory(b) => b.peek(tenant, ds).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), Unavailable> {
+        match self {
+            Shared::Redis(b) => b.load().await,
+            Shared::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// Which backend counted an admission (so settle goes to the same one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    Nothing,
+    Shared,
+    Local,
+}
+
+/// An admitted request; hand it back to [`Guard::settle`] when the request ends.
+#[derive(Debug)]
+pub struct Permit {
+    admission: Admission,
+    counted: Counted,
+    pub info: RateInfo,
+}
+
+impl Permit {
+    /// Tokens charged at admission.
+    pub fn charged_tokens(&self) -> i64 {
+        self.admission.ask.tokens
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug)]
+pub struct Refusal {
+    pub descriptor: Descriptor,
+    pub reading: Reading,
+    pub retry_after_ms: i64,
+    pub at_ms: i64,
+    pub tokens: i64,
+    pub info: RateInfo,
+}
+
+#[derive(Debug)]
+pub enum Verdict {
+    Admitted(Permit),
+    Refused(Refusal),
+}
+
+pub struct Guard {
+    shared: Shared,
+    local: MemoryBackend,
+    config: LimitsConfig,
+    degraded: AtomicBool,
+    pending: Mutex<Vec<(Admission, i64)>>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl Guard {
+    pub fn new(
+        shared: Shared,
+        clock: Clock,
+        config: LimitsConfig,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            shared,
+            local: MemoryBackend::new(clock),
+            config,
+            degraded: AtomicBool::new(false),
+            pending: Mutex::default(),
+            metrics,
+        })
+    }
+
+    pub fn config(&self) -> &LimitsConfig {
+        &self.config
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        (self.config.concurrency_lease_secs * 1000) as i64
+    }
+
+    fn count(&self, backend: &str, outcome: &str) {
+        self.metrics
+            .limiter_decisions
+            .with_label_values(&[backend, outcome])
+            .inc();
+    }
+
+    /// Admits or refuses `ask` against every descriptor at once.
+    pub async fn admit(self: &Arc<Self>, ask: Ask) -> Result<Verdict, Unavailable> {
+        if ask.descriptors.is_empty() {
+            return Ok(Verdict::Admitted(Permit {
+                admission: Admission { ask, at_ms: 0 },
+                counted: Counted::Nothing,
+                info: RateInfo::default(),
+            }));
+        }
+        if !self.is_degraded() {
+            let started = Instant::now();
+            match self.shared.admit(&ask, self.lease_ms()).await {
+                Ok(decision) => {
+                    self.metrics
+                        .admission_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    return Ok(self.verdict(ask, decision, Counted::Shared, "shared"));
+                }
+                Err(e) => self.degrade(&e),
+            }
+        }
+        match self.config.on_redis_down {
+            FailMode::FailOpen => {
+                let decision = self.local.admit_now(&ask, self.lease_ms());
+                Ok(self.verdict(ask, decision, Counted::Local, "local"))
+            }
+            FailMode::FailClosed => {
+                self.count("shared", "unavailable");
+                Err(Unavailable("fail_closed".into()))
+            }
+        }
+    }
+
+    fn verdict(&self, ask: Ask, decision: Decision, counted: Counted, backend: &str) -> Verdict {
+        match decision {
+            Decision::Admitted { at_ms, readings } => {
+                self.count(backend, "admitted");
+                let info = RateInfo::new(&ask.descriptors, &readings);
+                Verdict::Admitted(Permit {
+                    admission: Admission { ask, at_ms },
+                    counted,
+                    info,
+                })
+            }
+            Decision::Refused {
+                at_ms,
+                index,
+                retry_after_ms,
+                readings,
+            } => {
+                self.count(backend, "refused");
+                Verdict::Refused(Refusal {
+                    info: RateInfo::new(&ask.descriptors, &readings),
+                    descriptor: ask.descriptors[index].clone(),
+                    reading: readings[index],
+                    retry_after_ms,
+                    at_ms,
+                    tokens: ask.tokens,
+                })
+            }
+        }
+    }
+
+    /// Releases the permit's slots and corrects its token charge to `actual_tokens`, off the
+    /// request path. Undeliverable settles wait for Redis to come back.
+    pub fn settle(self: &Arc<Self>, permit: Permit, actual_tokens: i64) {
+        match permit.counted {
+            Counted::Nothing => {}
+            Counted::Local => self.local.settle_now(&permit.admission, actual_tokens),
+            Counted::Shared => {
+                let guard = self.clone();
+                actix_web::rt::spawn(async move {
+                    let admission = permit.admission;
+                    if let Err(e) = guard.shared.settle(&admission, actual_tokens).await {
+                        guard.park(admission, actual_tokens);
+                        guard.degrade(&e);
+                    }
+                });
+            }
+        }
+    }
+
+    fn park(&self, admission: Admission, actual_tokens: i64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() < MAX_PENDING {
+            pending.push((admission, actual_tokens));
+        }
+    }
+
+    /// Current readings (the shared view; this replica's own while degraded).
+    pub async fn peek(
+        &self,
+        tenant: &str,
+        descriptors: &[Descriptor],
+    ) -> Result<Vec<Reading>, Unavailable> {
+        if descriptors.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.is_degraded() {
+            return Ok(self.local.peek_now(tenant, descriptors));
+        }
+        self.shared.peek(tenant, descriptors).await
+    }
+
+    /// Loads the script at start, so the first admission is one `EVALSHA`; an unreachable Redis
+    /// starts the replica degraded.
+    pub async fn warm_up(self: &Arc<Self>) {
+        if let Err(e) = self.shared.ping().await {
+            self.degrade(&e);
+        }
+    }
+
+    fn degrade(self: &Arc<Self>, cause: &Unavailable) {
+        if self.degraded.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::error!(error = %cause, mode = ?self.config.on_redis_down,
+        "shared limiter unreachable: {}", match self.config.on_redis_down {
+            FailMode::FailOpen => "serving under this replica's local limits",
+            FailMode::FailClosed => "refusing data-plane requests with 503",
+        });
+        self.metrics.limiter_degraded.set(1);
+        self.metrics
+            .limiter_transitions
+            .with_label_values(&["degraded"])
+            .inc();
+        let guard = self.clone();
+        actix_web::rt::spawn(async move { guard.probe().await });
+    }
+
+    async fn probe(self: Arc<Self>) {
+        let every = Duration::from_millis(self.config.probe_interval_ms.max(10));
+        loop {
+            tokio::time::sleep(every).await;
+            if self.shared.ping().await.is_err() {
+                continue;
+            }
+            let parked =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            let replayed = parked.len();
+            let mut failed = false;
+            for (admission, tokens) in parked {
+                if failed || self.shared.settle(&admission, tokens).await.is_err() {
+                    failed = true;
+                    self.park(admission, tokens);
+                }
+            }
+            if failed {
+                continue;
+            }
+            self.degraded.store(false, Ordering::Release);
+            self.metrics.limiter_degraded.set(0);
+            self.metrics
+                .limiter_transitions
+                .with_label_values(&["recovered"])
+                .inc();
+            tracing::warn!(
+                replayed_settles = replayed,
+                "shared limiter reachable again; shared limits resume"
+            );
+            return;
+        }
+    }
+}

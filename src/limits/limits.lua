@@ -1,0 +1,190 @@
+-- taogate limiter: admit / settle / peek for every descriptor of one request, in one call.
+-- Mirrors src/limits/memory.rs exactly; the same test suite runs against both.
+--
+-- KEYS[i]   descriptor base key; all share the tenant's hash tag, so they live in one Cluster slot
+--           (quota period keys are derived as KEYS[i] .. ':' .. period, in the same slot).
+-- ARGV[1]   op: 'admit' | 'settle' | 'peek'
+-- ARGV[2]   now in ms, or -1 for Redis server time (TIME)
+-- ARGV[3]   request id (concurrency member)
+-- ARGV[4]   admit: tokens charged; settle: actual - charged
+-- ARGV[5]   admit: lease in ms; settle: admission time in ms
+-- ARGV[4+2i], ARGV[5+2i]   descriptor i: kind tag (rpm tpm conc rpd tpd rpmo tpmo), limit
+--
+-- Returns admit/peek: {1, now, used_1, reset_1, …}; refused: {0, now, index, retry_ms, used_1, reset_1, …};
+-- settle: {1}.
+
+local CELL, CELLS, DAY = 1000, 61, 86400000
+local op = ARGV[1]
+local now = tonumber(ARGV[2])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local request_id = ARGV[3]
+local tokens = tonumber(ARGV[4])
+local arg5 = tonumber(ARGV[5])
+
+local floor = math.floor
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m > 2) and (m - 3) or (m + 9)
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+local function civil_from_days(z)
+  z = z + 719468
+  local era = floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
+  local m = (mp < 10) and (mp + 3) or (mp - 9)
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+-- period id and end (ms) of a quota kind at time t
+local function period(kind, t)
+  local day = floor(t / DAY)
+  if kind == 'rpd' or kind == 'tpd' then return day, (day + 1) * DAY end
+  local y, m = civil_from_days(day)
+  local ny, nm = y, m + 1
+  if nm == 13 then ny, nm = y + 1, 1 end
+  return y * 100 + m, days_from_civil(ny, nm, 1) * DAY
+end
+local function shape(kind)
+  if kind == 'rpm' or kind == 'tpm' then return 'window' end
+  if kind == 'conc' then return 'slots' end
+  return 'counter'
+end
+local function counts_tokens(kind)
+  return kind == 'tpm' or kind == 'tpd' or kind == 'tpmo'
+end
+
+-- reading of descriptor i at `now` for `cost`: used, reset_ms, retry_ms (nil when it fits)
+local function read(key, kind, limit, cost)
+  local s = shape(kind)
+  if s == 'window' then
+    local cell = floor(now / CELL)
+    local raw = redis.call('HGETALL', key)
+    local cells, stale, used = {}, {}, 0
+    for j = 1, #raw, 2 do
+      local c, v = tonumber(raw[j]), tonumber(raw[j + 1])
+      if c > cell - CELLS then
+        cells[#cells + 1] = {c, v}
+        used = used + v
+      else
+        stale[#stale + 1] = raw[j]
+      end
+    end
+    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+    table.sort(cells, function(a, b) return a[1] < b[1] end)
+    local reset = 0
+    if #cells > 0 then reset = (cells[1][1] + CELLS) * CELL - now end
+    local retry = nil
+    if used + cost > limit then
+      local excess, freed = used + cost - limit, 0
+      retry = CELLS * CELL
+      for _, cv in ipairs(cells) do
+        freed = freed + cv[2]
+        if freed >= excess then retry = (cv[1] + CELLS) * CELL - now; break end
+      end
+    end
+    return used, reset, retry
+  elseif s == 'slots' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local used = redis.call('ZCARD', key)
+    if used + 1 > limit then return used, 0, CELL end
+    return used, 0, nil
+  else
+    local p, pend = period(kind, now)
+    local used = tonumber(redis.call('GET', key .. ':' .. p) or '0')
+    if used + cost > limit then return used, pend - now, pend - now end
+    return used, pend - now, nil
+  end
+end
+
+local n = #KEYS
+local function kind_of(i) return ARGV[4 + 2 * i] end
+local function limit_of(i) return tonumber(ARGV[5 + 2 * i]) end
+local function cost_of(i)
+  if counts_tokens(kind_of(i)) then return tokens end
+  return 1
+end
+
+if op == 'settle' then
+  local at = arg5
+  for i = 1, n do
+    local key, kind = KEYS[i], kind_of(i)
+    local s = shape(kind)
+    if s == 'slots' then
+      redis.call('ZREM', key, request_id)
+    elseif tokens ~= 0 and counts_tokens(kind) then
+      if s == 'window' then
+        local cell = floor(at / CELL)
+        if cell > floor(now / CELL) - CELLS and redis.call('EXISTS', key) == 1 then
+          redis.call('HINCRBY', key, cell, tokens)
+        end
+      else
+        local p = period(kind, at)
+        local pkey = key .. ':' .. p
+        if redis.call('EXISTS', pkey) == 1 then redis.call('INCRBY', pkey, tokens) end
+      end
+    end
+  end
+  return {1}
+end
+
+local out = {}
+local refused, refused_retry = 0, -1
+for i = 1, n do
+  local cost = (op == 'admit') and cost_of(i) or 0
+  local used, reset, retry = read(KEYS[i], kind_of(i), limit_of(i), cost)
+  out[#out + 1] = used
+  out[#out + 1] = reset
+  if op == 'admit' and retry ~= nil and retry > refused_retry then
+    refused, refused_retry = i, retry
+  end
+end
+if op == 'peek' then
+  table.insert(out, 1, now)
+  table.insert(out, 1, 1)
+  return out
+end
+if refused > 0 then
+  table.insert(out, 1, refused_retry)
+  table.insert(out, 1, refused)
+  table.insert(out, 1, now)
+  table.insert(out, 1, 0)
+  return out
+end
+
+local lease = arg5
+for i = 1, n do
+  local key, kind = KEYS[i], kind_of(i)
+  local s, cost = shape(kind), cost_of(i)
+  if s == 'window' then
+    local cell = floor(now / CELL)
+    redis.call('HINCRBY', key, cell, cost)
+    redis.call('PEXPIRE', key, (CELLS + 1) * CELL)
+    if out[2 * i] == 0 then out[2 * i] = (cell + CELLS) * CELL - now end
+    out[2 * i - 1] = out[2 * i - 1] + cost
+  elseif s == 'slots' then
+    redis.call('ZADD', key, now + lease, request_id)
+    local ttl = redis.call('PTTL', key)
+    if ttl < lease then redis.call('PEXPIRE', key, lease) end
+    out[2 * i - 1] = out[2 * i - 1] + 1
+  else
+    local p, pend = period(kind, now)
+    local pkey = key .. ':' .. p
+    redis.call('INCRBY', pkey, cost)
+    redis.call('PEXPIREAT', pkey, pend + CELLS * CELL)
+    out[2 * i - 1] = out[2 * i - 1] + cost
+  end
+end
+table.insert(out, 1, now)
+table.insert(out, 1, 1)
+return out

@@ -1,0 +1,234 @@
+//! The in-process limiter backend: the embedded default, and the fail-open fallback of a replica
+//! whose Redis is unreachable. Same algorithm and answers as the Lua script in [`super::redis`]
+//! (the same test suite runs on both); state lives in one mutex-guarded map, pruned as it is read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::{
+    Admission, Ask, Backend, CELL_MS, Clock, Decision, Descriptor, Reading, Shape, Unavailable,
+    WINDOW_CELLS, period,
+};
+
+/// Every this many operations, entries with nothing left in them are dropped.
+const SWEEP_EVERY: u64 = 4096;
+
+enum Entry {
+    /// Window cells: cell index → count.
+    Window(BTreeMap<i64, i64>),
+    /// In-flight request ids → lease expiry (ms).
+    Slots(HashMap<String, i64>),
+    /// A quota counter for one period.
+    Counter { period: i64, value: i64 },
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    ops: u64,
+}
+
+pub struct MemoryBackend {
+    clock: Clock,
+    state: Mutex<State>,
+}
+
+fn storage_key(tenant: &str, d: &Descriptor) -> String {
+    format!("{tenant}/{}", d.name())
+}
+
+fn fresh(d: &Descriptor) -> Entry {
+    match d.kind.shape() {
+        Shape::Window => Entry::Window(BTreeMap::new()),
+        Shape::Slots => Entry::Slots(HashMap::new()),
+        Shape::Day | Shape::Month => Entry::Counter {
+            period: 0,
+            value: 0,
+        },
+    }
+}
+
+/// Drops what has aged out at `now` and returns the reading plus, when `cost` does not fit,
+/// how long until it would.
+fn read(entry: &mut Entry, d: &Descriptor, now: i64, cost: i64) -> (Reading, Option<i64>) {
+    match entry {
+        Entry::Window(cells) => {
+            let cell = now.div_euclid(CELL_MS);
+            cells.retain(|c, _| *c > cell - WINDOW_CELLS);
+            let used: i64 = cells.values().sum();
+            let leaves = |c: i64| (c + WINDOW_CELLS) * CELL_MS - now;
+            let reset_ms = cells.keys().next().map_or(0, |c| leaves(*c));
+            let retry = (used + cost > d.limit).then(|| {
+                let excess = used + cost - d.limit;
+                let mut freed = 0;
+                cells
+                    .iter()
+                    .find_map(|(c, v)| {
+                        freed += v;
+                        (freed >= excess).then(|| leaves(*c))
+                    })
+                    .unwrap_or(WINDOW_CELLS * CELL_MS)
+            });
+            (Reading { used, reset_ms }, retry)
+        }
+        Entry::Slots(slots) => {
+            slots.retain(|_, expiry| *expiry > now);
+            let used = slots.len() as i64;
+            let retry = (used + 1 > d.limit).then_some(CELL_MS);
+            (Reading { used, reset_ms: 0 }, retry)
+        }
+        Entry::Counter { period: p, value } => {
+            let (current, end) = period(d.kind.shape(), now);
+            if *p != current {
+                (*p, *value) = (current, 0);
+            }
+            let reading = Reading {
+                used: *value,
+                reset_ms: end - now,
+            };
+            (reading, (*value + cost > d.limit).then_some(end - now))
+        }
+    }
+}
+
+impl MemoryBackend {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            state: Mutex::default(),
+        }
+    }
+
+    fn sweep(state: &mut State, now: i64) {
+        state.ops += 1;
+        if !state.ops.is_multiple_of(SWEEP_EVERY) {
+            return;
+        }
+        let cell = now.div_euclid(CELL_MS);
+        state.entries.retain(|_, e| match e {
+            Entry::Window(cells) => cells.keys().any(|c| *c > cell - WINDOW_CELLS),
+            Entry::Slots(slots) => slots.values().any(|x| *x > now),
+            Entry::Counter { .. } => true,
+        });
+    }
+
+    pub fn admit_now(&self, ask: &Ask, lease_ms: i64) -> Decision {
+        let now = self.clock.now_ms();
+        let mut state = self.state.lock().expect("limiter state");
+        Self::sweep(&mut state, now);
+        let mut readings = Vec::with_capacity(ask.descriptors.len());
+        let mut refusal: Option<(usize, i64)> = None;
+        for (i, d) in ask.descriptors.iter().enumerate() {
+            let entry = state
+                .entries
+                .entry(storage_key(&ask.tenant, d))
+                .or_insert_with(|| fresh(d));
+            let (reading, retry) = read(entry, d, now, d.cost(ask.tokens));
+            readings.push(reading);
+            if let Some(retry) = retry
+                && refusal.is_none_or(|(_, r)| retry > r)
+            {
+                refusal = Some((i, retry));
+            }
+        }
+        if let Some((index, retry_after_ms)) = refusal {
+            return Decision::Refused {
+                at_ms: now,
+                index,
+                retry_after_ms,
+                readings,
+            };
+        }
+        for (d, reading) in ask.descriptors.iter().zip(readings.iter_mut()) {
+            let cost = d.cost(ask.tokens);
+            let entry = state
+                .entries
+                .get_mut(&storage_key(&ask.tenant, d))
+                .expect("read above");
+            match entry {
+                Entry::Window(cells) => {
+                    *cells.entry(now.div_euclid(CELL_MS)).or_insert(0) += cost;
+                    reading.reset_ms = read(entry, d, now, 0).0.reset_ms;
+                }
+                Entry::Slots(slots) => {
+                    slots.insert(ask.request_id.clone(), now + lease_ms);
+                }
+                Entry::Counter { value, .. } => *value += cost,
+            }
+            reading.used += if d.kind.shape() == Shape::Slots {
+                1
+            } else {
+                cost
+            };
+        }
+        Decision::Admitted {
+            at_ms: now,
+            readings,
+        }
+    }
+
+    pub fn settle_now(&self, admission: &Admission, actual_tokens: i64) {
+        let now = self.clock.now_ms();
+        let at = admission.at_ms;
+        let delta = actual_tokens - admission.ask.tokens;
+        let mut state = self.state.lock().expect("limiter state");
+        for d in &admission.ask.descriptors {
+            let Some(entry) = state
+                .entries
+                .get_mut(&storage_key(&admission.ask.tenant, d))
+            else {
+                continue;
+            };
+            match entry {
+                Entry::Slots(slots) => {
+                    slots.remove(&admission.ask.request_id);
+                }
+                Entry::Window(cells) if delta != 0 && d.kind.counts_tokens() => {
+                    let cell = at.div_euclid(CELL_MS);
+                    if cell > now.div_euclid(CELL_MS) - WINDOW_CELLS {
+                        *cells.entry(cell).or_insert(0) += delta;
+                    }
+                }
+                Entry::Counter { period: p, value }
+                    if delta != 0
+                        && d.kind.counts_tokens()
+                        && *p == period(d.kind.shape(), at).0 =>
+                {
+                    *value += delta;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn peek_now(&self, tenant: &str, descriptors: &[Descriptor]) -> Vec<Reading> {
+        let now = self.clock.now_ms();
+        let mut state = self.state.lock().expect("limiter state");
+        descriptors
+            .iter()
+            .map(|d| match state.entries.get_mut(&storage_key(tenant, d)) {
+                Some(entry) => read(entry, d, now, 0).0,
+                None => read(&mut fresh(d), d, now, 0).0,
+            })
+            .collect()
+    }
+}
+
+impl Backend for MemoryBackend {
+    async fn admit(&self, ask: &Ask, lease_ms: i64) -> Result<Decision, Unavailable> {
+        Ok(self.admit_now(ask, lease_ms))
+    }
+
+    async fn settle(&self, admission: &Admission, actual_tokens: i64) -> Result<(), Unavailable> {
+        self.settle_now(admission, actual_tokens);
+        Ok(())
+    }
+
+    async fn peek(
+        &self,
+        tenant: &str,
+        descriptors: &[Descriptor],
+    ) -> Result<Vec<Reading>, Unavailable> {
+        Ok(self.peek_now(tenant, descriptors))
+    }
+}

@@ -1,0 +1,86 @@
+//! The gateway's Prometheus metrics, served at `GET /metrics`:
+//!
+//! - `taogate_limiter_degraded` (gauge): 1 while the shared limiter (Redis) is unreachable;
+//! - `taogate_limiter_transitions_total{to}`: `degraded` / `recovered` transitions;
+//! - `taogate_limiter_decisions_total{backend,outcome}`: admissions by backend (`shared`, `local`,
+//!   `first_line`) and outcome (`admitted`, `refused`, `unavailable`);
+//! - `taogate_limiter_admission_seconds`: time for one admission decision (one Redis round trip).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct GatewayMetrics {
+    registry: Registry,
+    pub limiter_degraded: IntGauge,
+    pub limiter_transitions: IntCounterVec,
+    pub limiter_decisions: IntCounterVec,
+    pub admission_seconds: Histogram,
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let limiter_degraded = IntGauge::new(
+            "taogate_limiter_degraded",
+            "1 while the shared limiter backend is unreachable",
+        )
+        .expect("valid metric");
+        let limiter_transitions = IntCounterVec::new(
+            Opts::new(
+                "taogate_limiter_transitions_total",
+                "Shared limiter health transitions",
+            ),
+            &["to"],
+        )
+        .expect("valid metric");
+        let limiter_decisions = IntCounterVec::new(
+            Opts::new(
+                "taogate_limiter_decisions_total",
+                "Admission decisions by backend and outcome",
+            ),
+            &["backend", "outcome"],
+        )
+        .expect("valid metric");
+        let admission_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "taogate_limiter_admission_seconds",
+                "Time for one admission decision",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ]),
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(limiter_degraded.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(limiter_transitions.clone()),
+            Box::new(limiter_decisions.clone()),
+            Box::new(admission_seconds.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            registry,
+            limiter_degraded,
+            limiter_transitions,
+            limiter_decisions,
+            admission_seconds,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encodable metrics");
+        String::from_utf8(out).expect("utf-8 metrics")
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,191 @@
+//! Plans: a tenant's tiers. `key_limits` bind each key of an account on the plan (a key may only
+//! narrow them with its own `limits`), `account_limits` the account as a whole. An account without
+//! a plan is on the tenant's default plan, if it has one. Also resolves the limits in force for a key.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::DbConn;
+use crate::db::schema::{accounts, plans, tenants};
+use crate::domain::{AccountId, ActiveStatus, PlanId, TenantId};
+use crate::limits::{Descriptor, LimitSet, Scope};
+use crate::models::api_key::ApiKey;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = plans)]
+pub struct Plan {
+    pub id: PlanId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub key_limits: String,
+    pub account_limits: String,
+    pub is_default: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = plans)]
+pub struct PlanChanges {
+    pub name: Option<String>,
+    pub key_limits: Option<String>,
+    pub account_limits: Option<String>,
+    pub is_default: Option<bool>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+/// What the data plane needs about a key beyond the key itself: statuses and every limit in force.
+#[derive(Debug, Clone)]
+pub struct KeyContext {
+    pub account_status: ActiveStatus,
+    pub tenant_status: ActiveStatus,
+    /// The key's own limits narrowed by its plan's key limits.
+    pub key_limits: LimitSet,
+    pub account_limits: LimitSet,
+    pub tenant_limits: LimitSet,
+}
+
+impl KeyContext {
+    /// Every descriptor that applies to a request with this key: key, then account, then tenant.
+    pub fn descriptors(&self, key: &ApiKey) -> Vec<Descriptor> {
+        self.key_limits
+            .descriptors(Scope::Key, key.id.as_str())
+            .chain(
+                self.account_limits
+                    .descriptors(Scope::Account, key.account_id.as_str()),
+            )
+            .chain(
+                self.tenant_limits
+                    .descriptors(Scope::Tenant, key.tenant_id.as_str()),
+            )
+            .collect()
+    }
+}
+
+impl Plan {
+    pub fn new(tenant_id: TenantId, name: String, key: LimitSet, account: LimitSet) -> Self {
+        let now = crate::db::now();
+        Self {
+            id: PlanId::generate(),
+            tenant_id,
+            name,
+            key_limits: key.to_json(),
+            account_limits: account.to_json(),
+            is_default: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    pub fn key_limits(&self) -> LimitSet {
+        LimitSet::from_json(&self.key_limits)
+    }
+
+    pub fn account_limits(&self) -> LimitSet {
+        LimitSet::from_json(&self.account_limits)
+    }
+
+    pub fn insert(&self, conn: &mut DbConn) -> QueryResult<()> {
+        diesel::insert_into(plans::table)
+            .values(self)
+            .execute(conn)
+            .map(drop)
+    }
+
+    pub fn find_in_tenant(conn: &mut DbConn, tenant: &TenantId, id: &PlanId) -> QueryResult<Self> {
+        plans::table
+            .filter(plans::id.eq(id).and(plans::tenant_id.eq(tenant)))
+            .select(Self::as_select())
+            .first(conn)
+    }
+
+    pub fn list(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        after: &str,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        plans::table
+            .filter(plans::tenant_id.eq(tenant).and(plans::id.gt(after)))
+            .order(plans::id.asc())
+            .limit(limit + 1)
+            .select(Self::as_select())
+            .load(conn)
+    }
+
+    /// Makes `id` the tenant's only default plan.
+    pub fn make_default(conn: &mut DbConn, tenant: &TenantId, id: &PlanId) -> QueryResult<()> {
+        diesel::update(
+            plans::table.filter(plans::tenant_id.eq(tenant).and(plans::is_default.eq(true))),
+        )
+        .set(plans::is_default.eq(false))
+        .execute(conn)?;
+        diesel::update(plans::table.filter(plans::id.eq(id).and(plans::tenant_id.eq(tenant))))
+            .set(plans::is_default.eq(true))
+            .execute(conn)
+            .map(drop)
+    }
+
+    pub fn update(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        id: &PlanId,
+        mut changes: PlanChanges,
+    ) -> QueryResult<Self> {
+        changes.updated_at = Some(crate::db::now());
+        let n =
+            diesel::update(plans::table.filter(plans::id.eq(id).and(plans::tenant_id.eq(tenant))))
+                .set(&changes)
+                .execute(conn)?;
+        if n == 0 {
+            return Err(diesel::result::Error::NotFound);
+        }
+        Self::find_in_tenant(conn, tenant, id)
+    }
+
+    /// The plan an account is on: its own, else the tenant's default, else none.
+    pub fn for_account(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        account: &AccountId,
+    ) -> QueryResult<Option<Self>> {
+        let plan_id: Option<Option<PlanId>> = accounts::table
+            .filter(accounts::id.eq(account).and(accounts::tenant_id.eq(tenant)))
+            .select(accounts::plan_id)
+            .first(conn)
+            .optional()?;
+        let query = plans::table
+            .filter(plans::tenant_id.eq(tenant))
+            .select(Self::as_select());
+        match plan_id.flatten() {
+            Some(id) => query.filter(plans::id.eq(id)).first(conn).optional(),
+            None => query
+                .filter(plans::is_default.eq(true))
+                .first(conn)
+                .optional(),
+        }
+    }
+
+    /// Statuses and limits in force for `key`.
+    pub fn context_for(conn: &mut DbConn, key: &ApiKey) -> QueryResult<KeyContext> {
+        let account_status = accounts::table
+            .find(&key.account_id)
+            .select(accounts::status)
+            .first::<ActiveStatus>(conn)?;
+        let (tenant_status, tenant_limits) = tenants::table
+            .find(&key.tenant_id)
+            .select((tenants::status, tenants::limits))
+            .first::<(ActiveStatus, String)>(conn)?;
+        let plan = Self::for_account(conn, &key.tenant_id, &key.account_id)?;
+        let (plan_key, plan_account) = plan
+            .map(|p| (p.key_limits(), p.account_limits()))
+            .unwrap_or_default();
+        Ok(KeyContext {
+            account_status,
+            tenant_status,
+            key_limits: plan_key.narrowed_by(&key.limits()),
+            account_limits: plan_account,
+            tenant_limits: LimitSet::from_json(&tenant_limits),
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! The limiter suite, run on both backends — in process, and Redis (the Lua script, on the test
+//! Redis under a prefix of its own) — with an injected clock: window edges, token correction,
+//! all-or-nothing, concurrency leases, and quotas resetting exactly at UTC day and month boundaries.
+
+use std::time::Duration;
+
+use taogate::limits::memory::MemoryBackend;
+use taogate::limits::redis::RedisBackend;
+use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Reading, Scope};
+use taogate::redis_link::RedisLink;
+
+fn ms(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn d(scope: Scope, kind: Kind, limit: i64) -> Descriptor {
+    Descriptor {
+        scope,
+        id: "id-1".into(),
+        kind,
+        limit,
+    }
+}
+
+fn ask(descriptors: Vec<Descriptor>, tokens: i64, n: u32) -> Ask {
+    Ask {
+        tenant: "tenant-1".into(),
+        request_id: format!("req-{n}"),
+        descriptors,
+        tokens,
+    }
+}
+
+const LEASE: i64 = 10_000;
+
+async fn admitted<B: Backend>(b: &B, a: &Ask) -> Option<Admission> {
+    match b.admit(a, LEASE).await.unwrap() {
+        Decision::Admitted { at_ms, .. } => Some(Admission {
+            ask: a.clone(),
+            at_ms,
+        }),
+        Decision::Refused { .. } => None,
+    }
+}
+
+async fn refused_after<B: Backend>(b: &B, a: &Ask) -> (usize, i64) {
+    match b.admit(a, LEASE).await.unwrap() {
+        Decision::Refused {
+            index,
+            retry_after_ms,
+            ..
+        } => (index, retry_after_ms),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn rpm_window_edges<B: Backend>(b: &B, clock: &Clock) {
+    let t0 = ms("2026-11-25T10:00:00.500Z");
+    clock.set(t0);
+    let limits = vec![d(Scope::Key, Kind::Rpm, 3)];
+    for n in 0..3 {
+        clock.set(t0 + n * 10_000);
+        assert!(admitted(b, &ask(limits.clone(), 0, 0)).await.is_some());
+    }
+    clock.set(t0 + 30_000);
+    // The first request (cell 10:00:00) leaves the window at 10:01:01.000.
+    let (index, retry) = refused_after(b, &ask(limits.clone(), 0, 0)).await;
+    assert_eq!(
+        (index, retry),
+        (0, ms("2026-11-25T10:01:01Z") - (t0 + 30_000))
+    );
+    clock.set(ms("2026-11-25T10:01:00.999Z"));
+    assert!(
+        admitted(b, &ask(limits.clone(), 0, 0)).await.is_none(),
+        "still inside the window"
+    );
+    clock.set(ms("2026-11-25T10:01:01Z"));
+    assert!(
+        admitted(b, &ask(limits.clone(), 0, 0)).await.is_some(),
+        "exactly at the edge"
+    );
+    assert!(admitted(b, &ask(limits.clone(), 0, 0)).await.is_none());
+    let readings = b.peek("tenant-1", &limits).await.unwrap();
+    assert_eq!(readings[0].used, 3);
+}
+
+async fn tokens_are_corrected_at_settle<B: Backend>(b: &B, clock: &Clock) {
+    clock.set(ms("2026-11-25T11:00:00Z"));
+    let limits = vec![
+        d(Scope::Account, Kind::Tpm, 100),
+        d(Scope::Account, Kind::TokensPerDay, 1_000),
+    ];
+    let first = admitted(b, &ask(limits.clone(), 40, 1)).await.unwrap();
+    assert!(admitted(b, &ask(limits.clone(), 40, 2)).await.is_some());
+    let (index, _) = refused_after(b, &ask(limits.clone(), 40, 3)).await;
+    assert_eq!(index, 0, "tpm bites");
+    // The first request really used 10 tokens: 30 come back.
+    clock.set(ms("2026-11-25T11:00:05Z"));
+    b.settle(&first, 10).await.unwrap();
+    assert_eq!(b.peek("tenant-1", &limits).await.unwrap()[0].used, 50);
+    assert!(admitted(b, &ask(limits.clone(), 40, 3)).await.is_some());
+    // A request larger than the whole limit is refused outright.
+    assert!(admitted(b, &ask(limits.clone(), 101, 4)).await.is_none());
+    let readings = b.peek("tenant-1", &limits).await.unwrap();
+    assert_eq!(
+        readings.iter().map(|r| r.used).collect::<Vec<_>>(),
+        vec![90, 90]
+    );
+}
+
+async fn all_or_nothing<B: Backend>(b: &B, clock: &Clock) {
+    clock.set(ms("2026-11-25T12:00:00Z"));
+    let limits = vec![
+        d(Scope::Key, Kind::Rpm, 10),
+        d(Scope::Key, Kind::RequestsPerDay, 10),
+        d(Scope::Tenant, Kind::Rpm, 1),
+    ];
+    assert!(admitted(b, &ask(limits.clone(), 0, 0)).await.is_some());
+    let (index, _) = refused_after(b, &ask(limits.clone(), 0, 0)).await;
+    assert_eq!(index, 2, "the tenant's limit bit");
+    let used: Vec<i64> = b
+        .peek("tenant-1", &limits)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.used)
+        .collect();
+    assert_eq!(used, vec![1, 1, 1], "the refused request counted nowhere");
+}
+
+async fn concurrency_slots_and_leases<B: Backend>(b: &B, clock: &Clock) {
+    let t0 = ms("2026-11-25T13:00:00Z");
+    clock.set(t0);
+    let limits = vec![d(Scope::Key, Kind::Concurrency, 2)];
+    let a = admitted(b, &ask(limits.clone(), 0, 1)).await.unwrap();
+    let _leaked = admitted(b, &ask(limits.clone(), 0, 2)).await.unwrap();
+    assert!(admitted(b, &ask(limits.clone(), 0, 3)).await.is_none());
+    b.settle(&a, 0).await.unwrap();
+    assert!(admitted(b, &ask(limits.clone(), 0, 3)).await.is_some());
+    assert!(admitted(b, &ask(limits.clone(), 0, 4)).await.is_none());
+    // Request 2 never settles (its replica crashed): its slot frees itself when the lease ends.
+    clock.set(t0 + LEASE + 1);
+    assert_eq!(b.peek("tenant-1", &limits).await.unwrap()[0].used, 0);
+    assert!(admitted(b, &ask(limits.clone(), 0, 5)).await.is_some());
+}
+
+async fn day_quota_resets_at_utc_midnight<B: Backend>(b: &B, clock: &Clock) {
+    let limits = vec![d(Scope::Account, Kind::RequestsPerDay, 2)];
+    clock.set(ms("2026-11-25T23:59:58Z"));
+    assert!(admitted(b, &ask(limits.clone(), 0, 0)).await.is_some());
+    assert!(admitted(b, &ask(limits.clone(), 0, 0)).await.is_some());
+    clock.set(ms("2026-11-25T23:59:59.999Z"));
+    let (_, retry) = refused_after(b, &ask(limits.clone(), 0, 0)).await;
+    assert_eq!(retry, 1, "one millisecond before midnight");
+    let r = b.peek("tenant-1", &limits).await.unwrap()[0];
+    assert_eq!(
+        r,
+        Reading {
+            used: 2,
+            reset_ms: 1
+        }
+    );
+    clock.set(ms("2026-11-26T00:00:00Z"));
+    assert!(admitted(b, &ask(limits.clone(), 0, 0)).await.is_some());
+    assert_eq!(b.peek("tenant-1", &limits).await.unwrap()[0].used, 1);
+}
+
+async fn month_quota_resets_on_the_first<B: Backend>(b: &B, clock: &Clock) {
+    let limits = vec![d(Scope::Tenant, Kind::TokensPerMonth, 100)];
+    clock.set(ms("2028-02-29T23:59:59.999Z"));
+    let first = admitted(b, &ask(limits.clone(), 60, 1)).await.unwrap();
+    let (_, retry) = refused_after(b, &ask(limits.clone(), 60, 2)).await;
+    assert_eq!(retry, 1, "leap-year February ends at March 1st, 00:00 UTC");
+    clock.set(ms("2028-03-01T00:00:00Z"));
+    // A correction for last month's request does not touch this month's counter.
+    b.settle(&first, 90).await.unwrap();
+    assert!(admitted(b, &ask(limits.clone(), 60, 3)).await.is_some());
+    assert_eq!(b.peek("tenant-1", &limits).await.unwrap()[0].used, 60);
+    clock.set(ms("2028-12-31T23:00:00Z"));
+    let r = b.peek("tenant-1", &limits).await.unwrap()[0];
+    assert_eq!(r.reset_ms, 3_600_000, "December ends at the new year");
+}
+
+async fn suite<B: Backend>(make: impl Fn() -> B, clock: &Clock) {
+    rpm_window_edges(&make(), clock).await;
+    tokens_are_corrected_at_settle(&make(), clock).await;
+    all_or_nothing(&make(), clock).await;
+    concurrency_slots_and_leases(&make(), clock).await;
+    day_quota_resets_at_utc_midnight(&make(), clock).await;
+    month_quota_resets_on_the_first(&make(), clock).await;
+}
+
+#[tokio::test]
+async fn memory_backend() {
+    let clock = Clock::manual(0);
+    suite(|| MemoryBackend::new(clock.clone()), &clock).await;
+}
+
+#[tokio::test]
+async fn redis_backend() {
+    let url =
+        std::env::var("TAOGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let clock = Clock::manual(0);
+    let link = RedisLink::new(&url, Duration::from_secs(2)).unwrap();
+    // A fresh prefix per sub-test: each starts from empty state, as a fresh MemoryBackend does.
+    suite(
+        || {
+            let prefix = format!("tg-test-{}:", uuid::Uuid::new_v4().simple());
+            RedisBackend::new(link.clone(), &prefix, clock.clone())
+        },
+        &clock,
+    )
+    .await;
+}
