@@ -176,7 +176,16 @@ impl Guard {
                         .observe(started.elapsed().as_secs_f64());
                     return Ok(self.verdict(ask, decision, Counted::Shared, "shared"));
                 }
-                Err(e) => self.degrade(&e),
+                Err(e) => {
+                    // A call that timed out may still run when Redis wakes up: release whatever
+                    // slot it took once Redis answers again (windows age out by themselves).
+                    let release = Admission {
+                        ask: ask.clone(),
+                        at_ms: 0,
+                    };
+                    self.park(release, ask.tokens);
+                    self.degrade(&e);
+                }
             }
         }
         match self.config.on_redis_down {

@@ -57,6 +57,12 @@ impl RedisBackend {
         for d in descriptors {
             invocation.key(format!("{}{{t:{tenant}}}:{}", self.prefix, d.name()));
         }
+        if op == "settle" {
+            invocation.key(format!(
+                "{}{{t:{tenant}}}:settled:{request_id}",
+                self.prefix
+            ));
+        }
         invocation
             .arg(op)
             .arg(self.clock.fixed().unwrap_or(-1))

@@ -304,9 +304,9 @@ pub struct Session {
 pub struct TestApp {
     pub base: String,
     pub db: Db,
-    handle: actix_web::dev::ServerHandle,
+    handle: Option<actix_web::dev::ServerHandle>,
     thread: Option<std::thread::JoinHandle<()>>,
-    _test_db: TestDb,
+    _test_db: Option<TestDb>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -400,9 +400,22 @@ impl TestApp {
         Self {
             base: format!("http://{addr}"),
             db,
-            handle,
+            handle: Some(handle),
             thread: Some(thread),
-            _test_db: test_db,
+            _test_db: Some(test_db),
+            _dirs: vec![],
+        }
+    }
+
+    /// A view of a gateway running elsewhere (a `taogate serve` process) on database `db`, so the
+    /// same fixtures and request helpers work against it.
+    pub fn remote(base: &str, db: Db) -> Self {
+        Self {
+            base: base.to_owned(),
+            db,
+            handle: None,
+            thread: None,
+            _test_db: None,
             _dirs: vec![],
         }
     }
@@ -570,7 +583,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        actix_web::rt::System::new().block_on(self.handle.stop(false));
+        if let Some(handle) = self.handle.take() {
+            actix_web::rt::System::new().block_on(handle.stop(false));
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -18,3 +18,4 @@ mod ops;
 mod pool;
 mod procs;
 mod protocols;
+mod replicas;

@@ -1,0 +1,428 @@
+//! Three `taogate serve` processes on one PostgreSQL and one Redis, with a real worker process and
+//! an owner-gateway stand-in behind them: limits hold exactly across replicas (rpm, tpm,
+//! concurrency), revocations and limit changes reach every replica within a second, and a Redis
+//! outage follows `fail_open` / `fail_closed`, then recovers with no concurrency slot left taken.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use taogate::db::Db;
+
+use crate::helpers::{Backend, JWT_SECRET, PEPPER, Session, TestApp, TestDb, redis_url, short_id};
+use crate::procs::{self, Proc};
+
+const SECRET: &str = "replica-test-worker-secret-0123";
+const KEY: &str = "owner-key-for-replicas";
+
+struct Cluster {
+    views: Vec<TestApp>,
+    gateways: Vec<Proc>,
+    _upstreams: (Proc, Proc),
+    _dir: tempfile::TempDir,
+    _db: TestDb,
+}
+
+/// One gateway per entry of `modes` (`fail_open` / `fail_closed`), all on `redis`.
+fn cluster(redis: &str, modes: &[&str], owner_delay_ms: u64) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Backend::Postgres);
+    let prefix = format!("tg-test-{}:", short_id());
+    let owner = procs::owner_gateway(KEY, owner_delay_ms, "owner");
+    let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY, None);
+    let gateways: Vec<Proc> = modes
+        .iter()
+        .enumerate()
+        .map(|(i, mode)| {
+            let config = dir.path().join(format!("gateway{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    r#"listen = "127.0.0.1:0"
+database_url = "{db}"
+redis_url = "{redis}"
+redis_prefix = "{prefix}"
+[auth]
+jwt_secret = "{JWT_SECRET}"
+api_key_pepper = "{PEPPER}"
+[limits]
+on_redis_down = "{mode}"
+redis_timeout_ms = 200
+probe_interval_ms = 100
+[pool]
+workers = ["{worker}"]
+worker_secret = "{SECRET}"
+[[models]]
+id = "m"
+owned_by = "test"
+"#,
+                    db = db.url,
+                    worker = worker.url,
+                ),
+            )
+            .unwrap();
+            Proc::start(&["serve"], Some(&config))
+        })
+        .collect();
+    let views = gateways
+        .iter()
+        .map(|g| TestApp::remote(&g.url, Db::connect(&db.url, 2).unwrap()))
+        .collect();
+    Cluster {
+        views,
+        gateways,
+        _upstreams: (owner, worker),
+        _dir: dir,
+        _db: db,
+    }
+}
+
+impl Cluster {
+    /// A tenant owner and an account on the cluster (created through the first replica).
+    fn owner_and_account(&self) -> (Session, String) {
+        let app = &self.views[0];
+        let op = app.operator();
+        let (_, _, owner) = app.tenant(&op, false);
+        let account = app.account(&owner, "Customer");
+        (owner, account)
+    }
+
+    /// A key with `limits`: (id, secret).
+    fn key(&self, owner: &Session, account: &str, limits: Value) -> (String, String) {
+        let res = self.views[0]
+            .post("/api/v1/keys")
+            .bearer(&owner.token)
+            .json(json!({"name": "k", "account_id": account, "limits": limits}))
+            .expect(201, "")
+            .ok();
+        (
+            res["id"].as_str().unwrap().to_owned(),
+            res["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn limit(&self, owner: &Session, key_id: &str, name: &str) -> Value {
+        let res = self.views[0]
+            .get(&format!("/api/v1/keys/{key_id}/limits"))
+            .bearer(&owner.token)
+            .send()
+            .expect(200, "")
+            .ok();
+        res["limits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["scope"] == "key" && l["name"] == name)
+            .cloned()
+            .unwrap()
+    }
+}
+
+fn chat_body(content: &str) -> Value {
+    json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": content}]})
+}
+
+/// Fires `n` requests at once, spread round-robin over the replicas; returns the statuses.
+fn burst(gateways: &[Proc], key: &str, body: &Value, n: usize) -> Vec<u16> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let req = client
+                    .post(format!(
+                        "{}/v1/chat/completions",
+                        gateways[i % gateways.len()].url
+                    ))
+                    .bearer_auth(key)
+                    .json(body)
+                    .timeout(Duration::from_secs(60));
+                tokio::spawn(async move {
+                    match req.send().await {
+                        Ok(res) => {
+                            let status = res.status().as_u16();
+                            let _ = res.bytes().await;
+                            status
+                        }
+                        Err(_) => 0,
+                    }
+                })
+            })
+            .collect();
+        let mut statuses = Vec::with_capacity(n);
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        statuses
+    })
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[test]
+fn limits_hold_exactly_across_three_replicas() {
+    // Each answer takes ~2 s (5 events, 400 ms apart): every admission decision of a burst is
+    // made while the admitted requests are still in flight.
+    let c = cluster(&redis_url(), &["fail_open", "fail_open", "fail_open"], 400);
+    let (owner, account) = c.owner_and_account();
+
+    let (_, rpm_key) = c.key(&owner, &account, json!({"rpm": 100}));
+    let statuses = burst(&c.gateways, &rpm_key, &chat_body("hi"), 1000);
+    assert_eq!(
+        (count(&statuses, 200), count(&statuses, 429)),
+        (100, 900),
+        "rpm=100 over 3 replicas: {statuses:?}"
+    );
+
+    let prompt = "x".repeat(400);
+    let body = chat_body(&prompt);
+    let parsed: taogate::openai::ChatRequest = serde_json::from_value(body.clone()).unwrap();
+    let estimate = taogate::openai::estimate_tokens(&parsed.prompt_text());
+    let (tpm_id, tpm_key) = c.key(
+        &owner,
+        &account,
+        json!({"tpm": estimate * 10 + estimate / 2}),
+    );
+    let statuses = burst(&c.gateways, &tpm_key, &body, 1000);
+    assert_eq!(
+        (count(&statuses, 200), count(&statuses, 429)),
+        (10, 990),
+        "tpm = 10.5 requests' worth: {statuses:?}"
+    );
+    // Settled: the window holds what was really used (the stand-in reports prompt + 1 token).
+    assert_eq!(
+        c.limit(&owner, &tpm_id, "tpm")["used"],
+        10 * (estimate + 1),
+        "estimates corrected to actual usage at settle"
+    );
+
+    let (conc_id, conc_key) = c.key(&owner, &account, json!({"concurrency": 10}));
+    let statuses = burst(&c.gateways, &conc_key, &chat_body("hi"), 1000);
+    assert_eq!(
+        (count(&statuses, 200), count(&statuses, 429)),
+        (10, 990),
+        "concurrency=10: {statuses:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.limit(&owner, &conc_id, "concurrency")["used"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "slots were not released at settle"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `probe` every 10 ms until it holds; returns how long that took.
+fn time_until(limit: Duration, mut probe: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !probe() {
+        assert!(started.elapsed() < limit, "not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn revocations_and_limit_changes_reach_every_replica_within_a_second() {
+    let c = cluster(&redis_url(), &["fail_open", "fail_open", "fail_open"], 0);
+    let (owner, account) = c.owner_and_account();
+    let (key_id, key) = c.key(&owner, &account, json!({}));
+    for v in &c.views {
+        v.get("/v1/models").bearer(&key).send().expect(200, "");
+    }
+    c.views[0]
+        .delete(&format!("/api/v1/keys/{key_id}"))
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "");
+    for v in &c.views[1..] {
+        let took = time_until(Duration::from_secs(1), || {
+            v.get("/v1/models").bearer(&key).send().status == 401
+        });
+        eprintln!("revocation reached {} after {took:?}", v.base);
+    }
+    c.views[2]
+        .get("/v1/models")
+        .bearer(&key)
+        .send()
+        .expect(401, "api_key_revoked");
+
+    let (key_id, key) = c.key(&owner, &account, json!({}));
+    let first = c.views[2]
+        .post("/v1/chat/completions")
+        .bearer(&key)
+        .json(chat_body("hi"));
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.header("x-ratelimit-limit-requests"),
+        None,
+        "no limit yet"
+    );
+    c.views[0]
+        .patch(&format!("/api/v1/keys/{key_id}"))
+        .bearer(&owner.token)
+        .json(json!({"limits": {"rpm": 5}}))
+        .expect(200, "");
+    let took = time_until(Duration::from_secs(1), || {
+        let res = c.views[2]
+            .post("/v1/chat/completions")
+            .bearer(&key)
+            .json(chat_body("hi"));
+        res.header("x-ratelimit-limit-requests") == Some("5")
+    });
+    eprintln!("limit change reached the third replica after {took:?}");
+}
+
+/// A private redis-server on `port`, killed when dropped.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let url = format!("redis://127.0.0.1:{port}");
+        time_until(Duration::from_secs(5), || {
+            redis::Client::open(url.as_str())
+                .unwrap()
+                .get_connection()
+                .is_ok()
+        });
+        Self { child, port }
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill();
+    }
+}
+
+fn metric(app: &TestApp, line_start: &str) -> Option<String> {
+    let text = app.get("/metrics").send().text;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_recovered(apps: &[&TestApp]) {
+    for app in apps {
+        time_until(Duration::from_secs(5), || {
+            metric(app, "taogate_limiter_degraded").as_deref() == Some("0")
+        });
+    }
+}
+
+#[test]
+fn redis_outage_follows_fail_open_and_fail_closed_then_recovers() {
+    let mut redis = PrivateRedis::start(free_port());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    // Answers take ~0.5 s (5 events, 100 ms apart).
+    let c = cluster(&url, &["fail_open", "fail_closed"], 100);
+    let (open, closed) = (&c.views[0], &c.views[1]);
+    let (owner, account) = c.owner_and_account();
+    let (key_id, key) = c.key(&owner, &account, json!({"concurrency": 1}));
+    let chat = |app: &TestApp| {
+        app.post("/v1/chat/completions")
+            .bearer(&key)
+            .json(chat_body("hi"))
+    };
+    chat(open).expect(200, "");
+    chat(closed).expect(200, "");
+
+    // Redis hangs while a request holds the key's only slot: its release cannot be delivered.
+    std::thread::scope(|s| {
+        let in_flight = s.spawn(|| chat(open).status);
+        std::thread::sleep(Duration::from_millis(150));
+        redis.signal("-STOP");
+        assert_eq!(in_flight.join().unwrap(), 200);
+    });
+    let refused = chat(closed).expect(503, "limiter_unavailable");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // fail_open serves under its own limits, which still bite: one slot, locally.
+    std::thread::scope(|s| {
+        let a = s.spawn(|| chat(open).status);
+        std::thread::sleep(Duration::from_millis(150));
+        let b = chat(open);
+        assert_eq!(b.status, 429, "local concurrency limit: {}", b.text);
+        assert_eq!(a.join().unwrap(), 200);
+    });
+    for app in [open, closed] {
+        assert_eq!(
+            metric(app, "taogate_limiter_degraded").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            metric(app, r#"taogate_limiter_transitions_total{to="degraded"}"#).as_deref(),
+            Some("1")
+        );
+    }
+
+    // Redis answers again: both recover, the parked release is replayed, no slot stays taken.
+    redis.signal("-CONT");
+    wait_recovered(&[open, closed]);
+    assert_eq!(
+        metric(open, r#"taogate_limiter_transitions_total{to="recovered"}"#).as_deref(),
+        Some("1")
+    );
+    let slot = c.views[0]
+        .get(&format!("/api/v1/keys/{key_id}/limits"))
+        .bearer(&owner.token)
+        .send()
+        .ok();
+    assert_eq!(slot["limits"][0]["used"], 0, "{slot}");
+    chat(closed).expect(200, "");
+
+    // Redis dies and comes back empty (no persistence, script cache gone): same story.
+    redis.kill();
+    chat(closed).expect(503, "limiter_unavailable");
+    chat(open).expect(200, "");
+    let port = redis.port;
+    drop(redis);
+    let _redis = PrivateRedis::start(port);
+    wait_recovered(&[open, closed]);
+    chat(closed).expect(200, "");
+    chat(open).expect(200, "");
+}
