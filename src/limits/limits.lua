@@ -3,8 +3,8 @@
 --
 -- KEYS[i]   descriptor base key; all share the tenant's hash tag, so they live in one Cluster slot
 --           (quota period keys are derived as KEYS[i] .. ':' .. period, in the same slot).
---           settle only: the last key marks the request settled, so a settle applies once even
---           when a timed-out call is both executed late by Redis and replayed by the gateway.
+--           settle only: the last key marks the request's token correction as applied, so it
+--           applies once even when a timed-out call is both run late by Redis and replayed.
 -- ARGV[1]   op: 'admit' | 'settle' | 'peek'
 -- ARGV[2]   now in ms, or -1 for Redis server time (TIME)
 -- ARGV[3]   request id (concurrency member)
@@ -13,7 +13,7 @@
 -- ARGV[4+2i], ARGV[5+2i]   descriptor i: kind tag (rpm tpm conc rpd tpd rpmo tpmo), limit
 --
 -- Returns admit/peek: {1, now, used_1, reset_1, …}; refused: {0, now, index, retry_ms, used_1, reset_1, …};
--- settle: {1}, or {0} when that request was already settled.
+-- settle: {1}.
 
 local CELL, CELLS, DAY = 1000, 61, 86400000
 local op = ARGV[1]
@@ -112,7 +112,11 @@ end
 local n = #KEYS
 if op == 'settle' then
   n = n - 1
-  if not redis.call('SET', KEYS[n + 1], 1, 'NX', 'PX', 3600000) then return {0} end
+  -- slot releases are idempotent; a token correction is applied once (marker kept 60 s, long
+  -- enough for a call that timed out to be replayed after Redis answers again).
+  if tokens ~= 0 and not redis.call('SET', KEYS[n + 1], 1, 'NX', 'PX', 60000) then
+    tokens = 0
+  end
 end
 local function kind_of(i) return ARGV[4 + 2 * i] end
 local function limit_of(i) return tonumber(ARGV[5 + 2 * i]) end

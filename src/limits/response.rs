@@ -168,6 +168,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn headers_report_the_tightest_limit_of_each_kind() {
+        let d = |scope, kind, limit| Descriptor {
+            scope,
+            id: "x".into(),
+            kind,
+            limit,
+        };
+        let descriptors = [
+            d(super::super::Scope::Key, Kind::Rpm, 100),
+            d(super::super::Scope::Account, Kind::Rpm, 10),
+            d(super::super::Scope::Key, Kind::Concurrency, 1),
+            d(super::super::Scope::Key, Kind::Tpm, 1000),
+        ];
+        let r = |used, reset_ms| Reading { used, reset_ms };
+        let info = RateInfo::new(
+            &descriptors,
+            &[r(5, 1000), r(9, 30_000), r(1, 0), r(400, 2000)],
+        );
+        assert_eq!(
+            info.requests,
+            Some(Headroom {
+                limit: 10,
+                remaining: 1,
+                reset_ms: 30_000
+            }),
+            "account rpm has less room than key rpm; concurrency is not a request rate"
+        );
+        assert_eq!(info.tokens.map(|t| t.remaining), Some(600));
+        let headers = info.headers();
+        assert!(headers.contains(&("x-ratelimit-reset-requests", "30s".into())));
+        assert_eq!(headers.len(), 6);
+    }
+
+    #[test]
     fn reset_durations_read_like_openai() {
         assert_eq!(duration(250), "250ms");
         assert_eq!(duration(1000), "1s");

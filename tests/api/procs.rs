@@ -54,6 +54,21 @@ impl Proc {
         Self::announced(cmd)
     }
 
+    /// Starts a program that announces nothing (e.g. `redis-server`); `url` stays empty.
+    pub fn start_quiet(program: &str, args: &[&str]) -> Self {
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        Self {
+            child,
+            url: String::new(),
+            hotkey: None,
+        }
+    }
+
     pub fn pid(&self) -> String {
         self.child.id().to_string()
     }

@@ -3,7 +3,6 @@
 //! concurrency), revocations and limit changes reach every replica within a second, and a Redis
 //! outage follows `fail_open` / `fail_closed`, then recovers with no concurrency slot left taken.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -253,6 +252,35 @@ fn revocations_and_limit_changes_reach_every_replica_within_a_second() {
         .send()
         .expect(401, "api_key_revoked");
 
+    // The replicas really serve keys from their caches (no database read per request): a change
+    // written behind the API's back is not seen until an invalidation names the key.
+    let (key_id, key) = c.key(&owner, &account, json!({}));
+    for v in &c.views {
+        v.get("/v1/models").bearer(&key).send().expect(200, "");
+    }
+    {
+        use diesel::RunQueryDsl;
+        let mut conn = c.views[0].db.get().unwrap();
+        diesel::sql_query(format!(
+            "UPDATE api_keys SET status = 'revoked' WHERE id = '{key_id}'"
+        ))
+        .execute(&mut *conn)
+        .unwrap();
+    }
+    for v in &c.views {
+        v.get("/v1/models").bearer(&key).send().expect(200, "");
+    }
+    c.views[0]
+        .patch(&format!("/api/v1/keys/{key_id}"))
+        .bearer(&owner.token)
+        .json(json!({"name": "renamed"}))
+        .expect(200, "");
+    for v in &c.views {
+        time_until(Duration::from_secs(1), || {
+            v.get("/v1/models").bearer(&key).send().status == 401
+        });
+    }
+
     let (key_id, key) = c.key(&owner, &account, json!({}));
     let first = c.views[2]
         .post("/v1/chat/completions")
@@ -279,16 +307,17 @@ fn revocations_and_limit_changes_reach_every_replica_within_a_second() {
     eprintln!("limit change reached the third replica after {took:?}");
 }
 
-/// A private redis-server on `port`, killed when dropped.
+/// A private redis-server on `port` (no persistence), killed when dropped.
 struct PrivateRedis {
-    child: Child,
+    proc: Proc,
     port: u16,
 }
 
 impl PrivateRedis {
     fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
+        let proc = Proc::start_quiet(
+            "redis-server",
+            &[
                 "--port",
                 &port.to_string(),
                 "--bind",
@@ -297,11 +326,8 @@ impl PrivateRedis {
                 "",
                 "--appendonly",
                 "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
+            ],
+        );
         let url = format!("redis://127.0.0.1:{port}");
         time_until(Duration::from_secs(5), || {
             redis::Client::open(url.as_str())
@@ -309,26 +335,7 @@ impl PrivateRedis {
                 .get_connection()
                 .is_ok()
         });
-        Self { child, port }
-    }
-
-    fn signal(&self, sig: &str) {
-        Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        self.kill();
+        Self { proc, port }
     }
 }
 
@@ -376,7 +383,7 @@ fn redis_outage_follows_fail_open_and_fail_closed_then_recovers() {
     std::thread::scope(|s| {
         let in_flight = s.spawn(|| chat(open).status);
         std::thread::sleep(Duration::from_millis(150));
-        redis.signal("-STOP");
+        redis.proc.signal("-STOP");
         assert_eq!(in_flight.join().unwrap(), 200);
     });
     let refused = chat(closed).expect(503, "limiter_unavailable");
@@ -401,7 +408,7 @@ fn redis_outage_follows_fail_open_and_fail_closed_then_recovers() {
     }
 
     // Redis answers again: both recover, the parked release is replayed, no slot stays taken.
-    redis.signal("-CONT");
+    redis.proc.signal("-CONT");
     wait_recovered(&[open, closed]);
     assert_eq!(
         metric(open, r#"taogate_limiter_transitions_total{to="recovered"}"#).as_deref(),
@@ -416,7 +423,7 @@ fn redis_outage_follows_fail_open_and_fail_closed_then_recovers() {
     chat(closed).expect(200, "");
 
     // Redis dies and comes back empty (no persistence, script cache gone): same story.
-    redis.kill();
+    redis.proc.kill();
     chat(closed).expect(503, "limiter_unavailable");
     chat(open).expect(200, "");
     let port = redis.port;

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The whole metered path on PostgreSQL + Redis, side by side in one run (wrk, keep-alive, c=50):
+#   direct            — the OpenAI-compatible stub (`taogate dev`'s owner-gateway stand-in)
+#   taogate unlimited — gateway + pool + worker to the same stub; the key has no limits (no Redis call)
+#   taogate limited   — same key with 4 limits (key rpm + tpm, tenant rpm + concurrency): one
+#                       EVALSHA to admit, one to settle
+# Also prints Redis round trips (EVALSHA calls) per request from Redis' own `INFO commandstats`.
+# Needs: wrk (apt), psql, a local PostgreSQL and Redis. Usage: bench/limits.sh [seconds, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+command -v wrk >/dev/null || { echo "install wrk: apt-get install -y wrk"; exit 1; }
+cargo build --release --quiet --bin taogate
+pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
+redis=${BENCH_REDIS:-redis://127.0.0.1:6379}
+db="taogate_bench_$RANDOM"
+prefix="tg-bench-$RANDOM:"
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  sleep 0.5
+  psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+psql -q "$pg/postgres" -c "CREATE DATABASE $db" >/dev/null
+[ -n "${BENCH_PG_ASYNC_COMMIT:-}" ] && psql -q "$pg/postgres" -c "ALTER DATABASE $db SET synchronous_commit = off" >/dev/null
+port=$((20000 + RANDOM % 20000))
+DATABASE_URL="$pg/$db" REDIS_URL="$redis" TAOGATE_REDIS_PREFIX="$prefix" RUST_LOG=warn \
+  target/release/taogate dev --listen "127.0.0.1:$port" --data-dir "$dir/data" --token-delay-ms 0 >"$dir/dev.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+[ -f "$dir/data/demo.json" ] || { echo "taogate dev did not start:"; cat "$dir/dev.log"; exit 1; }
+sleep 3 # the in-process worker joins through Redis at the next registry sync
+json() { python3 -c "import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+key=$(json "$dir/data/demo.json" api_key)
+owner=$(json "$dir/data/devnet/subnet.json" owner_url)
+owner_key=$(json "$dir/data/devnet/subnet.json" owner_api_key)
+evalsha() { redis-cli -u "$redis" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'; }
+
+run() { # name url key -> "rps p50 p99 errors requests"
+  local out
+  out=$(KEY="$3" MODEL=taogate-owner STREAM=false wrk -t2 -c50 -d"${secs}s" -s bench/chat.lua "$2" | tail -n 1)
+  python3 -c "import json,sys;d=json.loads(sys.argv[1]);print(d['rps'],d['p50_us'],d['p99_us'],d['errors']+d['non2xx'],d['requests'])" "$out"
+}
+row() { # name rps p50 p99 errors base50 base99
+  printf '| %s | 50 | %.0f | %.3f | %.3f | %s | %.3f | %.3f |\n' "$1" "$2" "$(echo "$3/1000" | bc -l)" \
+    "$(echo "$4/1000" | bc -l)" "$5" "$(echo "($3-$6)/1000" | bc -l)" "$(echo "($4-$7)/1000" | bc -l)"
+}
+echo "| target | c | rps | p50 ms | p99 ms | errors | added p50 ms | added p99 ms |"
+echo "|---|---|---|---|---|---|---|---|"
+read -r rps b50 b99 errs _ < <(run direct "$owner/v1/chat/completions" "$owner_key")
+row direct "$rps" "$b50" "$b99" "$errs" "$b50" "$b99"
+read -r rps p50 p99 errs _ < <(run unlimited "http://127.0.0.1:$port/v1/chat/completions" "$key")
+row "taogate unlimited" "$rps" "$p50" "$p99" "$errs" "$b50" "$b99"
+# Limits through the database, then the same invalidation the API publishes.
+tenant=$(psql -qtA "$pg/$db" -c "SELECT tenant_id FROM api_keys LIMIT 1")
+psql -q "$pg/$db" -c "UPDATE api_keys SET limits = '{\"rpm\": 1000000000, \"tpm\": 1000000000000}'" >/dev/null
+psql -q "$pg/$db" -c "UPDATE tenants SET limits = '{\"rpm\": 1000000000, \"concurrency\": 100000}'" >/dev/null
+redis-cli -u "$redis" PUBLISH "${prefix}invalidate" "tenant:$tenant" >/dev/null
+curl -s -o /dev/null -D "$dir/h" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+  -d '{"model":"taogate-owner","messages":[{"role":"user","content":"hi"}]}' "http://127.0.0.1:$port/v1/chat/completions"
+grep -qi '^x-ratelimit-limit-requests: 1000000000' "$dir/h" || { echo "limits not in force"; cat "$dir/h"; exit 1; }
+before=$(evalsha)
+read -r rps p50 p99 errs requests < <(run limited "http://127.0.0.1:$port/v1/chat/completions" "$key")
+sleep 1 # settles run just after the responses
+after=$(evalsha)
+row "taogate limited" "$rps" "$p50" "$p99" "$errs" "$b50" "$b99"
+echo
+echo "Redis round trips: $((after - before)) EVALSHA for $requests requests = $(printf '%.3f' "$(echo "($after-$before)/$requests" | bc -l)") per request (1 admission + 1 settle)"
