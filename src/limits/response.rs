@@ -13,15 +13,16 @@ use super::{Descriptor, Kind, Reading};
 use crate::error::{ApiError, LimitRefusal};
 
 /// Headroom of the tightest limit of one family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Headroom {
     pub limit: i64,
     pub remaining: i64,
     pub reset_ms: i64,
 }
 
-/// What the `x-ratelimit-*` headers of a response say.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What the `x-ratelimit-*` headers of a response say (and a WebSocket `done` message's
+/// `ratelimit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RateInfo {
     pub requests: Option<Headroom>,
     pub tokens: Option<Headroom>,

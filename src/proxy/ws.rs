@@ -105,6 +105,7 @@ async fn answer(
         Ok(a) => a,
         Err(e) => return send_error(session, request_id, &e).await,
     };
+    let ratelimit = admitted.permit.as_ref().map(|p| p.info);
     let answer = match state.pool.send(&req.for_upstream(), request_id).await {
         Ok(a) => a,
         Err(e) => {
@@ -118,7 +119,7 @@ async fn answer(
     let mut stream = Metered::new(answer, false, deadline, state.meter.clone(), admitted);
     while let Some(payload) = stream.next().await {
         if payload == DONE {
-            let done = json!({"type": "done", "request_id": request_id, "usage": stream.usage()});
+            let done = json!({"type": "done", "request_id": request_id, "usage": stream.usage(), "ratelimit": ratelimit});
             return session.text(done.to_string()).await;
         }
         if payload.starts_with("{\"error\"") {

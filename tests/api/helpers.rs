@@ -58,11 +58,36 @@ fn pg_url(db: &str) -> String {
     format!("{base}/{db}")
 }
 
-const TEMPLATE: &str = "taogate_test_template";
+/// The migrated template database, named after the migrations it holds (a checkout with other
+/// migrations — another branch, a CI run beside a working copy — gets its own template).
+fn template_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        // FNV-1a over every migration's name and SQL.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for path in entries {
+            let mut bytes = path.file_name().unwrap().as_encoded_bytes().to_vec();
+            for file in ["up.sql", "down.sql"] {
+                bytes.extend(std::fs::read(path.join(file)).unwrap_or_default());
+            }
+            for b in bytes {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("taogate_test_template_{hash:016x}")
+    })
+}
 
 /// Migrates the template database once per process, under an advisory lock across processes.
 fn pg_template() -> &'static str {
     static READY: OnceLock<()> = OnceLock::new();
+    let template = template_name();
     READY.get_or_init(|| {
         let mut admin = PgConnection::establish(&pg_admin_url())
             .expect("PostgreSQL reachable (TAOGATE_TEST_PG)");
@@ -70,24 +95,24 @@ fn pg_template() -> &'static str {
             .execute(&mut admin)
             .unwrap();
         let exists: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
-            "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{TEMPLATE}')"
+            "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{template}')"
         )))
         .get_result(&mut admin)
         .unwrap();
         if !exists {
-            diesel::sql_query(format!("CREATE DATABASE {TEMPLATE}"))
+            diesel::sql_query(format!("CREATE DATABASE {template}"))
                 .execute(&mut admin)
                 .unwrap();
         }
         {
-            let db = Db::connect(&pg_url(TEMPLATE), 2).unwrap();
+            let db = Db::connect(&pg_url(template), 2).unwrap();
             migrations::run_pending(&db).unwrap();
         }
         // The pool may still be closing (or finishing) a connection to the template; CREATE
         // DATABASE … TEMPLATE refuses while anyone is connected, so wait until nobody is.
         for _ in 0..250 {
             let busy: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
-                "EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{TEMPLATE}')"
+                "EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{template}')"
             )))
             .get_result(&mut admin)
             .unwrap();
@@ -100,7 +125,7 @@ fn pg_template() -> &'static str {
             .execute(&mut admin)
             .unwrap();
     });
-    TEMPLATE
+    template
 }
 
 /// A fresh, migrated database; dropped with the guard.

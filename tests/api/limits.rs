@@ -164,6 +164,36 @@ fn rate_limits_answer_with_headers_and_429s(b: Backend) {
     app.wait_for_rows("usage_records", 2);
 }
 
+fn tenant_caps_bind_all_its_accounts_together(b: Backend) {
+    let app = TestApp::spawn_with_subnet(b, 0);
+    let op = app.operator();
+    let (tenant, _, owner) = app.tenant(&op, false);
+    // Only the operator sets a tenant's caps.
+    app.patch(&format!("/api/v1/tenants/{tenant}"))
+        .bearer(&owner.token)
+        .json(json!({"limits": {"rpm": 2}}))
+        .expect(403, "permission_denied");
+    let res = app
+        .patch(&format!("/api/v1/tenants/{tenant}"))
+        .bearer(&op.token)
+        .json(json!({"limits": {"rpm": 2}}))
+        .expect(200, "")
+        .ok();
+    assert_eq!(res["limits"], json!({"rpm": 2}));
+    let (_, first) = app.key(&owner, Some(&app.account(&owner, "A")));
+    let (_, second) = app.key(&owner, Some(&app.account(&owner, "B")));
+    chat(&app, &first).expect(200, "");
+    chat(&app, &second).expect(200, "");
+    let refused = chat(&app, &first).expect(429, "rate_limit_exceeded");
+    assert_eq!(refused.body["error"]["limit"], "tenant rpm");
+    // Suspending the tenant stops its keys at once.
+    app.patch(&format!("/api/v1/tenants/{tenant}"))
+        .bearer(&op.token)
+        .json(json!({"status": "suspended"}))
+        .expect(200, "");
+    chat(&app, &second).expect(403, "account_suspended");
+}
+
 fn quotas_refuse_until_the_period_ends(b: Backend) {
     let app = TestApp::spawn_with_subnet(b, 0);
     let (owner, account, _, _) = app.api_key();
@@ -214,6 +244,49 @@ fn concurrency_slots_are_released_at_settle(b: Backend) {
     chat(&app, &key).expect(200, "");
 }
 
+fn websocket_messages_carry_limits_and_refusals(b: Backend) {
+    use tungstenite::Message;
+    use tungstenite::client::IntoClientRequest;
+    let app = TestApp::spawn_with_subnet(b, 0);
+    let (owner, account, _, _) = app.api_key();
+    plan(
+        &app,
+        &owner,
+        json!({"name": "ws", "account_limits": {"rpm": 1}, "is_default": true}),
+    );
+    let (_, key) = app.key(&owner, Some(&account));
+    let mut req = format!("{}/v1/chat/ws", app.base.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let (mut ws, _) = tungstenite::connect(req).unwrap();
+    let body = json!({"model": "taogate-demo", "messages": [{"role": "user", "content": "hi"}]});
+    ws.send(Message::text(body.to_string())).unwrap();
+    let done = read_final(&mut ws);
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(done["ratelimit"]["requests"]["remaining"], 0, "{done}");
+    ws.send(Message::text(body.to_string())).unwrap();
+    let refused = read_final(&mut ws);
+    assert_eq!(
+        (refused["type"].as_str(), refused["status"].as_u64()),
+        (Some("error"), Some(429))
+    );
+    assert_eq!(refused["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(refused["error"]["limit"], "account rpm");
+}
+
+fn read_final<S: std::io::Read + std::io::Write>(ws: &mut tungstenite::WebSocket<S>) -> Value {
+    loop {
+        if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+            let msg: Value = serde_json::from_str(&t).unwrap();
+            if msg["type"] != "chunk" {
+                return msg;
+            }
+        }
+    }
+}
+
 fn first_line_brake_and_metrics(b: Backend) {
     let app = TestApp::spawn_with_subnet(b, 0);
     let (owner, account, _, _) = app.api_key();
@@ -239,7 +312,9 @@ fn first_line_brake_and_metrics(b: Backend) {
 both_backends!(
     plans_narrowing_and_the_limits_view,
     rate_limits_answer_with_headers_and_429s,
+    tenant_caps_bind_all_its_accounts_together,
     quotas_refuse_until_the_period_ends,
     concurrency_slots_are_released_at_settle,
+    websocket_messages_carry_limits_and_refusals,
     first_line_brake_and_metrics,
 );
