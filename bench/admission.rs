@@ -33,6 +33,43 @@ fn ask(tenant: &str, n: usize) -> Ask {
     }
 }
 
+/// The floor: a bare `PING` round trip on the same kind of connection, same concurrency.
+async fn ping(link: RedisLink, n: usize, c: usize) {
+    let link = Arc::new(link);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..c)
+        .map(|w| {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(n / c + 1);
+                for _ in (w..n).step_by(c) {
+                    let t = Instant::now();
+                    link.run(|mut conn| async move {
+                        redis::cmd("PING").query_async::<String>(&mut conn).await
+                    })
+                    .await
+                    .expect("PING");
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    println!(
+        "| redis PING (floor) | {c} | {:.0} | {:.3} | {:.3} | {:.3} |",
+        n as f64 / elapsed.as_secs_f64(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.9),
+        percentile(&all, 0.99)
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -123,6 +160,7 @@ async fn main() {
     )
     .await;
     let link = RedisLink::new(&url, Duration::from_secs(2)).unwrap();
+    ping(link.clone(), n, c).await;
     let redis = RedisBackend::new(link, "tg-bench:", Clock::System);
     redis.load().await.unwrap();
     let before = commands_served(&url);
