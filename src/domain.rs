@@ -140,6 +140,30 @@ text_enum!(
 );
 
 text_enum!(
+    /// Whose ledger account it is.
+    LedgerOwner { Account = "account", Tenant = "tenant", Operator = "operator" }
+);
+
+text_enum!(
+    /// What a ledger account holds. A customer's balance is credit-positive; the tenant's revenue
+    /// and payable and the operator's revenue are their counterparts; clearing and adjustments are
+    /// where money enters (payments, manual corrections).
+    LedgerPurpose {
+        CustomerBalance = "customer_balance",
+        TenantRevenue = "tenant_revenue",
+        TenantPayable = "tenant_payable",
+        OperatorRevenue = "operator_revenue",
+        PaymentClearing = "payment_clearing",
+        Adjustments = "adjustments",
+    }
+);
+
+text_enum!(
+    /// Why money moved.
+    TransactionKind { Usage = "usage", Topup = "topup", Adjustment = "adjustment" }
+);
+
+text_enum!(
     /// How an account pays: from a balance, or on credit up to a limit.
     BillingMode { Prepaid = "prepaid", Postpaid = "postpaid" }
 );

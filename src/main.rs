@@ -53,6 +53,12 @@ enum Command {
         #[arg(long)]
         revert_all: bool,
     },
+    /// Recomputes ledger balances from the entries and checks every invariant; non-zero exit on drift.
+    Reconcile {
+        /// Rewrite drifted cached balances from the entries.
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// Bootstrap operations.
     Admin {
         #[command(subcommand)]
@@ -172,6 +178,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                 }
             }
+        }
+        Command::Reconcile { rebuild } => {
+            let config = Config::load(config_path, Figment::new())?;
+            if !taogate::commands::reconcile::run(config, rebuild).await? {
+                anyhow::bail!("reconcile found drift");
+            }
+            Ok(())
         }
         Command::Openapi => {
             println!("{}", taogate::app::openapi_document().to_pretty_json()?);

@@ -145,3 +145,53 @@ diesel::table! {
         wholesale_cost_nano -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    ledger_accounts (id) {
+        id -> Text,
+        tenant_id -> Nullable<Text>,
+        owner_kind -> Text,
+        owner_id -> Text,
+        purpose -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    ledger_transactions (id) {
+        id -> Text,
+        tenant_id -> Nullable<Text>,
+        idempotency_key -> Text,
+        kind -> Text,
+        reference -> Nullable<Text>,
+        memo -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    ledger_entries (id) {
+        id -> Text,
+        transaction_id -> Text,
+        account_id -> Text,
+        amount_nano -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    ledger_balances (account_id) {
+        account_id -> Text,
+        balance_nano -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
+diesel::joinable!(ledger_entries -> ledger_accounts (account_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    ledger_accounts,
+    ledger_transactions,
+    ledger_entries,
+    ledger_balances
+);

@@ -5,6 +5,7 @@ pub mod account;
 pub mod api_key;
 pub mod audit;
 pub mod idempotency;
+pub mod ledger;
 pub mod plan;
 pub mod refresh_token;
 pub mod tenant;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod health;
 pub mod key_limits;
 pub mod keys;
+pub mod ledger;
 pub mod models;
 pub mod plans;
 pub mod tenants;
@@ -97,6 +98,9 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(plans::create_plan)
             .service(plans::get_plan)
             .service(plans::update_plan)
+            .service(ledger::get_balance)
+            .service(ledger::list_ledger)
+            .service(ledger::create_adjustment)
             .service(audit::list_audit_log),
     );
 }

@@ -432,6 +432,15 @@ impl TestApp {
         }
     }
 
+    /// The URL of this app's own database.
+    pub fn db_url(&self) -> String {
+        self._test_db
+            .as_ref()
+            .expect("an app with its own database")
+            .url
+            .clone()
+    }
+
     /// A view of a gateway running elsewhere (a `taogate serve` process) on database `db`, so the
     /// same fixtures and request helpers work against it.
     pub fn remote(base: &str, db: Db) -> Self {

@@ -15,6 +15,7 @@ struct Tenant {
     key_id: String,
     key_secret: String,
     dev_user: String,
+    plan: String,
     roles: Vec<(&'static str, Session)>,
 }
 
@@ -25,7 +26,17 @@ fn tenant(app: &TestApp, op: &Session) -> Tenant {
     let finance = app.user(&owner, &slug, "finance", None);
     let dev = app.user(&owner, &slug, "developer", Some(&account));
     let (key_id, key_secret) = app.key(&dev, None);
+    let plan = app
+        .post("/api/v1/plans")
+        .bearer(&owner.token)
+        .json(json!({"name": "pro", "key_limits": {"rpm": 1000}}))
+        .expect(201, "")
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     Tenant {
+        plan,
         id,
         account,
         key_id,
@@ -75,6 +86,49 @@ fn probes(b: &Tenant) -> Vec<(&'static str, String, String, Option<Value>)> {
             Some(json!({"status": "disabled"})),
         ),
         ("GET", "/api/v1/keys/__ID__".into(), b.key_id.clone(), None),
+        (
+            "PATCH",
+            "/api/v1/keys/__ID__".into(),
+            b.key_id.clone(),
+            Some(json!({"name": "pwned", "limits": {"rpm": 1}})),
+        ),
+        (
+            "GET",
+            "/api/v1/keys/__ID__/limits".into(),
+            b.key_id.clone(),
+            None,
+        ),
+        ("GET", "/api/v1/plans/__ID__".into(), b.plan.clone(), None),
+        (
+            "PATCH",
+            "/api/v1/plans/__ID__".into(),
+            b.plan.clone(),
+            Some(json!({"name": "pwned"})),
+        ),
+        (
+            "POST",
+            "/api/v1/accounts".into(),
+            b.plan.clone(),
+            Some(json!({"name": "x", "plan_id": "__ID__"})),
+        ),
+        (
+            "GET",
+            "/api/v1/balance?account_id=__ID__".into(),
+            b.account.clone(),
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/ledger?account_id=__ID__".into(),
+            b.account.clone(),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/accounts/__ID__/adjustments".into(),
+            b.account.clone(),
+            Some(json!({"amount_nano": 1000, "reason": "steal"})),
+        ),
         (
             "POST",
             "/api/v1/keys/__ID__/rotate".into(),
@@ -160,6 +214,7 @@ fn no_role_of_one_tenant_reaches_another(b: Backend) {
             "/api/v1/accounts",
             "/api/v1/users",
             "/api/v1/keys",
+            "/api/v1/plans",
             "/api/v1/audit-log",
         ] {
             let res = app.get(list).bearer(&who.token).send();
@@ -168,7 +223,7 @@ fn no_role_of_one_tenant_reaches_another(b: Backend) {
                 continue;
             }
             let ids = ids_in(&res.body);
-            for foreign in [&tb.account, &tb.dev_user, &tb.key_id] {
+            for foreign in [&tb.account, &tb.dev_user, &tb.key_id, &tb.plan] {
                 assert!(
                     !ids.contains(foreign),
                     "{role} {list} shows tenant B's {foreign}"
@@ -215,7 +270,21 @@ fn no_role_of_one_tenant_reaches_another(b: Backend) {
         .send()
         .ok();
     assert_eq!(key["status"], "active");
+    assert_eq!(key["name"], "test key");
+    assert_eq!(key["limits"], json!({}));
     assert!(key["rotated_at"].is_null());
+    let plan = app
+        .get(&format!("/api/v1/plans/{}", tb.plan))
+        .bearer(&owner_b.token)
+        .send()
+        .ok();
+    assert_eq!(plan["name"], "pro");
+    let money = app
+        .get(&format!("/api/v1/balance?account_id={}", tb.account))
+        .bearer(&owner_b.token)
+        .send()
+        .ok();
+    assert_eq!(money["balance_nano"], 0, "no money moved in B");
     let keys_b = app.get("/api/v1/keys").bearer(&owner_b.token).send().ok();
     assert_eq!(
         ids_in(&keys_b),

@@ -11,6 +11,7 @@ mod epistula;
 mod idempotency;
 mod isolation;
 mod keys;
+mod ledger;
 mod limits;
 mod management;
 mod migrations;

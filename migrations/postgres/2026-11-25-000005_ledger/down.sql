@@ -1,0 +1,5 @@
+DROP TABLE ledger_balances;
+DROP TABLE ledger_entries;
+DROP TABLE ledger_transactions;
+DROP TABLE ledger_accounts;
+DROP FUNCTION ledger_append_only();

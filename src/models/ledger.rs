@@ -1,0 +1,395 @@
+//! The double-entry ledger: accounts, transactions and their entries. A transaction is posted
+//! whole or not at all, only if its entries sum to zero, and at most once per idempotency key (a
+//! second post with the same key returns the first). Entries are append-only (database triggers);
+//! `ledger_balances` is a projection updated in the same database transaction and rebuilt by
+//! [`reconcile`].
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+
+use crate::db::DbConn;
+use crate::db::schema::{ledger_accounts, ledger_balances, ledger_entries, ledger_transactions};
+use crate::domain::{AccountId, LedgerOwner, LedgerPurpose, Nano, TenantId, TransactionKind};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = ledger_accounts)]
+pub struct LedgerAccount {
+    pub id: String,
+    pub tenant_id: Option<TenantId>,
+    pub owner_kind: LedgerOwner,
+    pub owner_id: String,
+    pub purpose: LedgerPurpose,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = ledger_transactions)]
+pub struct LedgerTransaction {
+    pub id: String,
+    pub tenant_id: Option<TenantId>,
+    pub idempotency_key: String,
+    pub kind: TransactionKind,
+    pub reference: Option<String>,
+    pub memo: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = ledger_entries)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub transaction_id: String,
+    pub account_id: String,
+    pub amount_nano: Nano,
+    pub created_at: NaiveDateTime,
+}
+
+/// The operator's own ledger accounts have this owner id.
+pub const OPERATOR: &str = "operator";
+
+fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+impl LedgerAccount {
+    fn find(
+        conn: &mut DbConn,
+        owner: LedgerOwner,
+        owner_id: &str,
+        purpose: LedgerPurpose,
+    ) -> QueryResult<Option<Self>> {
+        ledger_accounts::table
+            .filter(
+                ledger_accounts::owner_kind
+                    .eq(owner)
+                    .and(ledger_accounts::owner_id.eq(owner_id))
+                    .and(ledger_accounts::purpose.eq(purpose)),
+            )
+            .select(Self::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// The ledger account of `owner` for `purpose`, created (with a zero balance row) on first use.
+    pub fn ensure(
+        conn: &mut DbConn,
+        tenant: Option<&TenantId>,
+        owner: LedgerOwner,
+        owner_id: &str,
+        purpose: LedgerPurpose,
+    ) -> QueryResult<Self> {
+        if let Some(found) = Self::find(conn, owner, owner_id, purpose)? {
+            return Ok(found);
+        }
+        let now = crate::db::now();
+        let account = Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: tenant.cloned(),
+            owner_kind: owner,
+            owner_id: owner_id.to_owned(),
+            purpose,
+            created_at: now,
+        };
+        // A savepoint: a concurrent creator's unique violation must not abort the caller's transaction.
+        let created = conn.transaction(|c| {
+            diesel::insert_into(ledger_accounts::table)
+                .values(&account)
+                .execute(c)?;
+            diesel::insert_into(ledger_balances::table)
+                .values((
+                    ledger_balances::account_id.eq(&account.id),
+                    ledger_balances::balance_nano.eq(0i64),
+                    ledger_balances::updated_at.eq(now),
+                ))
+                .execute(c)
+        });
+        match created {
+            Ok(_) => Ok(account),
+            Err(e) if is_unique_violation(&e) => {
+                Self::find(conn, owner, owner_id, purpose)?.ok_or(diesel::result::Error::NotFound)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An account's (customer's) balance.
+    pub fn customer(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        account: &AccountId,
+    ) -> QueryResult<Self> {
+        Self::ensure(
+            conn,
+            Some(tenant),
+            LedgerOwner::Account,
+            account.as_str(),
+            LedgerPurpose::CustomerBalance,
+        )
+    }
+
+    /// One of the tenant's own ledger accounts.
+    pub fn of_tenant(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        purpose: LedgerPurpose,
+    ) -> QueryResult<Self> {
+        Self::ensure(
+            conn,
+            Some(tenant),
+            LedgerOwner::Tenant,
+            tenant.as_str(),
+            purpose,
+        )
+    }
+
+    /// The cached balance (kept in step with the entries in every posting transaction).
+    pub fn balance(conn: &mut DbConn, id: &str) -> QueryResult<Nano> {
+        ledger_balances::table
+            .find(id)
+            .select(ledger_balances::balance_nano)
+            .first::<i64>(conn)
+            .map(Nano)
+    }
+}
+
+/// One line of a transaction: `amount` credits (positive) or debits (negative) `account`.
+#[derive(Debug, Clone)]
+pub struct Posting {
+    pub account: String,
+    pub amount: Nano,
+}
+
+/// A transaction to post.
+#[derive(Debug, Clone)]
+pub struct NewTransaction {
+    pub tenant_id: Option<TenantId>,
+    pub idempotency_key: String,
+    pub kind: TransactionKind,
+    pub reference: Option<String>,
+    pub memo: Option<String>,
+    pub postings: Vec<Posting>,
+}
+
+/// What posting did.
+#[derive(Debug, Clone)]
+pub enum Posted {
+    New(LedgerTransaction),
+    /// The idempotency key was used before: nothing moved again; this is the first transaction.
+    Replayed(LedgerTransaction),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("a transaction needs at least two non-zero entries that sum to zero")]
+    Unbalanced,
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+}
+
+impl NewTransaction {
+    fn balanced(&self) -> bool {
+        let sum: i128 = self.postings.iter().map(|p| i128::from(p.amount.0)).sum();
+        self.postings.len() >= 2 && sum == 0 && self.postings.iter().all(|p| p.amount.0 != 0)
+    }
+
+    /// Posts the transaction exactly once (see the module docs).
+    pub fn post(self, conn: &mut DbConn) -> Result<Posted, PostError> {
+        if !self.balanced() {
+            return Err(PostError::Unbalanced);
+        }
+        let now = crate::db::now();
+        let txn = LedgerTransaction {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: self.tenant_id,
+            idempotency_key: self.idempotency_key,
+            kind: self.kind,
+            reference: self.reference,
+            memo: self.memo,
+            created_at: now,
+        };
+        let claimed = conn.transaction(|c| {
+            diesel::insert_into(ledger_transactions::table)
+                .values(&txn)
+                .execute(c)
+        });
+        match claimed {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                let first = ledger_transactions::table
+                    .filter(ledger_transactions::idempotency_key.eq(&txn.idempotency_key))
+                    .select(LedgerTransaction::as_select())
+                    .first(conn)?;
+                return Ok(Posted::Replayed(first));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut postings = self.postings;
+        // One lock order for every transaction: no deadlock between two touching the same accounts.
+        postings.sort_by(|a, b| a.account.cmp(&b.account));
+        let entries: Vec<LedgerEntry> = postings
+            .iter()
+            .map(|p| LedgerEntry {
+                id: uuid::Uuid::now_v7().to_string(),
+                transaction_id: txn.id.clone(),
+                account_id: p.account.clone(),
+                amount_nano: p.amount,
+                created_at: now,
+            })
+            .collect();
+        // One statement per entry: multi-row INSERT does not go through diesel's MultiBackend.
+        for entry in &entries {
+            diesel::insert_into(ledger_entries::table)
+                .values(entry)
+                .execute(conn)?;
+        }
+        for p in &postings {
+            let updated = diesel::update(ledger_balances::table.find(&p.account))
+                .set((
+                    ledger_balances::balance_nano.eq(ledger_balances::balance_nano + p.amount.0),
+                    ledger_balances::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+            if updated != 1 {
+                return Err(diesel::result::Error::NotFound.into());
+            }
+        }
+        Ok(Posted::New(txn))
+    }
+}
+
+/// An entry with its transaction, for statements.
+#[derive(Debug, Clone, Queryable)]
+pub struct EntryLine {
+    pub entry: LedgerEntry,
+    pub transaction: LedgerTransaction,
+}
+
+impl EntryLine {
+    /// Entries of one ledger account, oldest first, after `after` (keyset on the entry id).
+    pub fn of_account(
+        conn: &mut DbConn,
+        account: &str,
+        after: &str,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        ledger_entries::table
+            .inner_join(ledger_transactions::table)
+            .filter(
+                ledger_entries::account_id
+                    .eq(account)
+                    .and(ledger_entries::id.gt(after)),
+            )
+            .order(ledger_entries::id.asc())
+            .limit(limit + 1)
+            .select((LedgerEntry::as_select(), LedgerTransaction::as_select()))
+            .load::<(LedgerEntry, LedgerTransaction)>(conn)
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(entry, transaction)| Self { entry, transaction })
+                    .collect()
+            })
+    }
+}
+
+/// What `taogate reconcile` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub transactions: i64,
+    pub entries: i64,
+    /// Σ of every entry: must be 0.
+    pub sum_of_all_entries: i64,
+    /// Transactions whose entries do not sum to zero: (id, sum).
+    pub unbalanced_transactions: Vec<(String, i64)>,
+    /// Accounts whose cached balance differs from the sum of their entries: (id, cached, entries).
+    pub balance_drift: Vec<(String, i64, i64)>,
+    /// Cached balances rewritten from the entries (with `rebuild`).
+    pub rebuilt: usize,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.sum_of_all_entries == 0
+            && self.unbalanced_transactions.is_empty()
+            && self.balance_drift.is_empty()
+    }
+}
+
+#[derive(QueryableByName)]
+struct IdSum {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+}
+
+#[derive(QueryableByName)]
+struct AccountSums {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    cached: i64,
+    #[diesel(sql_type = BigInt)]
+    computed: i64,
+}
+
+#[derive(QueryableByName)]
+struct Counts {
+    #[diesel(sql_type = BigInt)]
+    transactions: i64,
+    #[diesel(sql_type = BigInt)]
+    entries: i64,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+}
+
+/// Recomputes every balance from the entries and checks the invariants; with `rebuild`, rewrites
+/// drifted cached balances (the report still lists the drift found).
+pub fn reconcile(conn: &mut DbConn, rebuild: bool) -> QueryResult<Report> {
+    conn.transaction(|c| {
+        let counts: Counts = diesel::sql_query(
+            "SELECT (SELECT COUNT(*) FROM ledger_transactions) AS transactions, \
+             (SELECT COUNT(*) FROM ledger_entries) AS entries, \
+             CAST(COALESCE((SELECT SUM(amount_nano) FROM ledger_entries), 0) AS BIGINT) AS total",
+        )
+        .get_result(c)?;
+        let unbalanced: Vec<IdSum> = diesel::sql_query(
+            "SELECT transaction_id AS id, CAST(SUM(amount_nano) AS BIGINT) AS total \
+             FROM ledger_entries GROUP BY transaction_id HAVING SUM(amount_nano) <> 0",
+        )
+        .load(c)?;
+        let sums: Vec<AccountSums> = diesel::sql_query(
+            "SELECT a.id AS id, COALESCE(b.balance_nano, 0) AS cached, \
+             CAST(COALESCE((SELECT SUM(e.amount_nano) FROM ledger_entries e WHERE e.account_id = a.id), 0) AS BIGINT) AS computed \
+             FROM ledger_accounts a LEFT JOIN ledger_balances b ON b.account_id = a.id",
+        )
+        .load(c)?;
+        let drift: Vec<(String, i64, i64)> = sums
+            .into_iter()
+            .filter(|s| s.cached != s.computed)
+            .map(|s| (s.id, s.cached, s.computed))
+            .collect();
+        let mut rebuilt = 0;
+        if rebuild {
+            for (id, _, computed) in &drift {
+                rebuilt += diesel::update(ledger_balances::table.find(id))
+                    .set((
+                        ledger_balances::balance_nano.eq(computed),
+                        ledger_balances::updated_at.eq(crate::db::now()),
+                    ))
+                    .execute(c)?;
+            }
+        }
+        Ok(Report {
+            transactions: counts.transactions,
+            entries: counts.entries,
+            sum_of_all_entries: counts.total,
+            unbalanced_transactions: unbalanced.into_iter().map(|u| (u.id, u.total)).collect(),
+            balance_drift: drift,
+            rebuilt,
+        })
+    })
+}

@@ -1,0 +1,240 @@
+//! Money through the API: `GET /balance`, `GET /ledger` (an account's statement, paginated) and
+//! `POST /accounts/{id}/adjustments` (a manual credit or debit with a reason: audited, posted once
+//! per `Idempotency-Key`). Every movement is a balanced ledger transaction.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::caller::{Caller, RequestMeta};
+use crate::domain::{AccountId, BillingMode, LedgerPurpose, Nano, Role, TransactionKind};
+use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::models::account::Account;
+use crate::models::audit::AuditEntry;
+use crate::models::ledger::{EntryLine, LedgerAccount, NewTransaction, PostError, Posted, Posting};
+use crate::models::{List, Page, utc};
+use crate::state::AppState;
+use crate::validate;
+
+#[derive(Serialize, ToSchema)]
+pub struct BalanceView {
+    pub object: &'static str,
+    pub account_id: AccountId,
+    /// Credits minus debits, in nano-units.
+    #[schema(value_type = i64)]
+    pub balance_nano: Nano,
+    pub billing_mode: BillingMode,
+    #[schema(value_type = i64)]
+    pub credit_limit_nano: Nano,
+    /// What requests may still spend: the balance, plus the credit limit when postpaid.
+    #[schema(value_type = i64)]
+    pub spendable_nano: Nano,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccountQuery {
+    /// Required for tenant-wide roles; a developer always sees their own account.
+    pub account_id: Option<String>,
+    pub limit: Option<i64>,
+    pub after: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EntryView {
+    pub id: String,
+    pub object: &'static str,
+    pub transaction_id: String,
+    pub kind: TransactionKind,
+    /// Positive: credited to the account; negative: debited.
+    #[schema(value_type = i64)]
+    pub amount_nano: Nano,
+    pub reference: Option<String>,
+    pub memo: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdjustment {
+    /// Nano-units to credit (positive) or debit (negative); not zero.
+    #[schema(value_type = i64)]
+    pub amount_nano: Nano,
+    /// Why (kept in the ledger and the audit log).
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AdjustmentView {
+    pub object: &'static str,
+    pub transaction_id: String,
+    pub account_id: AccountId,
+    #[schema(value_type = i64)]
+    pub amount_nano: Nano,
+    pub reason: String,
+    /// The account's balance after the adjustment.
+    #[schema(value_type = i64)]
+    pub balance_nano: Nano,
+}
+
+/// The account a money read is about: a developer's own, else the one asked for (owner, admin,
+/// finance).
+fn account_of(caller: &Caller, asked: Option<&str>) -> ApiResult<AccountId> {
+    if caller.role == Role::Developer {
+        let own = caller
+            .account_scope()
+            .ok_or_else(|| ApiError::forbidden("no account"))?;
+        return match asked.map(AccountId::parse) {
+            Some(Some(a)) if a != *own => Err(ApiError::NotFound { what: "account" }),
+            Some(None) => Err(ApiError::NotFound { what: "account" }),
+            _ => Ok(own.clone()),
+        };
+    }
+    caller.tenant_reader()?;
+    let asked =
+        asked.ok_or_else(|| ApiError::invalid_param("account_id", "account_id is required"))?;
+    AccountId::parse(asked).ok_or(ApiError::NotFound { what: "account" })
+}
+
+/// An account's balance and what it may spend.
+#[utoipa::path(tag = "money", params(AccountQuery), responses((status = 200, body = BalanceView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/balance")]
+pub async fn get_balance(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<AccountQuery>,
+) -> ApiResult<web::Json<BalanceView>> {
+    let tenant = caller.tenant()?.clone();
+    let id = account_of(&caller, query.account_id.as_deref())?;
+    let (account, balance) = state
+        .db
+        .write(move |c| {
+            let account = Account::find_in_tenant(c, &tenant, &id).not_found_as("account")?;
+            let ledger = LedgerAccount::customer(c, &tenant, &account.id)?;
+            let balance = LedgerAccount::balance(c, &ledger.id)?;
+            Ok::<_, ApiError>((account, balance))
+        })
+        .await?;
+    let credit = match account.billing_mode {
+        BillingMode::Prepaid => 0,
+        BillingMode::Postpaid => account.credit_limit_nano.0,
+    };
+    Ok(web::Json(BalanceView {
+        object: "balance",
+        spendable_nano: Nano(balance.0.saturating_add(credit)),
+        account_id: account.id,
+        balance_nano: balance,
+        billing_mode: account.billing_mode,
+        credit_limit_nano: account.credit_limit_nano,
+    }))
+}
+
+/// An account's statement: its ledger entries, oldest first (owner, admin, finance; a developer
+/// their own).
+#[utoipa::path(tag = "money", params(AccountQuery), responses((status = 200, body = List<EntryView>)), security(("jwt" = [])))]
+#[get("/ledger")]
+pub async fn list_ledger(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<AccountQuery>,
+) -> ApiResult<web::Json<List<EntryView>>> {
+    let tenant = caller.tenant()?.clone();
+    let id = account_of(&caller, query.account_id.as_deref())?;
+    let page = Page {
+        limit: query.limit,
+        after: query.after.clone(),
+    };
+    let (limit, after) = (page.limit(), page.after());
+    let rows = state
+        .db
+        .write(move |c| {
+            Account::find_in_tenant(c, &tenant, &id).not_found_as("account")?;
+            let ledger = LedgerAccount::customer(c, &tenant, &id)?;
+            Ok::<_, ApiError>(EntryLine::of_account(c, &ledger.id, &after, limit)?)
+        })
+        .await?;
+    Ok(web::Json(List::from_rows(rows, limit, |l| EntryView {
+        id: l.entry.id,
+        object: "ledger_entry",
+        transaction_id: l.transaction.id,
+        kind: l.transaction.kind,
+        amount_nano: l.entry.amount_nano,
+        reference: l.transaction.reference,
+        memo: l.transaction.memo,
+        created_at: utc(l.entry.created_at),
+    })))
+}
+
+/// Credits or debits an account by hand, with a reason (owner, admin). Posted once per
+/// `Idempotency-Key`; audited.
+#[utoipa::path(tag = "money", request_body = CreateAdjustment,
+    responses((status = 201, body = AdjustmentView), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[post("/accounts/{id}/adjustments")]
+pub async fn create_adjustment(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<CreateAdjustment>,
+) -> ApiResult<HttpResponse> {
+    let tenant = caller.managed_tenant()?.clone();
+    let id = AccountId::parse(&id).ok_or(ApiError::NotFound { what: "account" })?;
+    let body = body.into_inner();
+    if body.amount_nano.0 == 0 {
+        return Err(ApiError::invalid_param(
+            "amount_nano",
+            "amount_nano must not be zero",
+        ));
+    }
+    let reason = validate::name("reason", &body.reason, 500)?;
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let actor = caller.actor(&meta);
+    let (amount, account_id) = (body.amount_nano, id.clone());
+    let (posted, balance) = state
+        .db
+        .write(move |c| {
+            Account::find_in_tenant(c, &tenant, &id).not_found_as("account")?;
+            let customer = LedgerAccount::customer(c, &tenant, &id)?;
+            let counter = LedgerAccount::of_tenant(c, &tenant, LedgerPurpose::Adjustments)?;
+            let txn = NewTransaction {
+                tenant_id: Some(tenant.clone()),
+                idempotency_key: format!("adjustment:{id}:{key}"),
+                kind: TransactionKind::Adjustment,
+                reference: actor.user_id.as_ref().map(|u| u.to_string()),
+                memo: Some(reason.clone()),
+                postings: vec![
+                    Posting { account: customer.id.clone(), amount },
+                    Posting { account: counter.id, amount: Nano(-amount.0) },
+                ],
+            };
+            let posted = match txn.post(c) {
+                Ok(p) => p,
+                Err(PostError::Db(e)) => return Err(e.into()),
+                Err(PostError::Unbalanced) => return Err(ApiError::internal_msg("unbalanced adjustment")),
+            };
+            if let Posted::New(t) = &posted {
+                AuditEntry::record(c, &actor, Some(&tenant), "ledger.adjustment", ("account", id.as_str()),
+                    serde_json::json!({"transaction_id": t.id, "amount_nano": amount, "reason": reason}))?;
+            }
+            let balance = LedgerAccount::balance(c, &customer.id)?;
+            Ok::<_, ApiError>((posted, balance))
+        })
+        .await?;
+    let txn = match posted {
+        Posted::New(t) | Posted::Replayed(t) => t,
+    };
+    Ok(HttpResponse::Created().json(AdjustmentView {
+        object: "adjustment",
+        transaction_id: txn.id,
+        account_id,
+        amount_nano: amount,
+        reason: txn.memo.unwrap_or_default(),
+        balance_nano: balance,
+    }))
+}
