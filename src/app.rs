@@ -38,6 +38,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     state.pool.spawn_health_checks();
     state.pool.spawn_registry_sync(state.registry.clone());
     state.invalidator.spawn_subscriber();
+    state.meter.spawn_writer();
     let limiter = state.limiter.clone();
     actix_web::rt::spawn(async move { limiter.warm_up().await });
     let data = web::Data::new(state);

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod pool;
+pub mod pricing;
 pub mod proxy;
 pub mod redis_link;
 pub mod routes;

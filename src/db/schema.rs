@@ -10,6 +10,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         limits -> Text,
+        wholesale_prices -> Text,
     }
 }
 
@@ -76,6 +77,7 @@ diesel::table! {
         is_default -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        prices -> Text,
     }
 }
 
@@ -143,6 +145,8 @@ diesel::table! {
         ttft_ms -> Nullable<BigInt>,
         latency_ms -> BigInt,
         wholesale_cost_nano -> Nullable<BigInt>,
+        charged_nano -> BigInt,
+        tenant_charged_nano -> BigInt,
     }
 }
 

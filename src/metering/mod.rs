@@ -13,11 +13,15 @@ use crate::domain::Nano;
 use crate::limits::guard::{Guard, Permit};
 use crate::models::api_key::ApiKey;
 use crate::models::usage::UsageRecord;
+use crate::pricing::Price;
+use writer::UsageWriter;
+
+pub mod writer;
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
 
 #[derive(Clone)]
 pub struct Meter {
-    db: Db,
+    writer: UsageWriter,
     limiter: Arc<Guard>,
 }
 
@@ -31,6 +35,8 @@ pub struct Admitted {
     pub started_at: NaiveDateTime,
     /// Limits counted at admission, released and corrected at settle.
     pub permit: Option<Permit>,
+    /// (retail price to the account, wholesale price to the tenant) of the model, if priced.
+    pub prices: (Option<Price>, Option<Price>),
 }
 
 impl Admitted {
@@ -40,6 +46,7 @@ impl Admitted {
         req: &ChatRequest,
         prompt_estimate: i64,
         permit: Option<Permit>,
+        prices: (Option<Price>, Option<Price>),
     ) -> Self {
         Self {
             request_id: request_id.to_owned(),
@@ -49,6 +56,7 @@ impl Admitted {
             started: Instant::now(),
             started_at: crate::db::now(),
             permit,
+            prices,
         }
     }
 }
@@ -97,7 +105,15 @@ pub fn wholesale_cost(
 
 impl Meter {
     pub fn new(db: Db, limiter: Arc<Guard>) -> Self {
-        Self { db, limiter }
+        Self {
+            writer: UsageWriter::new(db),
+            limiter,
+        }
+    }
+
+    /// Starts the batch writer (inside the server's runtime).
+    pub fn spawn_writer(&self) {
+        self.writer.spawn();
     }
 
     /// Records the request. With a complete upstream `usage` its counts are used; a request cut
@@ -114,7 +130,15 @@ impl Meter {
         if let Some(permit) = admitted.permit.take() {
             self.limiter.settle(permit, prompt + completion);
         }
+        // A request that failed before anything reached the client costs nothing.
+        let delivered_nothing = status != Status::Ok && delivered.first_byte.is_none();
+        let charge = |price: Option<Price>| match price {
+            Some(p) if !delivered_nothing => p.cost(prompt, completion),
+            _ => Nano(0),
+        };
         let record = UsageRecord {
+            charged_nano: charge(admitted.prices.0),
+            tenant_charged_nano: charge(admitted.prices.1),
             id: uuid::Uuid::now_v7().to_string(),
             request_id: admitted.request_id,
             tenant_id: admitted.key.tenant_id,
@@ -141,16 +165,7 @@ impl Meter {
         tracing::info!(request.id = %record.request_id, model = %record.model, status = %record.status,
             prompt_tokens = record.prompt_tokens, completion_tokens = record.completion_tokens,
             upstream = ?record.upstream, miner.uid = ?record.miner_uid, latency_ms = record.latency_ms, "settled");
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            tracing::error!("no runtime to record usage on");
-            return;
-        };
-        let db = self.db.clone();
-        handle.spawn(async move {
-            if let Err(e) = db.run(move |c| record.insert(c)).await {
-                tracing::error!(error = %e, "could not record usage");
-            }
-        });
+        self.writer.submit(record);
     }
 }
 

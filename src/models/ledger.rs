@@ -11,6 +11,7 @@ use diesel::sql_types::{BigInt, Text};
 use crate::db::DbConn;
 use crate::db::schema::{ledger_accounts, ledger_balances, ledger_entries, ledger_transactions};
 use crate::domain::{AccountId, LedgerOwner, LedgerPurpose, Nano, TenantId, TransactionKind};
+use crate::models::usage::UsageRecord;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = ledger_accounts)]
@@ -259,6 +260,58 @@ impl NewTransaction {
         }
         Ok(Posted::New(txn))
     }
+}
+
+/// Posts what a usage record charged, once (`usage:<record id>`): the account pays its plan's retail
+/// price to the tenant (`customer_balance` → `tenant_revenue`), the tenant owes the operator the
+/// wholesale price (`tenant_payable` → `operator_revenue`). Nothing is posted for a free request.
+pub fn charge_usage(conn: &mut DbConn, record: &UsageRecord) -> Result<Option<Posted>, PostError> {
+    let (retail, wholesale) = (record.charged_nano.0, record.tenant_charged_nano.0);
+    let tenant = &record.tenant_id;
+    let mut postings = Vec::with_capacity(4);
+    if retail != 0 {
+        let customer = LedgerAccount::customer(conn, tenant, &record.account_id)?;
+        let revenue = LedgerAccount::of_tenant(conn, tenant, LedgerPurpose::TenantRevenue)?;
+        postings.push(Posting {
+            account: customer.id,
+            amount: Nano(-retail),
+        });
+        postings.push(Posting {
+            account: revenue.id,
+            amount: Nano(retail),
+        });
+    }
+    if wholesale != 0 {
+        let payable = LedgerAccount::of_tenant(conn, tenant, LedgerPurpose::TenantPayable)?;
+        let operator = LedgerAccount::ensure(
+            conn,
+            None,
+            LedgerOwner::Operator,
+            OPERATOR,
+            LedgerPurpose::OperatorRevenue,
+        )?;
+        postings.push(Posting {
+            account: payable.id,
+            amount: Nano(-wholesale),
+        });
+        postings.push(Posting {
+            account: operator.id,
+            amount: Nano(wholesale),
+        });
+    }
+    if postings.is_empty() {
+        return Ok(None);
+    }
+    NewTransaction {
+        tenant_id: Some(tenant.clone()),
+        idempotency_key: format!("usage:{}", record.id),
+        kind: TransactionKind::Usage,
+        reference: Some(record.id.clone()),
+        memo: Some(record.model.clone()),
+        postings,
+    }
+    .post(conn)
+    .map(Some)
 }
 
 /// An entry with its transaction, for statements.

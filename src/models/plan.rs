@@ -10,6 +10,7 @@ use crate::db::schema::{accounts, plans, tenants};
 use crate::domain::{AccountId, ActiveStatus, PlanId, TenantId};
 use crate::limits::{Descriptor, LimitSet, Scope};
 use crate::models::api_key::ApiKey;
+use crate::pricing::PriceBook;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = plans)]
@@ -22,6 +23,8 @@ pub struct Plan {
     pub is_default: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Retail prices to the accounts on the plan (JSON [`PriceBook`]).
+    pub prices: String,
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -32,6 +35,7 @@ pub struct PlanChanges {
     pub account_limits: Option<String>,
     pub is_default: Option<bool>,
     pub updated_at: Option<NaiveDateTime>,
+    pub prices: Option<String>,
 }
 
 /// What the data plane needs about a key beyond the key itself: statuses and every limit in force.
@@ -43,6 +47,10 @@ pub struct KeyContext {
     pub key_limits: LimitSet,
     pub account_limits: LimitSet,
     pub tenant_limits: LimitSet,
+    /// The plan's retail prices (what the account pays).
+    pub retail: PriceBook,
+    /// The operator's wholesale prices to the tenant.
+    pub wholesale: PriceBook,
 }
 
 impl KeyContext {
@@ -63,7 +71,12 @@ impl KeyContext {
 }
 
 impl Plan {
-    pub fn new(tenant_id: TenantId, name: String, key: LimitSet, account: LimitSet) -> Self {
+    pub fn new(
+        tenant_id: TenantId,
+        name: String,
+        (key, account): (LimitSet, LimitSet),
+        prices: &PriceBook,
+    ) -> Self {
         let now = crate::db::now();
         Self {
             id: PlanId::generate(),
@@ -74,6 +87,7 @@ impl Plan {
             is_default: false,
             created_at: now,
             updated_at: now,
+            prices: prices.to_json(),
         }
     }
 
@@ -172,13 +186,19 @@ impl Plan {
             .find(&key.account_id)
             .select(accounts::status)
             .first::<ActiveStatus>(conn)?;
-        let (tenant_status, tenant_limits) = tenants::table
+        let (tenant_status, tenant_limits, wholesale) = tenants::table
             .find(&key.tenant_id)
-            .select((tenants::status, tenants::limits))
-            .first::<(ActiveStatus, String)>(conn)?;
+            .select((tenants::status, tenants::limits, tenants::wholesale_prices))
+            .first::<(ActiveStatus, String, String)>(conn)?;
         let plan = Self::for_account(conn, &key.tenant_id, &key.account_id)?;
-        let (plan_key, plan_account) = plan
-            .map(|p| (p.key_limits(), p.account_limits()))
+        let (plan_key, plan_account, retail) = plan
+            .map(|p| {
+                (
+                    p.key_limits(),
+                    p.account_limits(),
+                    PriceBook::from_json(&p.prices),
+                )
+            })
             .unwrap_or_default();
         Ok(KeyContext {
             account_status,
@@ -186,6 +206,8 @@ impl Plan {
             key_limits: plan_key.narrowed_by(&key.limits()),
             account_limits: plan_account,
             tenant_limits: LimitSet::from_json(&tenant_limits),
+            retail,
+            wholesale: PriceBook::from_json(&wholesale),
         })
     }
 }

@@ -19,6 +19,8 @@ pub struct Tenant {
     pub updated_at: NaiveDateTime,
     /// Caps on the whole tenant (JSON [`crate::limits::LimitSet`]), set by the operator.
     pub limits: String,
+    /// The operator's prices to this tenant (JSON [`crate::pricing::PriceBook`]).
+    pub wholesale_prices: String,
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -29,6 +31,7 @@ pub struct TenantChanges {
     pub status: Option<ActiveStatus>,
     pub updated_at: Option<NaiveDateTime>,
     pub limits: Option<String>,
+    pub wholesale_prices: Option<String>,
 }
 
 impl Tenant {
@@ -43,6 +46,7 @@ impl Tenant {
             created_at: now,
             updated_at: now,
             limits: "{}".into(),
+            wholesale_prices: "{}".into(),
         }
     }
 

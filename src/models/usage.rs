@@ -29,6 +29,10 @@ pub struct UsageRecord {
     pub latency_ms: i64,
     /// Tokens × the answering route's wholesale price (nano-units), when it has one.
     pub wholesale_cost_nano: Option<Nano>,
+    /// What the account was charged (the plan's retail price).
+    pub charged_nano: Nano,
+    /// What the tenant owes the operator for it (the tenant's wholesale price).
+    pub tenant_charged_nano: Nano,
 }
 
 impl UsageRecord {

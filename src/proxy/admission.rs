@@ -105,12 +105,18 @@ pub async fn admit(
     match verdict {
         Verdict::Admitted(permit) => {
             remember(permit.info);
+            let context = &caller.entry.context;
+            let prices = (
+                context.retail.for_model(&req.model),
+                context.wholesale.for_model(&req.model),
+            );
             Ok(Admitted::new(
                 request_id,
                 key,
                 req,
                 prompt_estimate,
                 Some(permit),
+                prices,
             ))
         }
         Verdict::Refused(refusal) => {

@@ -14,6 +14,7 @@ use crate::limits::LimitSet;
 use crate::models::audit::AuditEntry;
 use crate::models::plan::{Plan, PlanChanges};
 use crate::models::{List, Page, utc};
+use crate::pricing::PriceBook;
 use crate::state::AppState;
 use crate::validate;
 
@@ -29,6 +30,8 @@ pub struct PlanView {
     pub account_limits: LimitSet,
     /// Accounts without a plan are on the tenant's default plan.
     pub is_default: bool,
+    /// Retail prices per model (`*`: any other model) the accounts on this plan pay.
+    pub prices: PriceBook,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -38,6 +41,7 @@ impl From<Plan> for PlanView {
         Self {
             key_limits: p.key_limits(),
             account_limits: p.account_limits(),
+            prices: PriceBook::from_json(&p.prices),
             id: p.id,
             object: "plan",
             tenant_id: p.tenant_id,
@@ -60,6 +64,9 @@ pub struct CreatePlan {
     /// Make this the tenant's default plan (replacing the current one).
     #[serde(default)]
     pub is_default: bool,
+    /// Retail prices per model, nano-units; default: free.
+    #[serde(default)]
+    pub prices: PriceBook,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -70,6 +77,18 @@ pub struct UpdatePlan {
     pub account_limits: Option<LimitSet>,
     /// `true` makes it the default plan; a default plan stops being one only when another becomes it.
     pub is_default: Option<bool>,
+    /// Replaces the retail prices.
+    pub prices: Option<PriceBook>,
+}
+
+fn checked_prices(field: &str, prices: &PriceBook) -> ApiResult<()> {
+    match prices.invalid_model() {
+        Some(model) => Err(ApiError::invalid_param(
+            field,
+            format!("{field}: the prices of `{model}` must not be negative"),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn checked(field: &str, limits: Option<LimitSet>) -> ApiResult<Option<String>> {
@@ -110,7 +129,13 @@ pub async fn create_plan(
     validate::limits("key_limits", &body.key_limits)?;
     validate::limits("account_limits", &body.account_limits)?;
     let name = validate::name("name", &body.name, 100)?;
-    let plan = Plan::new(tenant.clone(), name, body.key_limits, body.account_limits);
+    checked_prices("prices", &body.prices)?;
+    let plan = Plan::new(
+        tenant.clone(),
+        name,
+        (body.key_limits, body.account_limits),
+        &body.prices,
+    );
     let (actor, is_default) = (caller.actor(&meta), body.is_default);
     let plan = state
         .db
@@ -190,9 +215,13 @@ pub async fn update_plan(
         account_limits: checked("account_limits", body.account_limits)?,
         is_default: None,
         updated_at: None,
+        prices: match &body.prices {
+            Some(p) => checked_prices("prices", p).map(|_| Some(p.to_json()))?,
+            None => None,
+        },
     };
     let detail = serde_json::json!({"name": changes.name, "key_limits": body.key_limits,
-        "account_limits": body.account_limits, "is_default": body.is_default});
+        "account_limits": body.account_limits, "is_default": body.is_default, "prices": body.prices});
     let actor = caller.actor(&meta);
     let plan = state
         .db

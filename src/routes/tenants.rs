@@ -15,6 +15,7 @@ use crate::models::audit::AuditEntry;
 use crate::models::tenant::{Tenant, TenantChanges};
 use crate::models::user::User;
 use crate::models::{List, Page, utc};
+use crate::pricing::PriceBook;
 use crate::state::AppState;
 use crate::validate;
 
@@ -28,6 +29,8 @@ pub struct TenantView {
     pub status: ActiveStatus,
     /// Caps on the tenant as a whole (all its accounts and keys together).
     pub limits: LimitSet,
+    /// What the operator charges this tenant per model (`*`: any other model).
+    pub wholesale_prices: PriceBook,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -42,6 +45,7 @@ impl From<Tenant> for TenantView {
             allow_signup: t.allow_signup,
             status: t.status,
             limits: LimitSet::from_json(&t.limits),
+            wholesale_prices: PriceBook::from_json(&t.wholesale_prices),
             created_at: utc(t.created_at),
             updated_at: utc(t.updated_at),
         }
@@ -76,6 +80,8 @@ pub struct UpdateTenant {
     pub status: Option<ActiveStatus>,
     /// Replaces the tenant-wide limits (`{}`: none).
     pub limits: Option<LimitSet>,
+    /// Replaces the operator's prices to this tenant.
+    pub wholesale_prices: Option<PriceBook>,
 }
 
 /// Lists tenants (operator).
@@ -193,10 +199,20 @@ pub async fn update_tenant(
             .limits
             .map(|l| validate::limits("limits", &l).map(|_| l.to_json()))
             .transpose()?,
+        wholesale_prices: match &body.wholesale_prices {
+            Some(p) if p.invalid_model().is_some() => {
+                return Err(ApiError::invalid_param(
+                    "wholesale_prices",
+                    "wholesale_prices must not be negative",
+                ));
+            }
+            Some(p) => Some(p.to_json()),
+            None => None,
+        },
         updated_at: None,
     };
     let detail = serde_json::json!({"name": changes.name, "allow_signup": changes.allow_signup,
-        "status": changes.status, "limits": body.limits});
+        "status": changes.status, "limits": body.limits, "wholesale_prices": body.wholesale_prices});
     let actor = caller.actor(&meta);
     let tenant = state
         .db

@@ -15,6 +15,7 @@ mod ledger;
 mod limits;
 mod management;
 mod migrations;
+mod money;
 mod ops;
 mod pool;
 mod procs;
