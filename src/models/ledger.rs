@@ -359,6 +359,12 @@ pub struct Report {
     pub unbalanced_transactions: Vec<(String, i64)>,
     /// Accounts whose cached balance differs from the sum of their entries: (id, cached, entries).
     pub balance_drift: Vec<(String, i64, i64)>,
+    /// Charged usage records without their `usage:<id>` posting.
+    pub usage_without_posting: Vec<String>,
+    /// Usage postings without their usage record.
+    pub postings_without_usage: Vec<String>,
+    /// Usage records whose posting moved another amount than they were charged.
+    pub usage_amount_mismatch: Vec<String>,
     /// Cached balances rewritten from the entries (with `rebuild`).
     pub rebuilt: usize,
 }
@@ -368,6 +374,9 @@ impl Report {
         self.sum_of_all_entries == 0
             && self.unbalanced_transactions.is_empty()
             && self.balance_drift.is_empty()
+            && self.usage_without_posting.is_empty()
+            && self.postings_without_usage.is_empty()
+            && self.usage_amount_mismatch.is_empty()
     }
 }
 
@@ -377,6 +386,20 @@ struct IdSum {
     id: String,
     #[diesel(sql_type = BigInt)]
     total: i64,
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+fn ids(conn: &mut DbConn, sql: &str) -> QueryResult<Vec<String>> {
+    Ok(diesel::sql_query(sql)
+        .load::<Id>(conn)?
+        .into_iter()
+        .map(|r| r.id)
+        .collect())
 }
 
 #[derive(QueryableByName)]
@@ -436,7 +459,29 @@ pub fn reconcile(conn: &mut DbConn, rebuild: bool) -> QueryResult<Report> {
                     .execute(c)?;
             }
         }
+        let usage_without_posting = ids(
+            c,
+            "SELECT u.id AS id FROM usage_records u \
+             WHERE (u.charged_nano <> 0 OR u.tenant_charged_nano <> 0) AND NOT EXISTS \
+             (SELECT 1 FROM ledger_transactions t WHERE t.idempotency_key = 'usage:' || u.id)",
+        )?;
+        let postings_without_usage = ids(
+            c,
+            "SELECT t.id AS id FROM ledger_transactions t WHERE t.kind = 'usage' AND NOT EXISTS \
+             (SELECT 1 FROM usage_records u WHERE t.idempotency_key = 'usage:' || u.id)",
+        )?;
+        let usage_amount_mismatch = ids(
+            c,
+            "SELECT u.id AS id FROM usage_records u \
+             JOIN ledger_transactions t ON t.idempotency_key = 'usage:' || u.id \
+             WHERE (SELECT CAST(SUM(e.amount_nano) AS BIGINT) FROM ledger_entries e \
+                    WHERE e.transaction_id = t.id AND e.amount_nano > 0) \
+                   <> u.charged_nano + u.tenant_charged_nano",
+        )?;
         Ok(Report {
+            usage_without_posting,
+            postings_without_usage,
+            usage_amount_mismatch,
             transactions: counts.transactions,
             entries: counts.entries,
             sum_of_all_entries: counts.total,

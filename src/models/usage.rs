@@ -35,12 +35,49 @@ pub struct UsageRecord {
     pub tenant_charged_nano: Nano,
 }
 
+/// The part of a usage record that usage reports aggregate.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = usage_records)]
+pub struct UsageLine {
+    pub api_key_id: ApiKeyId,
+    pub model: String,
+    pub started_at: NaiveDateTime,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub charged_nano: Nano,
+}
+
 impl UsageRecord {
     pub fn insert(&self, conn: &mut DbConn) -> QueryResult<()> {
         diesel::insert_into(usage_records::table)
             .values(self)
             .execute(conn)
             .map(drop)
+    }
+
+    /// What usage reports need of the records of `tenant` (optionally one account) started in
+    /// `[from, to)`, at most `cap` + 1 of them (so a caller can tell the range was too large).
+    pub fn in_range(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        account: Option<&AccountId>,
+        (from, to): (NaiveDateTime, NaiveDateTime),
+        cap: i64,
+    ) -> QueryResult<Vec<UsageLine>> {
+        let mut query = usage_records::table
+            .filter(
+                usage_records::tenant_id
+                    .eq(tenant)
+                    .and(usage_records::started_at.ge(from))
+                    .and(usage_records::started_at.lt(to)),
+            )
+            .select(UsageLine::as_select())
+            .limit(cap + 1)
+            .into_boxed();
+        if let Some(account) = account {
+            query = query.filter(usage_records::account_id.eq(account));
+        }
+        query.load(conn)
     }
 
     pub fn list_for_key(conn: &mut DbConn, key: &ApiKeyId) -> QueryResult<Vec<Self>> {

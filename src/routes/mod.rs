@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod models;
 pub mod plans;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -101,6 +102,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(ledger::get_balance)
             .service(ledger::list_ledger)
             .service(ledger::create_adjustment)
+            .service(usage::get_usage)
             .service(audit::list_audit_log),
     );
 }

@@ -124,6 +124,12 @@ fn probes(b: &Tenant) -> Vec<(&'static str, String, String, Option<Value>)> {
             None,
         ),
         (
+            "GET",
+            "/api/v1/usage?account_id=__ID__".into(),
+            b.account.clone(),
+            None,
+        ),
+        (
             "POST",
             "/api/v1/accounts/__ID__/adjustments".into(),
             b.account.clone(),

@@ -46,7 +46,12 @@ fn reconcile_cli(db_url: &str, rebuild: bool) -> (bool, serde_json::Value) {
         cmd.arg("--rebuild");
     }
     let out = cmd.output().unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        json!({"stdout": String::from_utf8_lossy(&out.stdout), "stderr": String::from_utf8_lossy(&out.stderr)})
+    });
+    if !out.status.success() {
+        eprintln!("reconcile: {}", String::from_utf8_lossy(&out.stderr));
+    }
     (out.status.success(), report)
 }
 

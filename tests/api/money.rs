@@ -204,6 +204,61 @@ fn every_request_is_charged_exactly_once(b: Backend) {
     let mut conn = app.db.get().unwrap();
     let report = taogate::models::ledger::reconcile(&mut conn, false).unwrap();
     assert!(report.is_clean(), "{report:?}");
+    drop(conn);
+
+    // The usage report adds up to the same figures, however it is grouped.
+    let report = |query: &str| {
+        app.get(&format!("/api/v1/usage?{query}"))
+            .bearer(&owner.token)
+            .send()
+            .expect(200, "")
+            .ok()["data"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let by_model = report("group_by=model");
+    let groups: Vec<(&str, i64)> = by_model
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap(),
+                g["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![("nowhere", 200), ("taogate-owner", total - 200)]
+    );
+    for by in ["model", "key", "day"] {
+        let charged: i64 = report(&format!("group_by={by}&account_id={account}"))
+            .iter()
+            .map(|g| g["charged_nano"].as_i64().unwrap())
+            .sum();
+        assert_eq!(charged, retail, "grouped by {by}");
+    }
+    // A charged usage record whose posting is missing is drift.
+    {
+        let mut conn = app.db.get().unwrap();
+        diesel::sql_query(
+            "INSERT INTO usage_records (id, request_id, tenant_id, account_id, api_key_id, model, \
+             prompt_tokens, completion_tokens, estimated, status, started_at, ended_at, latency_ms, \
+             charged_nano, tenant_charged_nano) SELECT 'forged', 'forged', tenant_id, account_id, \
+             api_key_id, model, 1, 1, FALSE, 'ok', started_at, ended_at, 1, 5, 0 FROM usage_records LIMIT 1",
+        )
+        .execute(&mut *conn)
+        .unwrap();
+        let report = taogate::models::ledger::reconcile(&mut conn, false).unwrap();
+        assert_eq!(report.usage_without_posting, vec!["forged".to_owned()]);
+        assert!(!report.is_clean());
+    }
+    let past = report("from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z");
+    assert!(past.is_empty());
+    app.get("/api/v1/usage?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z")
+        .bearer(&owner.token)
+        .send()
+        .expect(400, "invalid_request");
 }
 
 both_backends!(every_request_is_charged_exactly_once);
