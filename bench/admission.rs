@@ -33,23 +33,20 @@ fn ask(tenant: &str, n: usize) -> Ask {
     }
 }
 
-/// The floor: a bare `PING` round trip on the same kind of connection, same concurrency.
-async fn ping(link: RedisLink, n: usize, c: usize) {
-    let link = Arc::new(link);
+/// Runs `op(i)` for i in 0..n on `c` concurrent tasks; each call returns the latency to count.
+async fn measure<F, Fut>(n: usize, c: usize, op: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Duration> + Send,
+{
     let started = Instant::now();
     let tasks: Vec<_> = (0..c)
         .map(|w| {
-            let link = link.clone();
+            let op = op.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(n / c + 1);
-                for _ in (w..n).step_by(c) {
-                    let t = Instant::now();
-                    link.run(|mut conn| async move {
-                        redis::cmd("PING").query_async::<String>(&mut conn).await
-                    })
-                    .await
-                    .expect("PING");
-                    latencies.push(t.elapsed());
+                for i in (w..n).step_by(c) {
+                    latencies.push(op(i).await);
                 }
                 latencies
             })
@@ -61,13 +58,7 @@ async fn ping(link: RedisLink, n: usize, c: usize) {
     }
     let elapsed = started.elapsed();
     all.sort();
-    println!(
-        "| redis PING (floor) | {c} | {:.0} | {:.3} | {:.3} | {:.3} |",
-        n as f64 / elapsed.as_secs_f64(),
-        percentile(&all, 0.5),
-        percentile(&all, 0.9),
-        percentile(&all, 0.99)
-    );
+    (all, elapsed)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -75,35 +66,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usize) {
-    let tenant = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..c)
-        .map(|w| {
-            let (backend, tenant) = (backend.clone(), tenant.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(n / c + 1);
-                for i in (w..n).step_by(c) {
-                    let a = ask(&tenant, i);
-                    let t = Instant::now();
-                    let decision = backend.admit(&a, 600_000).await.expect("backend answers");
-                    latencies.push(t.elapsed());
-                    let Decision::Admitted { at_ms, .. } = decision else {
-                        panic!("refused: {decision:?}")
-                    };
-                    let admission = Admission { ask: a, at_ms };
-                    backend.settle(&admission, 30).await.expect("settled");
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(n);
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    all.sort();
+fn row(name: &str, c: usize, n: usize, (all, elapsed): (Vec<Duration>, Duration)) {
     println!(
         "| {name} | {c} | {:.0} | {:.3} | {:.3} | {:.3} |",
         n as f64 / elapsed.as_secs_f64(),
@@ -113,7 +76,47 @@ async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usi
     );
 }
 
-/// (EVALSHA calls, all commands executed — including those run inside scripts).
+/// The floor: a bare `PING` round trip on the same kind of connection, same concurrency.
+async fn ping(link: RedisLink, n: usize, c: usize) {
+    let link = Arc::new(link);
+    let measured = measure(n, c, move |_| {
+        let link = link.clone();
+        async move {
+            let t = Instant::now();
+            link.run(|mut conn| async move {
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            })
+            .await
+            .expect("PING");
+            t.elapsed()
+        }
+    })
+    .await;
+    row("redis PING (floor)", c, n, measured);
+}
+
+/// Admits then settles `n` requests; counts the admission latency.
+async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usize) {
+    let tenant = Arc::new(format!("bench-{}", uuid::Uuid::new_v4().simple()));
+    let measured = measure(n, c, move |i| {
+        let (backend, tenant) = (backend.clone(), tenant.clone());
+        async move {
+            let a = ask(&tenant, i);
+            let t = Instant::now();
+            let decision = backend.admit(&a, 600_000).await.expect("backend answers");
+            let latency = t.elapsed();
+            let Decision::Admitted { at_ms, .. } = decision else {
+                panic!("refused: {decision:?}")
+            };
+            let admission = Admission { ask: a, at_ms };
+            backend.settle(&admission, 30).await.expect("settled");
+            latency
+        }
+    })
+    .await;
+    row(name, c, n, measured);
+}
+
 fn commands_served(url: &str) -> (u64, u64) {
     let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
     let info: String = redis::cmd("INFO")
