@@ -191,7 +191,8 @@ for i = 1, n do
     local p, pend = period(kind, now)
     local pkey = key .. ':' .. p
     redis.call('INCRBY', pkey, cost)
-    redis.call('PEXPIREAT', pkey, pend + CELLS * CELL)
+    -- relative to the script's own now (not PEXPIREAT: an injected clock and Redis' clock differ)
+    redis.call('PEXPIRE', pkey, pend - now + CELLS * CELL)
     out[2 * i - 1] = out[2 * i - 1] + cost
   end
 end
