@@ -193,9 +193,15 @@ fn limits_hold_exactly_across_three_replicas() {
         (10, 990),
         "tpm = 10.5 requests' worth: {statuses:?}"
     );
-    // Settled: the window holds what was really used (the stand-in reports prompt + 1 token).
+    // Settled (just after each response): the window holds what was really used (the stand-in
+    // reports prompt + 1 token).
+    let used = || c.limit(&owner, &tpm_id, "tpm")["used"].as_i64().unwrap();
+    let settled = std::time::Instant::now() + Duration::from_secs(3);
+    while used() != 10 * (estimate + 1) && std::time::Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
-        c.limit(&owner, &tpm_id, "tpm")["used"],
+        used(),
         10 * (estimate + 1),
         "estimates corrected to actual usage at settle"
     );
@@ -376,8 +382,22 @@ fn redis_outage_follows_fail_open_and_fail_closed_then_recovers() {
             .bearer(&key)
             .json(chat_body("hi"))
     };
+    let slot_used = || {
+        c.views[0]
+            .get(&format!("/api/v1/keys/{key_id}/limits"))
+            .bearer(&owner.token)
+            .send()
+            .ok()["limits"][0]["used"]
+            .as_i64()
+            .unwrap()
+    };
+    // Settles run just after the response: between two requests on this one-slot key, wait until
+    // the slot is back.
+    let settled = || time_until(Duration::from_secs(2), || slot_used() == 0);
     chat(open).expect(200, "");
+    settled();
     chat(closed).expect(200, "");
+    settled();
 
     // Redis hangs while a request holds the key's only slot: its release cannot be delivered.
     std::thread::scope(|s| {
@@ -414,12 +434,7 @@ fn redis_outage_follows_fail_open_and_fail_closed_then_recovers() {
         metric(open, r#"taogate_limiter_transitions_total{to="recovered"}"#).as_deref(),
         Some("1")
     );
-    let slot = c.views[0]
-        .get(&format!("/api/v1/keys/{key_id}/limits"))
-        .bearer(&owner.token)
-        .send()
-        .ok();
-    assert_eq!(slot["limits"][0]["used"], 0, "{slot}");
+    assert_eq!(slot_used(), 0, "the parked release was replayed");
     chat(closed).expect(200, "");
 
     // Redis dies and comes back empty (no persistence, script cache gone): same story.
@@ -431,5 +446,6 @@ fn redis_outage_follows_fail_open_and_fail_closed_then_recovers() {
     let _redis = PrivateRedis::start(port);
     wait_recovered(&[open, closed]);
     chat(closed).expect(200, "");
+    settled();
     chat(open).expect(200, "");
 }
