@@ -163,7 +163,7 @@ async fn key_entry(state: &AppState, hash: String) -> ApiResult<Option<Arc<KeyEn
     let Some((key, context)) = loaded else {
         return Ok(None);
     };
-    let entry = Arc::new(KeyEntry::new(key, context, state.key_cache.flood_per_sec));
+    let entry = Arc::new(KeyEntry::new(key, context, &state.key_cache));
     // A previous (rotated-out) secret stays valid only until its grace period ends: not cached.
     if entry.key.secret_hash == hash {
         state.key_cache.insert(hash, entry.clone(), generation);

@@ -24,8 +24,9 @@ pub struct KeyEntry {
     pub context: KeyContext,
     pub descriptors: Vec<Descriptor>,
     /// governor, per replica: the key's rpm as a GCRA with a full burst, which never refuses what
-    /// the shared window would admit; without an rpm, `limits.first_line_per_key_per_sec`.
-    pub first_line: DefaultDirectRateLimiter,
+    /// the shared window would admit; without an rpm, `limits.first_line_per_key_per_sec`. Kept
+    /// by the cache across invalidations (and while the cache is bypassed).
+    pub first_line: Arc<DefaultDirectRateLimiter>,
     /// The rpm the brake was built from (`None`: the per-second flood default).
     pub first_line_rpm: Option<i64>,
     loaded: Instant,
@@ -34,20 +35,13 @@ pub struct KeyEntry {
 }
 
 impl KeyEntry {
-    pub fn new(key: ApiKey, context: KeyContext, flood_per_sec: u32) -> Self {
+    pub fn new(key: ApiKey, context: KeyContext, cache: &KeyCache) -> Self {
         let descriptors = context.descriptors(&key);
         let rpm = context.key_limits.rpm;
-        let quota = match rpm
-            .and_then(|r| u32::try_from(r).ok())
-            .and_then(NonZeroU32::new)
-        {
-            Some(r) => Quota::per_minute(r),
-            None => Quota::per_second(NonZeroU32::new(flood_per_sec.max(1)).expect("positive")),
-        };
         Self {
+            first_line: cache.brake(&key.id, rpm),
             context,
             descriptors,
-            first_line: RateLimiter::direct(quota),
             first_line_rpm: rpm,
             loaded: Instant::now(),
             last_touch: AtomicI64::new(key.last_used_at.map_or(0, |t| t.and_utc().timestamp())),
@@ -92,8 +86,14 @@ impl Invalidation {
     }
 }
 
+/// A key's first-line brake and the rpm it was built for.
+type Brake = (Option<i64>, Arc<DefaultDirectRateLimiter>);
+
 pub struct KeyCache {
     entries: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    /// First-line brakes by key: they outlive cache entries, so a flood meets the same brake
+    /// whether or not the key is cached right now. Replaced when the key's rpm changes.
+    brakes: RwLock<HashMap<ApiKeyId, Brake>>,
     /// Whether invalidations are being received (always true without Redis).
     live: AtomicBool,
     /// Bumped by every invalidation; a load started before one is not cached.
@@ -106,11 +106,43 @@ impl KeyCache {
     pub fn new(live: bool, max_age: Duration, flood_per_sec: u32) -> Self {
         Self {
             entries: RwLock::default(),
+            brakes: RwLock::default(),
             live: AtomicBool::new(live),
             generation: AtomicU64::new(0),
             max_age,
             flood_per_sec,
         }
+    }
+
+    /// The key's brake for `rpm` (a new one if the rpm changed).
+    pub fn brake(&self, key: &ApiKeyId, rpm: Option<i64>) -> Arc<DefaultDirectRateLimiter> {
+        if let Some((r, b)) = self
+            .brakes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            && *r == rpm
+        {
+            return b.clone();
+        }
+        let quota = match rpm
+            .and_then(|r| u32::try_from(r).ok())
+            .and_then(NonZeroU32::new)
+        {
+            Some(r) => Quota::per_minute(r),
+            None => {
+                Quota::per_second(NonZeroU32::new(self.flood_per_sec.max(1)).expect("positive"))
+            }
+        };
+        let mut brakes = self.brakes.write().unwrap_or_else(|p| p.into_inner());
+        let (r, b) = brakes
+            .entry(key.clone())
+            .or_insert_with(|| (rpm, Arc::new(RateLimiter::direct(quota))));
+        if *r != rpm {
+            *r = rpm;
+            *b = Arc::new(RateLimiter::direct(quota));
+        }
+        b.clone()
     }
 
     pub fn get(&self, hash: &str) -> Option<Arc<KeyEntry>> {
