@@ -63,6 +63,17 @@ pub fn limits(field: &str, value: &crate::limits::LimitSet) -> ApiResult<()> {
     }
 }
 
+/// A price book: no price may be negative.
+pub fn prices(field: &str, value: &crate::pricing::PriceBook) -> ApiResult<()> {
+    match value.invalid_model() {
+        Some(model) => Err(ApiError::invalid_param(
+            field,
+            format!("{field}: the prices of `{model}` must not be negative"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// serde helper for PATCH fields where `null` means "clear": absent → `None`, `null` →
 /// `Some(None)`, a value → `Some(Some(v))`. Use with `#[serde(default, deserialize_with = …)]`.
 pub fn nullable<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>

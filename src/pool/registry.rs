@@ -8,18 +8,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use tokio::sync::Mutex as AsyncMutex;
+use crate::redis_link::RedisLink;
 
 #[derive(Clone)]
 pub enum Registry {
     Memory(Arc<Mutex<HashMap<String, Instant>>>),
-    Redis {
-        client: redis::Client,
-        conn: Arc<AsyncMutex<Option<redis::aio::MultiplexedConnection>>>,
-        prefix: String,
-    },
+    Redis { link: RedisLink, prefix: String },
 }
+
+/// Deadline of one registry call to Redis.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Registry {
     /// Redis when `redis_url` is set, else in process.
@@ -27,31 +25,10 @@ impl Registry {
         if redis_url.is_empty() {
             return Ok(Self::Memory(Arc::default()));
         }
-        let client = redis::Client::open(redis_url).context("redis_url")?;
         Ok(Self::Redis {
-            client,
-            conn: Arc::default(),
+            link: RedisLink::new(redis_url, REDIS_TIMEOUT)?,
             prefix: prefix.to_owned(),
         })
-    }
-
-    async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        let Self::Redis { client, conn, .. } = self else {
-            anyhow::bail!("not a Redis registry")
-        };
-        let mut slot = conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = client.get_multiplexed_async_connection().await?;
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
-    async fn forget_connection(&self) {
-        if let Self::Redis { conn, .. } = self {
-            *conn.lock().await = None;
-        }
     }
 
     /// Announces `url` as alive for `ttl`.
@@ -63,19 +40,18 @@ impl Registry {
                     .insert(url.to_owned(), Instant::now() + ttl);
                 Ok(())
             }
-            Self::Redis { prefix, .. } => {
-                let mut conn = self.redis().await?;
-                let result = redis::cmd("SET")
-                    .arg(format!("{prefix}workers:{url}"))
-                    .arg(chrono::Utc::now().timestamp_millis())
-                    .arg("PX")
-                    .arg(ttl.as_millis() as u64)
-                    .query_async::<()>(&mut conn)
-                    .await;
-                if result.is_err() {
-                    self.forget_connection().await;
-                }
-                Ok(result?)
+            Self::Redis { link, prefix } => {
+                let key = format!("{prefix}workers:{url}");
+                link.run(|mut conn| async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(chrono::Utc::now().timestamp_millis())
+                        .arg("PX")
+                        .arg(ttl.as_millis() as u64)
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+                .await
             }
         }
     }
@@ -89,26 +65,25 @@ impl Registry {
                 map.retain(|_, until| *until > now);
                 Ok(map.keys().cloned().collect())
             }
-            Self::Redis { prefix, .. } => {
-                let mut conn = self.redis().await?;
+            Self::Redis { link, prefix } => {
                 let pattern = format!("{prefix}workers:*");
                 let (mut cursor, mut urls) = (0u64, Vec::new());
                 loop {
-                    let page = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(200)
-                        .query_async::<(u64, Vec<String>)>(&mut conn)
-                        .await;
-                    let (next, keys) = match page {
-                        Ok(p) => p,
-                        Err(e) => {
-                            self.forget_connection().await;
-                            return Err(e.into());
-                        }
-                    };
+                    let (next, keys) = link
+                        .run(|mut conn| {
+                            let pattern = pattern.clone();
+                            async move {
+                                redis::cmd("SCAN")
+                                    .arg(cursor)
+                                    .arg("MATCH")
+                                    .arg(pattern)
+                                    .arg("COUNT")
+                                    .arg(200)
+                                    .query_async::<(u64, Vec<String>)>(&mut conn)
+                                    .await
+                            }
+                        })
+                        .await?;
                     urls.extend(keys.into_iter().filter_map(|k| {
                         k.strip_prefix(&format!("{prefix}workers:"))
                             .map(str::to_owned)

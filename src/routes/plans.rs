@@ -81,16 +81,6 @@ pub struct UpdatePlan {
     pub prices: Option<PriceBook>,
 }
 
-fn checked_prices(field: &str, prices: &PriceBook) -> ApiResult<()> {
-    match prices.invalid_model() {
-        Some(model) => Err(ApiError::invalid_param(
-            field,
-            format!("{field}: the prices of `{model}` must not be negative"),
-        )),
-        None => Ok(()),
-    }
-}
-
 fn checked(field: &str, limits: Option<LimitSet>) -> ApiResult<Option<String>> {
     limits
         .map(|l| validate::limits(field, &l).map(|_| l.to_json()))
@@ -129,7 +119,7 @@ pub async fn create_plan(
     validate::limits("key_limits", &body.key_limits)?;
     validate::limits("account_limits", &body.account_limits)?;
     let name = validate::name("name", &body.name, 100)?;
-    checked_prices("prices", &body.prices)?;
+    validate::prices("prices", &body.prices)?;
     let plan = Plan::new(
         tenant.clone(),
         name,
@@ -216,7 +206,7 @@ pub async fn update_plan(
         is_default: None,
         updated_at: None,
         prices: match &body.prices {
-            Some(p) => checked_prices("prices", p).map(|_| Some(p.to_json()))?,
+            Some(p) => validate::prices("prices", p).map(|_| Some(p.to_json()))?,
             None => None,
         },
     };

@@ -199,16 +199,11 @@ pub async fn update_tenant(
             .limits
             .map(|l| validate::limits("limits", &l).map(|_| l.to_json()))
             .transpose()?,
-        wholesale_prices: match &body.wholesale_prices {
-            Some(p) if p.invalid_model().is_some() => {
-                return Err(ApiError::invalid_param(
-                    "wholesale_prices",
-                    "wholesale_prices must not be negative",
-                ));
-            }
-            Some(p) => Some(p.to_json()),
-            None => None,
-        },
+        wholesale_prices: body
+            .wholesale_prices
+            .as_ref()
+            .map(|p| validate::prices("wholesale_prices", p).map(|_| p.to_json()))
+            .transpose()?,
         updated_at: None,
     };
     let detail = serde_json::json!({"name": changes.name, "allow_signup": changes.allow_signup,
