@@ -2,12 +2,13 @@
 //! `cargo run --release --example admission -- [redis_url] [requests] [concurrency]`
 //!
 //! Each request is admitted against 4 descriptors (key rpm, key requests/day, account tpm, tenant
-//! concurrency), then settled, as the data plane does. Prints admission latency percentiles, and
+//! concurrency) with a balance hold, then settled with a capture, as the data plane does. Prints admission latency percentiles, and
 //! for Redis the commands the server counted (`INFO commandstats`) per admission and per settle.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use taogate::limits::holds::{Capture, Hold, LedgerSync};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::redis::RedisBackend;
 use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Scope};
@@ -30,6 +31,11 @@ fn ask(tenant: &str, n: usize) -> Ask {
             d(Scope::Tenant, "tenant-1", Kind::Concurrency, 1_000_000),
         ],
         tokens: 20,
+        hold: Some(Hold {
+            account: "acct-1".into(),
+            amount: 1_000,
+            floor: 0,
+        }),
     }
 }
 
@@ -98,6 +104,13 @@ async fn ping(link: RedisLink, n: usize, c: usize) {
 /// Admits then settles `n` requests; counts the admission latency.
 async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usize) {
     let tenant = Arc::new(format!("bench-{}", uuid::Uuid::new_v4().simple()));
+    let funded = LedgerSync {
+        account: "acct-1".into(),
+        balance: 1_000_000_000_000_000,
+        version: 1,
+        committed: vec![],
+    };
+    backend.sync(&tenant, &funded).await.expect("synced");
     let measured = measure(n, c, move |i| {
         let (backend, tenant) = (backend.clone(), tenant.clone());
         async move {
@@ -109,7 +122,14 @@ async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usi
                 panic!("refused: {decision:?}")
             };
             let admission = Admission { ask: a, at_ms };
-            backend.settle(&admission, 30).await.expect("settled");
+            let capture = Capture {
+                event_id: format!("event-{i}"),
+                amount: 10,
+            };
+            backend
+                .settle(&admission, 30, Some(&capture))
+                .await
+                .expect("settled");
             latency
         }
     })

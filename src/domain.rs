@@ -188,6 +188,23 @@ text_enum!(
 #[serde(transparent)]
 pub struct Nano(pub i64);
 
+/// Currency units, exact: `1.5`, `-0.000000001`, `12`.
+impl fmt::Display for Nano {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (sign, abs) = if self.0 < 0 {
+            ("-", self.0.unsigned_abs())
+        } else {
+            ("", self.0 as u64)
+        };
+        let (whole, frac) = (abs / 1_000_000_000, abs % 1_000_000_000);
+        if frac == 0 {
+            return write!(f, "{sign}{whole}");
+        }
+        let frac = format!("{frac:09}");
+        write!(f, "{sign}{whole}.{}", frac.trim_end_matches('0'))
+    }
+}
+
 impl<DB> ToSql<BigInt, DB> for Nano
 where
     DB: Backend,

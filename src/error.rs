@@ -44,6 +44,11 @@ pub enum ApiError {
     /// A rate limit (`rate_limit_exceeded`) or quota (`quota_exceeded`) refused the request.
     #[error("{}", .0.message)]
     LimitExceeded(Box<LimitRefusal>),
+    /// The account's balance (or credit limit) cannot cover the request's hold: 402
+    /// `insufficient_quota`; `limit` names what bit (`account balance`, `account credit limit`,
+    /// `in-flight holds`).
+    #[error("{message}")]
+    InsufficientQuota { limit: String, message: String },
     #[error("rate limits cannot be checked right now; retry shortly")]
     LimiterUnavailable,
     #[error("the service is temporarily unavailable")]
@@ -155,6 +160,7 @@ impl ApiError {
             Self::Unprocessable { code, .. } => ("invalid_request_error", code),
             Self::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             Self::LimitExceeded(r) => ("rate_limit_error", r.code),
+            Self::InsufficientQuota { .. } => ("insufficient_quota", "insufficient_quota"),
             Self::LimiterUnavailable => ("service_unavailable_error", "limiter_unavailable"),
             Self::Unavailable => ("service_unavailable_error", "service_unavailable"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
@@ -172,6 +178,7 @@ impl ApiError {
         let (kind, code) = self.kind_and_code();
         let (limit, reset_at) = match self {
             Self::LimitExceeded(r) => (Some(r.limit.clone()), r.reset_at.clone()),
+            Self::InsufficientQuota { limit, .. } => (Some(limit.clone()), None),
             _ => (None, None),
         };
         ErrorBody {
@@ -208,6 +215,7 @@ impl ResponseError for ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientQuota { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::Unavailable | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,

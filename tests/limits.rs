@@ -1,9 +1,11 @@
 //! The limiter suite, run on both backends — in process, and Redis (the Lua script, on the test
 //! Redis under a prefix of its own) — with an injected clock: window edges, token correction,
-//! all-or-nothing, concurrency leases, and quotas resetting exactly at UTC day and month boundaries.
+//! all-or-nothing, concurrency leases, quotas resetting exactly at UTC day and month boundaries, and
+//! balance holds (first use, shortfall, capture, ledger syncs in and out of order, expiry).
 
 use std::time::Duration;
 
+use taogate::limits::holds::{BalanceReading, Capture, Hold, LedgerSync};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::redis::RedisBackend;
 use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Reading, Scope};
@@ -30,6 +32,7 @@ fn ask(descriptors: Vec<Descriptor>, tokens: i64, n: u32) -> Ask {
         request_id: format!("req-{n}"),
         descriptors,
         tokens,
+        hold: None,
     }
 }
 
@@ -41,7 +44,7 @@ async fn admitted<B: Backend>(b: &B, a: &Ask) -> Option<Admission> {
             ask: a.clone(),
             at_ms,
         }),
-        Decision::Refused { .. } => None,
+        _ => None,
     }
 }
 
@@ -98,7 +101,7 @@ async fn tokens_are_corrected_at_settle<B: Backend>(b: &B, clock: &Clock) {
     assert_eq!(index, 0, "tpm bites");
     // The first request really used 10 tokens: 30 come back.
     clock.set(ms("2026-11-25T11:00:05Z"));
-    b.settle(&first, 10).await.unwrap();
+    b.settle(&first, 10, None).await.unwrap();
     assert_eq!(b.peek("tenant-1", &limits).await.unwrap()[0].used, 50);
     assert!(admitted(b, &ask(limits.clone(), 40, 3)).await.is_some());
     // A request larger than the whole limit is refused outright.
@@ -137,7 +140,7 @@ async fn concurrency_slots_and_leases<B: Backend>(b: &B, clock: &Clock) {
     let a = admitted(b, &ask(limits.clone(), 0, 1)).await.unwrap();
     let _leaked = admitted(b, &ask(limits.clone(), 0, 2)).await.unwrap();
     assert!(admitted(b, &ask(limits.clone(), 0, 3)).await.is_none());
-    b.settle(&a, 0).await.unwrap();
+    b.settle(&a, 0, None).await.unwrap();
     assert!(admitted(b, &ask(limits.clone(), 0, 3)).await.is_some());
     assert!(admitted(b, &ask(limits.clone(), 0, 4)).await.is_none());
     // Request 2 never settles (its replica crashed): its slot frees itself when the lease ends.
@@ -175,12 +178,89 @@ async fn month_quota_resets_on_the_first<B: Backend>(b: &B, clock: &Clock) {
     assert_eq!(retry, 1, "leap-year February ends at March 1st, 00:00 UTC");
     clock.set(ms("2028-03-01T00:00:00Z"));
     // A correction for last month's request does not touch this month's counter.
-    b.settle(&first, 90).await.unwrap();
+    b.settle(&first, 90, None).await.unwrap();
     assert!(admitted(b, &ask(limits.clone(), 60, 3)).await.is_some());
     assert_eq!(b.peek("tenant-1", &limits).await.unwrap()[0].used, 60);
     clock.set(ms("2028-12-31T23:00:00Z"));
     let r = b.peek("tenant-1", &limits).await.unwrap()[0];
     assert_eq!(r.reset_ms, 3_600_000, "December ends at the new year");
+}
+
+async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
+    let t0 = ms("2026-11-25T14:00:00Z");
+    clock.set(t0);
+    let limits = vec![d(Scope::Key, Kind::Concurrency, 5)];
+    let held = |n: u32, amount: i64, floor: i64| Ask {
+        hold: Some(Hold {
+            account: "acct-1".into(),
+            amount,
+            floor,
+        }),
+        ..ask(limits.clone(), 0, n)
+    };
+    let sync = |balance, version, committed: &[&str]| LedgerSync {
+        account: "acct-1".into(),
+        balance,
+        version,
+        committed: committed.iter().map(|s| s.to_string()).collect(),
+    };
+    let reading = || async { b.balance("tenant-1", "acct-1").await.unwrap() };
+    let in_flight = || async { b.peek("tenant-1", &limits).await.unwrap()[0].used };
+
+    assert_eq!(
+        b.admit(&held(1, 40, 0), LEASE).await.unwrap(),
+        Decision::Unsynced
+    );
+    assert_eq!(reading().await, None);
+    assert_eq!(in_flight().await, 0, "an unsynced balance counts nothing");
+    b.sync("tenant-1", &sync(100, 1, &[])).await.unwrap();
+    let r1 = admitted(b, &held(1, 40, 0)).await.unwrap();
+    assert!(admitted(b, &held(2, 40, 0)).await.is_some());
+    match b.admit(&held(3, 40, 0), LEASE).await.unwrap() {
+        Decision::Insufficient { balance, .. } => assert_eq!(
+            balance,
+            BalanceReading {
+                ledger: 100,
+                version: 1,
+                pending: 0,
+                held: 80
+            }
+        ),
+        other => panic!("expected a shortfall, got {other:?}"),
+    }
+    assert_eq!(in_flight().await, 2, "the short request took no slot");
+
+    // r1 cost 25: its hold goes, 25 is pending until the ledger has it; a replay changes nothing.
+    let capture = Capture {
+        event_id: "e1".into(),
+        amount: 25,
+    };
+    b.settle(&r1, 0, Some(&capture)).await.unwrap();
+    b.settle(&r1, 0, Some(&capture)).await.unwrap();
+    let (r, pending) = reading().await.unwrap();
+    assert_eq!((r.held, r.pending, r.spendable()), (40, 25, 35));
+    assert_eq!(pending, vec!["e1".to_string()]);
+    assert!(
+        admitted(b, &held(3, 40, 0)).await.is_none(),
+        "35 < 40 prepaid"
+    );
+    assert!(
+        admitted(b, &held(3, 40, -10)).await.is_some(),
+        "postpaid with a credit limit of 10"
+    );
+
+    // An older ledger reading never wins; the one that includes e1 retires its pending entry.
+    b.sync("tenant-1", &sync(60, 0, &[])).await.unwrap();
+    assert_eq!(reading().await.unwrap().0.ledger, 100);
+    b.sync("tenant-1", &sync(75, 2, &["e1"])).await.unwrap();
+    let (r, pending) = reading().await.unwrap();
+    assert_eq!((r.ledger, r.version, r.pending, r.held), (75, 2, 0, 80));
+    assert!(pending.is_empty());
+
+    // r2 and r3 never settle (their replica crashed): their holds expire with the lease.
+    clock.set(t0 + LEASE + 1);
+    assert_eq!(reading().await.unwrap().0.held, 0);
+    assert_eq!(b.balance("tenant-1", "acct-2").await.unwrap(), None);
 }
 
 async fn suite<B: Backend>(make: impl Fn() -> B, clock: &Clock) {
@@ -190,6 +270,7 @@ async fn suite<B: Backend>(make: impl Fn() -> B, clock: &Clock) {
     concurrency_slots_and_leases(&make(), clock).await;
     day_quota_resets_at_utc_midnight(&make(), clock).await;
     month_quota_resets_on_the_first(&make(), clock).await;
+    balance_holds(&make(), clock).await;
 }
 
 #[tokio::test]

@@ -78,6 +78,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         prices -> Text,
+        hold_cap_nano -> Nullable<BigInt>,
     }
 }
 
@@ -188,11 +189,13 @@ diesel::table! {
         account_id -> Text,
         balance_nano -> BigInt,
         updated_at -> Timestamp,
+        version -> BigInt,
     }
 }
 
 diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_entries -> ledger_accounts (account_id));
+diesel::joinable!(ledger_balances -> ledger_accounts (account_id));
 diesel::allow_tables_to_appear_in_same_query!(
     ledger_accounts,
     ledger_transactions,

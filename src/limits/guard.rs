@@ -5,12 +5,14 @@
 //! as soon as Redis answers, replaying the settles (slot releases, token corrections) that could
 //! not be delivered meanwhile, so no concurrency slot stays taken.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::holds::{BalanceReading, Capture, Hold, LedgerSync};
 use super::memory::MemoryBackend;
 use super::redis::RedisBackend;
 use super::response::RateInfo;
@@ -19,6 +21,9 @@ use crate::metrics::GatewayMetrics;
 
 /// Settles waiting for Redis beyond this many are dropped (their slots expire with the lease).
 const MAX_PENDING: usize = 100_000;
+
+/// A settle waiting for Redis: the admission, its actual tokens and what it captured.
+type Parked = (Admission, i64, Option<Capture>);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,10 +56,33 @@ impl Shared {
         }
     }
 
-    async fn settle(&self, admission: &Admission, tokens: i64) -> Result<(), Unavailable> {
+    async fn settle(
+        &self,
+        admission: &Admission,
+        tokens: i64,
+        capture: Option<&Capture>,
+    ) -> Result<(), Unavailable> {
         match self {
-            Shared::Redis(b) => b.settle(admission, tokens).await,
-            Shared::Memory(b) => b.settle(admission, tokens).await,
+            Shared::Redis(b) => b.settle(admission, tokens, capture).await,
+            Shared::Memory(b) => b.settle(admission, tokens, capture).await,
+        }
+    }
+
+    async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
+        match self {
+            Shared::Redis(b) => b.sync(tenant, sync).await,
+            Shared::Memory(b) => b.sync(tenant, sync).await,
+        }
+    }
+
+    async fn balance(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
+        match self {
+            Shared::Redis(b) => b.balance(tenant, account).await,
+            Shared::Memory(b) => b.balance(tenant, account).await,
         }
     }
 
@@ -94,6 +122,19 @@ impl Permit {
     pub fn charged_tokens(&self) -> i64 {
         self.admission.ask.tokens
     }
+
+    /// The balance hold taken at admission, if any.
+    pub fn hold(&self) -> Option<&Hold> {
+        self.admission.ask.hold.as_ref()
+    }
+}
+
+/// A request the account's balance could not cover.
+#[derive(Debug)]
+pub struct Shortfall {
+    pub hold: Hold,
+    pub balance: BalanceReading,
+    pub info: RateInfo,
 }
 
 /// Why a request was refused.
@@ -111,6 +152,10 @@ pub struct Refusal {
 pub enum Verdict {
     Admitted(Permit),
     Refused(Refusal),
+    /// The balance cannot cover the hold (402).
+    Insufficient(Shortfall),
+    /// The account's balance is not cached yet: [`Guard::sync`] it and ask again.
+    Unsynced(Ask),
 }
 
 pub struct Guard {
@@ -118,7 +163,9 @@ pub struct Guard {
     local: MemoryBackend,
     config: LimitsConfig,
     degraded: AtomicBool,
-    pending: Mutex<Vec<(Admission, i64)>>,
+    pending: Mutex<Vec<Parked>>,
+    /// (tenant, account) of holds taken since the last [`Guard::take_touched`].
+    touched: Mutex<HashSet<(String, String)>>,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -135,6 +182,7 @@ impl Guard {
             config,
             degraded: AtomicBool::new(false),
             pending: Mutex::default(),
+            touched: Mutex::default(),
             metrics,
         })
     }
@@ -160,7 +208,7 @@ impl Guard {
 
     /// Admits or refuses `ask` against every descriptor at once.
     pub async fn admit(self: &Arc<Self>, ask: Ask) -> Result<Verdict, Unavailable> {
-        if ask.descriptors.is_empty() {
+        if ask.descriptors.is_empty() && ask.hold.is_none() {
             return Ok(Verdict::Admitted(Permit {
                 admission: Admission { ask, at_ms: 0 },
                 counted: Counted::Nothing,
@@ -183,7 +231,7 @@ impl Guard {
                         ask: ask.clone(),
                         at_ms: 0,
                     };
-                    self.park(release, ask.tokens);
+                    self.park((release, ask.tokens, None));
                     self.degrade(&e);
                 }
             }
@@ -204,6 +252,10 @@ impl Guard {
         match decision {
             Decision::Admitted { at_ms, readings } => {
                 self.count(backend, "admitted");
+                if let Some(hold) = &ask.hold {
+                    let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+                    touched.insert((ask.tenant.clone(), hold.account.clone()));
+                }
                 let info = RateInfo::new(&ask.descriptors, &readings);
                 Verdict::Admitted(Permit {
                     admission: Admission { ask, at_ms },
@@ -227,21 +279,37 @@ impl Guard {
                     tokens: ask.tokens,
                 })
             }
+            Decision::Insufficient { balance, .. } => {
+                self.count(backend, "insufficient");
+                Verdict::Insufficient(Shortfall {
+                    info: RateInfo::default(),
+                    hold: ask.hold.expect("only a hold can be short"),
+                    balance,
+                })
+            }
+            Decision::Unsynced => Verdict::Unsynced(ask),
         }
     }
 
-    /// Releases the permit's slots and corrects its token charge to `actual_tokens`, off the
-    /// request path. Undeliverable settles wait for Redis to come back.
-    pub fn settle(self: &Arc<Self>, permit: Permit, actual_tokens: i64) {
+    /// Releases the permit's slots and hold, corrects its token charge to `actual_tokens` and
+    /// records what it captured, off the request path. Undeliverable settles wait for Redis.
+    pub fn settle(self: &Arc<Self>, permit: Permit, actual_tokens: i64, capture: Option<Capture>) {
         match permit.counted {
             Counted::Nothing => {}
-            Counted::Local => self.local.settle_now(&permit.admission, actual_tokens),
+            Counted::Local => {
+                self.local
+                    .settle_now(&permit.admission, actual_tokens, capture.as_ref())
+            }
             Counted::Shared => {
                 let guard = self.clone();
                 actix_web::rt::spawn(async move {
                     let admission = permit.admission;
-                    if let Err(e) = guard.shared.settle(&admission, actual_tokens).await {
-                        guard.park(admission, actual_tokens);
+                    let settled = guard
+                        .shared
+                        .settle(&admission, actual_tokens, capture.as_ref())
+                        .await;
+                    if let Err(e) = settled {
+                        guard.park((admission, actual_tokens, capture));
                         guard.degrade(&e);
                     }
                 });
@@ -249,11 +317,41 @@ impl Guard {
         }
     }
 
-    fn park(&self, admission: Admission, actual_tokens: i64) {
+    fn park(&self, parked: Parked) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() < MAX_PENDING {
-            pending.push((admission, actual_tokens));
+            pending.push(parked);
         }
+    }
+
+    /// The accounts that took holds since the last call.
+    pub fn take_touched(&self) -> Vec<(String, String)> {
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *touched).into_iter().collect()
+    }
+
+    /// Brings the account's cached balance (where admissions read it now) up to a ledger reading.
+    pub async fn sync(self: &Arc<Self>, tenant: &str, sync: &LedgerSync) {
+        if self.is_degraded() {
+            self.local.sync_now(tenant, sync);
+            return;
+        }
+        if let Err(e) = self.shared.sync(tenant, sync).await {
+            self.degrade(&e);
+            self.local.sync_now(tenant, sync);
+        }
+    }
+
+    /// The account's cached balance and pending usage events, where admissions read it now.
+    pub async fn balance(
+        self: &Arc<Self>,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
+        if self.is_degraded() {
+            return Ok(self.local.balance_now(tenant, account));
+        }
+        self.shared.balance(tenant, account).await
     }
 
     /// Current readings (the shared view; this replica's own while degraded).
@@ -283,6 +381,8 @@ impl Guard {
         if self.degraded.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Balances cached from an earlier fallback are stale: start again from the ledger.
+        self.local.forget_balances();
         tracing::error!(error = %cause, mode = ?self.config.on_redis_down,
         "shared limiter unreachable: {}", match self.config.on_redis_down {
             FailMode::FailOpen => "serving under this replica's local limits",
@@ -308,10 +408,16 @@ impl Guard {
                 std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
             let replayed = parked.len();
             let mut failed = false;
-            for (admission, tokens) in parked {
-                if failed || self.shared.settle(&admission, tokens).await.is_err() {
+            for (admission, tokens, capture) in parked {
+                if failed
+                    || self
+                        .shared
+                        .settle(&admission, tokens, capture.as_ref())
+                        .await
+                        .is_err()
+                {
                     failed = true;
-                    self.park(admission, tokens);
+                    self.park((admission, tokens, capture));
                 }
             }
             if failed {

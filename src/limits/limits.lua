@@ -1,19 +1,25 @@
--- taogate limiter: admit / settle / peek for every descriptor of one request, in one call.
--- Mirrors src/limits/memory.rs exactly; the same test suite runs against both.
+-- taogate limiter: admit / settle / peek for every descriptor of one request, in one call, and the
+-- request's balance hold with it (see src/limits/holds.rs); sync / balance for an account's cached
+-- spendable balance. Mirrors src/limits/memory.rs exactly; the same test suite runs against both.
 --
--- KEYS[i]   descriptor base key; all share the tenant's hash tag, so they live in one Cluster slot
+-- KEYS[1..n] descriptor base keys; all share the tenant's hash tag, so they live in one Cluster slot
 --           (quota period keys are derived as KEYS[i] .. ':' .. period, in the same slot).
---           settle only: the last key marks the request's token correction as applied, so it
---           applies once even when a timed-out call is both run late by Redis and replayed.
--- ARGV[1]   op: 'admit' | 'settle' | 'peek'
+-- KEYS[n+1], KEYS[n+2]  with a hold: the account's balance hash and its holds' expiry zset.
+-- KEYS[#KEYS] settle only: marks the request's token correction as applied, so it applies once
+--           even when a timed-out call is both run late by Redis and replayed.
+-- ARGV[1]   op: 'admit' | 'settle' | 'peek' | 'sync' | 'balance'
 -- ARGV[2]   now in ms, or -1 for Redis server time (TIME)
--- ARGV[3]   request id (concurrency member)
--- ARGV[4]   admit: tokens charged; settle: actual - charged
--- ARGV[5]   admit: lease in ms; settle: admission time in ms
--- ARGV[4+2i], ARGV[5+2i]   descriptor i: kind tag (rpm tpm conc rpd tpd rpmo tpmo), limit
+-- ARGV[3]   request id (concurrency member, hold id)
+-- ARGV[4]   admit: tokens charged; settle: actual - charged; sync: ledger balance
+-- ARGV[5]   admit: lease in ms; settle: admission time in ms; sync: ledger version
+-- ARGV[6]   n, the number of descriptors
+-- ARGV[5+2i], ARGV[6+2i]   descriptor i: kind tag (rpm tpm conc rpd tpd rpmo tpmo), limit
+-- then, with a hold: admit: amount, floor; settle: usage event id ('' none), captured amount;
+-- sync: the committed usage event ids.
 --
 -- Returns admit/peek: {1, now, used_1, reset_1, …}; refused: {0, now, index, retry_ms, used_1, reset_1, …};
--- settle: {1}.
+-- balance not cached: {2, now}; balance short: {3, now, ledger, version, pending, held};
+-- settle, sync: {1}; balance: {} or {ledger, version, pending, held, pending event id…} as strings.
 
 local CELL, CELLS, DAY = 1000, 61, 86400000
 local op = ARGV[1]
@@ -25,6 +31,10 @@ end
 local request_id = ARGV[3]
 local tokens = tonumber(ARGV[4])
 local arg5 = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+local h = 7 + 2 * n
+local hold = #ARGV >= h + 1 and (op == 'admit' or op == 'settle')
+local BAL_TTL = 86400000
 
 local floor = math.floor
 local function days_from_civil(y, m, d)
@@ -109,17 +119,70 @@ local function read(key, kind, limit, cost)
   end
 end
 
-local n = #KEYS
-if op == 'settle' then
-  n = n - 1
-  -- slot releases are idempotent; a token correction is applied once (marker kept 60 s, long
-  -- enough for a call that timed out to be replayed after Redis answers again).
-  if tokens ~= 0 and not redis.call('SET', KEYS[n + 1], 1, 'NX', 'PX', 60000) then
-    tokens = 0
+-- balance hash fields: ledger, ver, pending, held, 'h:' .. request id, 'p:' .. usage event id
+local function sweep(bal, hz)
+  local expired = redis.call('ZRANGEBYSCORE', hz, '-inf', now)
+  for _, r in ipairs(expired) do
+    local a = redis.call('HGET', bal, 'h:' .. r)
+    if a then
+      redis.call('HDEL', bal, 'h:' .. r)
+      redis.call('HINCRBY', bal, 'held', -tonumber(a))
+    end
+  end
+  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', hz, '-inf', now) end
+end
+local function drop_pending(bal, event)
+  local a = redis.call('HGET', bal, 'p:' .. event)
+  if a then
+    redis.call('HDEL', bal, 'p:' .. event)
+    redis.call('HINCRBY', bal, 'pending', -tonumber(a))
   end
 end
-local function kind_of(i) return ARGV[4 + 2 * i] end
-local function limit_of(i) return tonumber(ARGV[5 + 2 * i]) end
+
+if op == 'sync' then
+  local bal = KEYS[1]
+  local current = tonumber(redis.call('HGET', bal, 'ver') or '-1')
+  if arg5 > current then redis.call('HSET', bal, 'ledger', ARGV[4], 'ver', ARGV[5]) end
+  for i = h, #ARGV do drop_pending(bal, ARGV[i]) end
+  redis.call('PEXPIRE', bal, BAL_TTL)
+  return {1}
+end
+if op == 'balance' then
+  local bal, hz = KEYS[1], KEYS[2]
+  if redis.call('HEXISTS', bal, 'ver') == 0 then return {} end
+  sweep(bal, hz)
+  local v = redis.call('HMGET', bal, 'ledger', 'ver', 'pending', 'held')
+  local out = {v[1], v[2], v[3] or '0', v[4] or '0'}
+  for _, f in ipairs(redis.call('HKEYS', bal)) do
+    if string.sub(f, 1, 2) == 'p:' then out[#out + 1] = string.sub(f, 3) end
+  end
+  return out
+end
+
+if op == 'settle' then
+  -- slot releases are idempotent; a token correction is applied once (marker kept 60 s, long
+  -- enough for a call that timed out to be replayed after Redis answers again).
+  if tokens ~= 0 and not redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', 60000) then
+    tokens = 0
+  end
+  if hold then
+    -- the hold is released once (HDEL), the capture recorded once per usage event (HSETNX)
+    local bal, hz = KEYS[n + 1], KEYS[n + 2]
+    local a = redis.call('HGET', bal, 'h:' .. request_id)
+    if a then
+      redis.call('HDEL', bal, 'h:' .. request_id)
+      redis.call('HINCRBY', bal, 'held', -tonumber(a))
+      redis.call('ZREM', hz, request_id)
+    end
+    local event, captured = ARGV[h], tonumber(ARGV[h + 1])
+    if event ~= '' and captured ~= 0 and redis.call('HEXISTS', bal, 'ver') == 1
+        and redis.call('HSETNX', bal, 'p:' .. event, captured) == 1 then
+      redis.call('HINCRBY', bal, 'pending', captured)
+    end
+  end
+end
+local function kind_of(i) return ARGV[5 + 2 * i] end
+local function limit_of(i) return tonumber(ARGV[6 + 2 * i]) end
 local function cost_of(i)
   if counts_tokens(kind_of(i)) then return tokens end
   return 1
@@ -171,8 +234,24 @@ if refused > 0 then
   table.insert(out, 1, 0)
   return out
 end
-
 local lease = arg5
+if hold then
+  local bal, hz, amount, floor_ = KEYS[n + 1], KEYS[n + 2], tonumber(ARGV[h]), tonumber(ARGV[h + 1])
+  if redis.call('HEXISTS', bal, 'ver') == 0 then return {2, now} end
+  sweep(bal, hz)
+  local v = redis.call('HMGET', bal, 'ledger', 'ver', 'pending', 'held')
+  local ledger, pending, held = tonumber(v[1]), tonumber(v[3] or '0'), tonumber(v[4] or '0')
+  if ledger - pending - held - amount < floor_ then
+    return {3, now, ledger, tonumber(v[2]), pending, held}
+  end
+  if redis.call('HSETNX', bal, 'h:' .. request_id, amount) == 1 then
+    redis.call('HINCRBY', bal, 'held', amount)
+  end
+  redis.call('ZADD', hz, now + lease, request_id)
+  redis.call('PEXPIRE', bal, BAL_TTL)
+  redis.call('PEXPIRE', hz, BAL_TTL)
+end
+
 for i = 1, n do
   local key, kind = KEYS[i], kind_of(i)
   local s, cost = shape(kind), cost_of(i)

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use super::holds::{AccountBalance, BalanceReading, Capture, LedgerSync};
 use super::{
     Admission, Ask, Backend, CELL_MS, Clock, Decision, Descriptor, Reading, Shape, Unavailable,
     WINDOW_CELLS, period,
@@ -20,6 +21,8 @@ enum Entry {
     Slots(HashMap<String, i64>),
     /// A quota counter for one period.
     Counter { period: i64, value: i64 },
+    /// An account's cached spendable balance.
+    Balance(AccountBalance),
 }
 
 #[derive(Default)]
@@ -35,6 +38,10 @@ pub struct MemoryBackend {
 
 fn storage_key(tenant: &str, d: &Descriptor) -> String {
     format!("{tenant}/{}", d.name())
+}
+
+fn balance_key(tenant: &str, account: &str) -> String {
+    format!("{tenant}/a:{account}:bal")
 }
 
 fn fresh(d: &Descriptor) -> Entry {
@@ -88,6 +95,7 @@ fn read(entry: &mut Entry, d: &Descriptor, now: i64, cost: i64) -> (Reading, Opt
             };
             (reading, (*value + cost > d.limit).then_some(end - now))
         }
+        Entry::Balance(_) => (Reading::default(), None),
     }
 }
 
@@ -108,7 +116,7 @@ impl MemoryBackend {
         state.entries.retain(|_, e| match e {
             Entry::Window(cells) => cells.keys().any(|c| *c > cell - WINDOW_CELLS),
             Entry::Slots(slots) => slots.values().any(|x| *x > now),
-            Entry::Counter { .. } => true,
+            Entry::Counter { .. } | Entry::Balance(_) => true,
         });
     }
 
@@ -139,6 +147,21 @@ impl MemoryBackend {
                 readings,
             };
         }
+        if let Some(hold) = &ask.hold {
+            let Some(Entry::Balance(balance)) = state
+                .entries
+                .get_mut(&balance_key(&ask.tenant, &hold.account))
+            else {
+                return Decision::Unsynced;
+            };
+            if let Err(reading) = balance.check(hold, now) {
+                return Decision::Insufficient {
+                    at_ms: now,
+                    balance: reading,
+                };
+            }
+            balance.hold(&ask.request_id, hold.amount, now + lease_ms);
+        }
         for (d, reading) in ask.descriptors.iter().zip(readings.iter_mut()) {
             let cost = d.cost(ask.tokens);
             let entry = state
@@ -154,6 +177,7 @@ impl MemoryBackend {
                     slots.insert(ask.request_id.clone(), now + lease_ms);
                 }
                 Entry::Counter { value, .. } => *value += cost,
+                Entry::Balance(_) => {}
             }
             reading.used += if d.kind.shape() == Shape::Slots {
                 1
@@ -167,11 +191,18 @@ impl MemoryBackend {
         }
     }
 
-    pub fn settle_now(&self, admission: &Admission, actual_tokens: i64) {
+    pub fn settle_now(&self, admission: &Admission, actual_tokens: i64, capture: Option<&Capture>) {
         let now = self.clock.now_ms();
         let at = admission.at_ms;
         let delta = actual_tokens - admission.ask.tokens;
         let mut state = self.state.lock().expect("limiter state");
+        if let Some(hold) = &admission.ask.hold
+            && let Some(Entry::Balance(balance)) = state
+                .entries
+                .get_mut(&balance_key(&admission.ask.tenant, &hold.account))
+        {
+            balance.release(&admission.ask.request_id, capture);
+        }
         for d in &admission.ask.descriptors {
             let Some(entry) = state
                 .entries
@@ -201,6 +232,36 @@ impl MemoryBackend {
         }
     }
 
+    pub fn sync_now(&self, tenant: &str, sync: &LedgerSync) {
+        let mut state = self.state.lock().expect("limiter state");
+        let entry = state
+            .entries
+            .entry(balance_key(tenant, &sync.account))
+            .or_insert_with(|| Entry::Balance(AccountBalance::default()));
+        if let Entry::Balance(balance) = entry {
+            balance.sync(sync);
+        }
+    }
+
+    pub fn balance_now(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Option<(BalanceReading, Vec<String>)> {
+        let now = self.clock.now_ms();
+        let mut state = self.state.lock().expect("limiter state");
+        match state.entries.get_mut(&balance_key(tenant, account)) {
+            Some(Entry::Balance(b)) => Some((b.reading(now), b.pending_events())),
+            _ => None,
+        }
+    }
+
+    /// Forgets every cached balance (a replica falling back to this backend starts from the ledger).
+    pub fn forget_balances(&self) {
+        let mut state = self.state.lock().expect("limiter state");
+        state.entries.retain(|_, e| !matches!(e, Entry::Balance(_)));
+    }
+
     pub fn peek_now(&self, tenant: &str, descriptors: &[Descriptor]) -> Vec<Reading> {
         let now = self.clock.now_ms();
         let mut state = self.state.lock().expect("limiter state");
@@ -219,9 +280,27 @@ impl Backend for MemoryBackend {
         Ok(self.admit_now(ask, lease_ms))
     }
 
-    async fn settle(&self, admission: &Admission, actual_tokens: i64) -> Result<(), Unavailable> {
-        self.settle_now(admission, actual_tokens);
+    async fn settle(
+        &self,
+        admission: &Admission,
+        actual_tokens: i64,
+        capture: Option<&Capture>,
+    ) -> Result<(), Unavailable> {
+        self.settle_now(admission, actual_tokens, capture);
         Ok(())
+    }
+
+    async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
+        self.sync_now(tenant, sync);
+        Ok(())
+    }
+
+    async fn balance(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
+        Ok(self.balance_now(tenant, account))
     }
 
     async fn peek(

@@ -20,8 +20,12 @@
 //!
 //! Tokens: the prompt estimate is charged at admission; settle adds the difference to the actual
 //! total in the same cells, so the window ends up holding what was really used.
+//!
+//! Money: a priced request also reserves a [`holds::Hold`] against the account's spendable balance
+//! in the same decision (see [`holds`]); settle captures what it cost and releases the rest.
 
 pub mod guard;
+pub mod holds;
 pub mod memory;
 pub mod redis;
 pub mod response;
@@ -31,6 +35,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use holds::{BalanceReading, Capture, Hold, LedgerSync};
 
 /// Width of one window cell and the number of cells a window spans (see the module docs).
 pub const CELL_MS: i64 = 1_000;
@@ -269,6 +275,8 @@ pub struct Ask {
     pub descriptors: Vec<Descriptor>,
     /// Tokens charged at admission (the prompt estimate).
     pub tokens: i64,
+    /// Money reserved against the account's balance, if the request is priced.
+    pub hold: Option<Hold>,
 }
 
 /// The state of one descriptor after a decision: how much is used and when it next frees up.
@@ -291,6 +299,10 @@ pub enum Decision {
         retry_after_ms: i64,
         readings: Vec<Reading>,
     },
+    /// Every limit allowed it, the balance did not; nothing was counted.
+    Insufficient { at_ms: i64, balance: BalanceReading },
+    /// The account's balance is not cached here yet: sync it from the ledger and ask again.
+    Unsynced,
 }
 
 /// What settle needs to release an admission.
@@ -313,12 +325,26 @@ pub trait Backend: Send + Sync {
         ask: &Ask,
         lease_ms: i64,
     ) -> impl Future<Output = Result<Decision, Unavailable>> + Send;
-    /// Releases concurrency slots and corrects token counts by `actual_tokens - ask.tokens`.
+    /// Releases concurrency slots and the hold, corrects token counts by
+    /// `actual_tokens - ask.tokens` and records what the request captured as pending.
     fn settle(
         &self,
         admission: &Admission,
         actual_tokens: i64,
+        capture: Option<&Capture>,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send;
+    /// Brings an account's cached balance up to a ledger reading (never back to an older one).
+    fn sync(
+        &self,
+        tenant: &str,
+        sync: &LedgerSync,
+    ) -> impl Future<Output = Result<(), Unavailable>> + Send;
+    /// The account's cached balance and its pending usage event ids (`None`: not cached).
+    fn balance(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> impl Future<Output = Result<Option<(BalanceReading, Vec<String>)>, Unavailable>> + Send;
     /// Current readings, counting nothing.
     fn peek(
         &self,

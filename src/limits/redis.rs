@@ -6,6 +6,7 @@
 
 use redis::Script;
 
+use super::holds::{BalanceReading, Capture, Hold, LedgerSync};
 use super::{Admission, Ask, Backend, Clock, Decision, Descriptor, Reading, Unavailable};
 use crate::redis_link::RedisLink;
 
@@ -45,35 +46,85 @@ impl RedisBackend {
             .map_err(|e| Unavailable(e.to_string()))
     }
 
-    async fn call(
+    fn key(&self, tenant: &str, name: &str) -> String {
+        format!("{}{{t:{tenant}}}:{name}", self.prefix)
+    }
+
+    /// The account's balance hash and holds zset.
+    fn balance_keys(&self, tenant: &str, account: &str) -> [String; 2] {
+        [
+            self.key(tenant, &format!("a:{account}:bal")),
+            self.key(tenant, &format!("a:{account}:holds")),
+        ]
+    }
+
+    /// One script call: `op` over the descriptors, the hold's keys when `hold` is given, and
+    /// `extra` arguments after the descriptors.
+    async fn call<T: redis::FromRedisValue>(
         &self,
         op: &str,
         tenant: &str,
-        descriptors: &[Descriptor],
+        (descriptors, hold): (&[Descriptor], Option<&Hold>),
         request_id: &str,
         (arg4, arg5): (i64, i64),
-    ) -> Result<Vec<i64>, Unavailable> {
+        extra: &[String],
+    ) -> Result<T, Unavailable> {
         let mut invocation = self.script.prepare_invoke();
         for d in descriptors {
-            invocation.key(format!("{}{{t:{tenant}}}:{}", self.prefix, d.name()));
+            invocation.key(self.key(tenant, &d.name()));
+        }
+        if let Some(hold) = hold {
+            for key in self.balance_keys(tenant, &hold.account) {
+                invocation.key(key);
+            }
         }
         if op == "settle" {
-            invocation.key(format!(
-                "{}{{t:{tenant}}}:settled:{request_id}",
-                self.prefix
-            ));
+            invocation.key(self.key(tenant, &format!("settled:{request_id}")));
         }
         invocation
             .arg(op)
             .arg(self.clock.fixed().unwrap_or(-1))
             .arg(request_id)
             .arg(arg4)
-            .arg(arg5);
+            .arg(arg5)
+            .arg(descriptors.len());
         for d in descriptors {
             invocation.arg(d.kind.tag()).arg(d.limit);
         }
+        for a in extra {
+            invocation.arg(a);
+        }
         self.link
-            .run(|mut c| async move { invocation.invoke_async::<Vec<i64>>(&mut c).await })
+            .run(|mut c| async move { invocation.invoke_async::<T>(&mut c).await })
+            .await
+            .map_err(|e| Unavailable(e.to_string()))
+    }
+
+    /// Calls on an account's balance alone (no descriptors).
+    async fn call_balance<T: redis::FromRedisValue>(
+        &self,
+        op: &str,
+        tenant: &str,
+        account: &str,
+        (arg4, arg5): (i64, i64),
+        extra: &[String],
+    ) -> Result<T, Unavailable> {
+        let mut invocation = self.script.prepare_invoke();
+        for key in self.balance_keys(tenant, account) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(op)
+            .arg(self.clock.fixed().unwrap_or(-1))
+            .arg("")
+            .arg(arg4)
+            .arg(arg5)
+            .arg(0);
+        for a in extra {
+            invocation.arg(a);
+        }
+        self.link
+            .run(|mut c| async move { invocation.invoke_async::<T>(&mut c).await })
             .await
             .map_err(|e| Unavailable(e.to_string()))
     }
@@ -81,13 +132,19 @@ impl RedisBackend {
 
 impl Backend for RedisBackend {
     async fn admit(&self, ask: &Ask, lease_ms: i64) -> Result<Decision, Unavailable> {
-        let out = self
+        let hold_args = ask
+            .hold
+            .as_ref()
+            .map(|h| vec![h.amount.to_string(), h.floor.to_string()])
+            .unwrap_or_default();
+        let out: Vec<i64> = self
             .call(
                 "admit",
                 &ask.tenant,
-                &ask.descriptors,
+                (&ask.descriptors, ask.hold.as_ref()),
                 &ask.request_id,
                 (ask.tokens, lease_ms),
+                &hold_args,
             )
             .await?;
         let bad = || Unavailable(format!("unexpected script answer {out:?}"));
@@ -102,21 +159,79 @@ impl Backend for RedisBackend {
                 retry_after_ms: *retry_after_ms,
                 readings: readings(rest),
             }),
+            [2, _] => Ok(Decision::Unsynced),
+            [3, at_ms, ledger, version, pending, held] => Ok(Decision::Insufficient {
+                at_ms: *at_ms,
+                balance: BalanceReading {
+                    ledger: *ledger,
+                    version: *version,
+                    pending: *pending,
+                    held: *held,
+                },
+            }),
             _ => Err(bad()),
         }
     }
 
-    async fn settle(&self, admission: &Admission, actual_tokens: i64) -> Result<(), Unavailable> {
+    async fn settle(
+        &self,
+        admission: &Admission,
+        actual_tokens: i64,
+        capture: Option<&Capture>,
+    ) -> Result<(), Unavailable> {
         let ask = &admission.ask;
-        self.call(
+        let capture_args = match (&ask.hold, capture) {
+            (None, _) => vec![],
+            (Some(_), Some(c)) => vec![c.event_id.clone(), c.amount.to_string()],
+            (Some(_), None) => vec![String::new(), "0".into()],
+        };
+        self.call::<Vec<i64>>(
             "settle",
             &ask.tenant,
-            &ask.descriptors,
+            (&ask.descriptors, ask.hold.as_ref()),
             &ask.request_id,
             (actual_tokens - ask.tokens, admission.at_ms),
+            &capture_args,
         )
         .await
         .map(drop)
+    }
+
+    async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
+        self.call_balance::<Vec<i64>>(
+            "sync",
+            tenant,
+            &sync.account,
+            (sync.balance, sync.version),
+            &sync.committed,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn balance(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
+        let out: Vec<String> = self
+            .call_balance("balance", tenant, account, (0, 0), &[])
+            .await?;
+        if out.is_empty() {
+            return Ok(None);
+        }
+        let num = |i: usize| {
+            out.get(i)
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| Unavailable(format!("unexpected script answer {out:?}")))
+        };
+        let reading = BalanceReading {
+            ledger: num(0)?,
+            version: num(1)?,
+            pending: num(2)?,
+            held: num(3)?,
+        };
+        Ok(Some((reading, out[4..].to_vec())))
     }
 
     async fn peek(
@@ -124,7 +239,9 @@ impl Backend for RedisBackend {
         tenant: &str,
         descriptors: &[Descriptor],
     ) -> Result<Vec<Reading>, Unavailable> {
-        let out = self.call("peek", tenant, descriptors, "", (0, 0)).await?;
+        let out: Vec<i64> = self
+            .call("peek", tenant, (descriptors, None), "", (0, 0), &[])
+            .await?;
         match out.as_slice() {
             [1, _, rest @ ..] => Ok(readings(rest)),
             _ => Err(Unavailable(format!("unexpected script answer {out:?}"))),

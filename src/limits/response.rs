@@ -1,6 +1,7 @@
 //! What a client sees of its limits: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` on
 //! every data-plane response (the tightest request- and token-counting limit that applies, OpenAI's
-//! header names and reset format), and the 429 body naming the limit that refused a request.
+//! header names and reset format), the 429 body naming the limit that refused a request, and the
+//! 402 body naming what of the account's money fell short.
 
 use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
@@ -8,8 +9,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 
-use super::guard::Refusal;
+use super::guard::{Refusal, Shortfall};
 use super::{Descriptor, Kind, Reading};
+use crate::domain::{BillingMode, Nano};
 use crate::error::{ApiError, LimitRefusal};
 
 /// Headroom of the tightest limit of one family.
@@ -161,6 +163,40 @@ impl Refusal {
             retry_after_secs,
             reset_at,
         }))
+    }
+}
+
+impl Shortfall {
+    /// The 402 answer: what bit — the balance (prepaid), the credit limit (postpaid), or holds of
+    /// requests still in flight when the balance alone would have covered it — with the figures.
+    pub fn to_error(&self, mode: BillingMode) -> ApiError {
+        let b = &self.balance;
+        let need = self.hold.amount;
+        let limit = if b.ledger - b.pending - need >= self.hold.floor {
+            "in-flight holds"
+        } else if mode == BillingMode::Postpaid {
+            "account credit limit"
+        } else {
+            "account balance"
+        };
+        let mut message = format!(
+            "Insufficient quota ({limit}): this request may cost up to {} and the account has {} \
+             available (balance {}",
+            Nano(need),
+            Nano(b.spendable() - self.hold.floor),
+            Nano(b.ledger - b.pending),
+        );
+        if mode == BillingMode::Postpaid {
+            message.push_str(&format!(", credit limit {}", Nano(-self.hold.floor)));
+        }
+        message.push_str(&format!(
+            ", in-flight holds {}). Add funds to the account or lower max_tokens.",
+            Nano(b.held)
+        ));
+        ApiError::InsufficientQuota {
+            limit: limit.into(),
+            message,
+        }
     }
 }
 

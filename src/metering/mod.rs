@@ -1,7 +1,7 @@
-//! Settling a data-plane request: what it delivered becomes a usage record. Token counts come
-//! from the upstream's `usage` when it sent one, else from an estimate (marked `estimated`). This
-//! is the settle hook the ledger will extend with holds and postings; it runs off the request
-//! path (on the blocking pool) and never fails the response.
+//! Settling a data-plane request: what it delivered becomes a usage record, its balance hold is
+//! captured (what it cost becomes pending) and released, and the batch writer posts it to the
+//! ledger. Token counts come from the upstream's `usage` when it sent one, else from an estimate
+//! (marked `estimated`). Runs off the request path and never fails the response.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,11 +11,13 @@ use chrono::NaiveDateTime;
 use crate::db::Db;
 use crate::domain::Nano;
 use crate::limits::guard::{Guard, Permit};
+use crate::limits::holds::Capture;
 use crate::models::api_key::ApiKey;
 use crate::models::usage::UsageRecord;
 use crate::pricing::Price;
 use writer::UsageWriter;
 
+pub mod balance;
 pub mod writer;
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
 
@@ -23,6 +25,7 @@ use crate::openai::{ChatRequest, Usage, estimate_tokens};
 pub struct Meter {
     writer: UsageWriter,
     limiter: Arc<Guard>,
+    db: Db,
 }
 
 /// What is known when a request is admitted.
@@ -106,14 +109,16 @@ pub fn wholesale_cost(
 impl Meter {
     pub fn new(db: Db, limiter: Arc<Guard>) -> Self {
         Self {
-            writer: UsageWriter::new(db),
+            writer: UsageWriter::new(db.clone(), limiter.clone()),
             limiter,
+            db,
         }
     }
 
-    /// Starts the batch writer (inside the server's runtime).
+    /// Starts the batch writer and the balance re-sync timer (inside the server's runtime).
     pub fn spawn_writer(&self) {
         self.writer.spawn();
+        balance::spawn_resync_timer(self.db.clone(), self.limiter.clone());
     }
 
     /// Records the request. With a complete upstream `usage` its counts are used; a request cut
@@ -127,9 +132,7 @@ impl Meter {
                 true,
             ),
         };
-        if let Some(permit) = admitted.permit.take() {
-            self.limiter.settle(permit, prompt + completion);
-        }
+        let permit = admitted.permit.take();
         // A request that failed before anything reached the client costs nothing.
         let delivered_nothing = status != Status::Ok && delivered.first_byte.is_none();
         let charge = |price: Option<Price>| match price {
@@ -165,6 +168,13 @@ impl Meter {
         tracing::info!(request.id = %record.request_id, model = %record.model, status = %record.status,
             prompt_tokens = record.prompt_tokens, completion_tokens = record.completion_tokens,
             upstream = ?record.upstream, miner.uid = ?record.miner_uid, latency_ms = record.latency_ms, "settled");
+        if let Some(permit) = permit {
+            let capture = permit.hold().map(|_| Capture {
+                event_id: record.id.clone(),
+                amount: record.charged_nano.0,
+            });
+            self.limiter.settle(permit, prompt + completion, capture);
+        }
         self.writer.submit(record);
     }
 }

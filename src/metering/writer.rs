@@ -2,8 +2,10 @@
 //! to [`MAX_BATCH`] records or [`LINGER`]), each batch one database transaction holding the usage
 //! records and their ledger postings. Writing is idempotent — a record id is unique and its posting
 //! key is `usage:<id>` — so a retried batch neither loses nor doubles a charge. While the database
-//! is down, batches wait and retry with backoff; requests keep being served.
+//! is down, batches wait and retry with backoff; requests keep being served. After a batch commits,
+//! the cached balances of the accounts it charged move to the ledger version that includes it.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +13,10 @@ use diesel::Connection;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::db::{Db, DbConn};
-use crate::models::ledger::{PostError, charge_usage};
+use crate::domain::{AccountId, TenantId};
+use crate::limits::guard::Guard;
+use crate::limits::holds::LedgerSync;
+use crate::models::ledger::{LedgerAccount, PostError, charge_usage};
 use crate::models::usage::UsageRecord;
 
 pub const MAX_BATCH: usize = 500;
@@ -22,15 +27,21 @@ pub struct UsageWriter {
     tx: UnboundedSender<UsageRecord>,
     rx: Arc<Mutex<Option<UnboundedReceiver<UsageRecord>>>>,
     db: Db,
+    limiter: Arc<Guard>,
 }
 
-/// Writes records not yet written, each with its charge; returns how many were new.
-fn write_batch(conn: &mut DbConn, records: &[UsageRecord]) -> Result<usize, PostError> {
-    let mut new = 0;
+/// Writes records not yet written, each with its charge; returns, per charged account, the
+/// ledger reading that includes the batch (read under the balance row's lock, in the same
+/// transaction, so it is exactly what this commit makes visible or newer).
+fn write_batch(
+    conn: &mut DbConn,
+    records: &[UsageRecord],
+) -> Result<Vec<(TenantId, LedgerSync)>, PostError> {
+    let mut charged: BTreeMap<(TenantId, AccountId), Vec<String>> = BTreeMap::new();
     for record in records {
         let inserted = conn.transaction(|c| record.insert(c));
         match inserted {
-            Ok(()) => new += 1,
+            Ok(()) => {}
             Err(diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::UniqueViolation,
                 _,
@@ -38,17 +49,36 @@ fn write_batch(conn: &mut DbConn, records: &[UsageRecord]) -> Result<usize, Post
             Err(e) => return Err(e.into()),
         }
         charge_usage(conn, record)?;
+        if record.charged_nano.0 != 0 {
+            charged
+                .entry((record.tenant_id.clone(), record.account_id.clone()))
+                .or_default()
+                .push(record.id.clone());
+        }
     }
-    Ok(new)
+    charged
+        .into_iter()
+        .map(|((tenant, account), committed)| {
+            let (balance, version) = LedgerAccount::customer_state(conn, &account)?;
+            let sync = LedgerSync {
+                account: account.to_string(),
+                balance: balance.0,
+                version,
+                committed,
+            };
+            Ok((tenant, sync))
+        })
+        .collect()
 }
 
 impl UsageWriter {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, limiter: Arc<Guard>) -> Self {
         let (tx, rx) = unbounded_channel();
         Self {
             tx,
             rx: Arc::new(Mutex::new(Some(rx))),
             db,
+            limiter,
         }
     }
 
@@ -63,7 +93,7 @@ impl UsageWriter {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        let db = self.db.clone();
+        let (db, limiter) = (self.db.clone(), self.limiter.clone());
         actix_web::rt::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -78,13 +108,15 @@ impl UsageWriter {
                         _ = &mut linger => break,
                     }
                 }
-                write_with_retry(&db, Arc::new(batch)).await;
+                for (tenant, sync) in write_with_retry(&db, Arc::new(batch)).await {
+                    limiter.sync(tenant.as_str(), &sync).await;
+                }
             }
         });
     }
 }
 
-async fn write_with_retry(db: &Db, batch: Arc<Vec<UsageRecord>>) {
+async fn write_with_retry(db: &Db, batch: Arc<Vec<UsageRecord>>) -> Vec<(TenantId, LedgerSync)> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let records = batch.clone();
@@ -92,7 +124,7 @@ async fn write_with_retry(db: &Db, batch: Arc<Vec<UsageRecord>>) {
             .write(move |c| write_batch(c, &records).map_err(WriteError::from))
             .await;
         match written {
-            Ok(_) => return,
+            Ok(syncs) => return syncs,
             Err(e) => {
                 tracing::warn!(error = %e, records = batch.len(), retry_in = ?backoff,
                     "could not write usage; retrying");

@@ -147,6 +147,23 @@ impl LedgerAccount {
         )
     }
 
+    /// A customer's balance and its version (bumped by every posting), without creating the
+    /// ledger account: an account that never had one stands at zero, version 0.
+    pub fn customer_state(conn: &mut DbConn, account: &AccountId) -> QueryResult<(Nano, i64)> {
+        ledger_balances::table
+            .inner_join(ledger_accounts::table)
+            .filter(
+                ledger_accounts::owner_kind
+                    .eq(LedgerOwner::Account)
+                    .and(ledger_accounts::owner_id.eq(account.as_str()))
+                    .and(ledger_accounts::purpose.eq(LedgerPurpose::CustomerBalance)),
+            )
+            .select((ledger_balances::balance_nano, ledger_balances::version))
+            .first::<(i64, i64)>(conn)
+            .optional()
+            .map(|found| found.map_or((Nano(0), 0), |(b, v)| (Nano(b), v)))
+    }
+
     /// The cached balance (kept in step with the entries in every posting transaction).
     pub fn balance(conn: &mut DbConn, id: &str) -> QueryResult<Nano> {
         ledger_balances::table
@@ -252,6 +269,7 @@ impl NewTransaction {
                 .set((
                     ledger_balances::balance_nano.eq(ledger_balances::balance_nano + p.amount.0),
                     ledger_balances::updated_at.eq(now),
+                    ledger_balances::version.eq(ledger_balances::version + 1),
                 ))
                 .execute(conn)?;
             if updated != 1 {
@@ -455,6 +473,7 @@ pub fn reconcile(conn: &mut DbConn, rebuild: bool) -> QueryResult<Report> {
                     .set((
                         ledger_balances::balance_nano.eq(computed),
                         ledger_balances::updated_at.eq(crate::db::now()),
+                        ledger_balances::version.eq(ledger_balances::version + 1),
                     ))
                     .execute(c)?;
             }

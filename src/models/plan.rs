@@ -7,7 +7,7 @@ use diesel::prelude::*;
 
 use crate::db::DbConn;
 use crate::db::schema::{accounts, plans, tenants};
-use crate::domain::{AccountId, ActiveStatus, PlanId, TenantId};
+use crate::domain::{AccountId, ActiveStatus, BillingMode, Nano, PlanId, TenantId};
 use crate::limits::{Descriptor, LimitSet, Scope};
 use crate::models::api_key::ApiKey;
 use crate::pricing::PriceBook;
@@ -25,6 +25,8 @@ pub struct Plan {
     pub updated_at: NaiveDateTime,
     /// Retail prices to the accounts on the plan (JSON [`PriceBook`]).
     pub prices: String,
+    /// The most one request may hold against an account's balance at admission.
+    pub hold_cap_nano: Option<Nano>,
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -36,6 +38,7 @@ pub struct PlanChanges {
     pub is_default: Option<bool>,
     pub updated_at: Option<NaiveDateTime>,
     pub prices: Option<String>,
+    pub hold_cap_nano: Option<Option<Nano>>,
 }
 
 /// What the data plane needs about a key beyond the key itself: statuses and every limit in force.
@@ -51,9 +54,27 @@ pub struct KeyContext {
     pub retail: PriceBook,
     /// The operator's wholesale prices to the tenant.
     pub wholesale: PriceBook,
+    pub billing_mode: BillingMode,
+    pub credit_limit: Nano,
+    /// The plan's cap on one request's balance hold.
+    pub hold_cap: Option<Nano>,
 }
 
 impl KeyContext {
+    /// The lowest an account's spendable balance may go: zero prepaid, minus the credit limit postpaid.
+    pub fn balance_floor(&self) -> i64 {
+        match self.billing_mode {
+            BillingMode::Prepaid => 0,
+            BillingMode::Postpaid => -self.credit_limit.0,
+        }
+    }
+
+    /// What a request priced `worst_case` reserves: the worst case, capped by the plan.
+    pub fn hold_amount(&self, worst_case: Nano) -> i64 {
+        self.hold_cap
+            .map_or(worst_case.0, |cap| worst_case.0.min(cap.0))
+    }
+
     /// Every descriptor that applies to a request with this key: key, then account, then tenant.
     pub fn descriptors(&self, key: &ApiKey) -> Vec<Descriptor> {
         self.key_limits
@@ -88,6 +109,7 @@ impl Plan {
             created_at: now,
             updated_at: now,
             prices: prices.to_json(),
+            hold_cap_nano: None,
         }
     }
 
@@ -182,21 +204,26 @@ impl Plan {
 
     /// Statuses and limits in force for `key`.
     pub fn context_for(conn: &mut DbConn, key: &ApiKey) -> QueryResult<KeyContext> {
-        let account_status = accounts::table
+        let (account_status, billing_mode, credit_limit) = accounts::table
             .find(&key.account_id)
-            .select(accounts::status)
-            .first::<ActiveStatus>(conn)?;
+            .select((
+                accounts::status,
+                accounts::billing_mode,
+                accounts::credit_limit_nano,
+            ))
+            .first::<(ActiveStatus, BillingMode, Nano)>(conn)?;
         let (tenant_status, tenant_limits, wholesale) = tenants::table
             .find(&key.tenant_id)
             .select((tenants::status, tenants::limits, tenants::wholesale_prices))
             .first::<(ActiveStatus, String, String)>(conn)?;
         let plan = Self::for_account(conn, &key.tenant_id, &key.account_id)?;
-        let (plan_key, plan_account, retail) = plan
+        let (plan_key, plan_account, retail, hold_cap) = plan
             .map(|p| {
                 (
                     p.key_limits(),
                     p.account_limits(),
                     PriceBook::from_json(&p.prices),
+                    p.hold_cap_nano,
                 )
             })
             .unwrap_or_default();
@@ -208,6 +235,9 @@ impl Plan {
             tenant_limits: LimitSet::from_json(&tenant_limits),
             retail,
             wholesale: PriceBook::from_json(&wholesale),
+            billing_mode,
+            credit_limit,
+            hold_cap,
         })
     }
 }

@@ -48,6 +48,20 @@ pub struct UsageLine {
 }
 
 impl UsageRecord {
+    /// Which of `ids` are recorded (a record commits with its ledger posting).
+    pub fn existing_ids(conn: &mut DbConn, ids: &[String]) -> QueryResult<Vec<String>> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(500) {
+            found.extend(
+                usage_records::table
+                    .filter(usage_records::id.eq_any(chunk))
+                    .select(usage_records::id)
+                    .load::<String>(conn)?,
+            );
+        }
+        Ok(found)
+    }
+
     pub fn insert(&self, conn: &mut DbConn) -> QueryResult<()> {
         diesel::insert_into(usage_records::table)
             .values(self)

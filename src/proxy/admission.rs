@@ -1,7 +1,8 @@
 //! Admitting one data-plane request: scope, model and request checks, then the first-line flood
 //! brake (governor, this replica), then every limit and quota that applies in one shared decision
-//! ([`crate::limits::guard::Guard`]: one Redis round trip). What it decides is left in the request
-//! for the `x-ratelimit-*` headers; what it admits carries a permit that settle releases.
+//! ([`crate::limits::guard::Guard`]: one Redis round trip), the balance hold of a priced request
+//! included. What it decides is left in the request for the `x-ratelimit-*` headers; what it admits
+//! carries a permit that settle releases.
 
 use actix_web::{HttpMessage, HttpRequest};
 use governor::clock::{Clock as _, DefaultClock};
@@ -10,13 +11,34 @@ use crate::auth::caller::KeyCaller;
 use crate::error::{ApiError, ApiResult, LimitRefusal};
 use crate::limits::Ask;
 use crate::limits::guard::Verdict;
+use crate::limits::holds::Hold;
 use crate::limits::response::{Headroom, RateInfo};
 use crate::metering::Admitted;
+use crate::metering::balance::resync;
 use crate::openai::{ChatRequest, DEFAULT_MAX_TOKENS_LIMIT, estimate_tokens};
 use crate::state::AppState;
 
-/// Checks scope, model and the request itself.
-fn check(state: &AppState, caller: &KeyCaller, req: &ChatRequest) -> ApiResult<()> {
+/// The balance hold of a priced request: its worst case (prompt estimate + the completion budget at
+/// the plan's retail price), capped by the plan; none for a free one.
+fn hold_for(
+    caller: &KeyCaller,
+    req: &ChatRequest,
+    prompt_estimate: i64,
+    budget: i64,
+) -> Option<Hold> {
+    let context = &caller.entry.context;
+    let price = context.retail.for_model(&req.model)?;
+    let completion = req.max_output_tokens().unwrap_or(budget);
+    let amount = context.hold_amount(price.cost(prompt_estimate, completion));
+    (amount > 0).then(|| Hold {
+        account: caller.key().account_id.to_string(),
+        amount,
+        floor: context.balance_floor(),
+    })
+}
+
+/// Checks scope, model and the request itself; returns the model's completion budget.
+fn check(state: &AppState, caller: &KeyCaller, req: &ChatRequest) -> ApiResult<i64> {
     if !caller.key().has_scope("chat:write") {
         return Err(ApiError::Forbidden {
             code: "insufficient_scope",
@@ -31,7 +53,9 @@ fn check(state: &AppState, caller: &KeyCaller, req: &ChatRequest) -> ApiResult<(
         .ok_or_else(|| ApiError::ModelNotFound {
             model: req.model.clone(),
         })?;
-    req.validate(model.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS_LIMIT))
+    let budget = model.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS_LIMIT);
+    req.validate(budget)?;
+    Ok(budget)
 }
 
 /// The governor brake of this replica: refuses floods before Redis is asked.
@@ -82,7 +106,7 @@ pub async fn admit(
     request_id: &str,
     http: Option<&HttpRequest>,
 ) -> ApiResult<Admitted> {
-    check(state, caller, req)?;
+    let budget = check(state, caller, req)?;
     first_line(state, caller, http)?;
     let prompt_estimate = estimate_tokens(&req.prompt_text());
     let key = caller.key();
@@ -91,12 +115,15 @@ pub async fn admit(
         request_id: request_id.to_owned(),
         descriptors: caller.entry.descriptors.clone(),
         tokens: prompt_estimate,
+        hold: hold_for(caller, req, prompt_estimate, budget),
     };
-    let verdict = state
-        .limiter
-        .admit(ask)
-        .await
-        .map_err(|_| ApiError::LimiterUnavailable)?;
+    let unavailable = |_| ApiError::LimiterUnavailable;
+    let mut verdict = state.limiter.admit(ask).await.map_err(unavailable)?;
+    if let Verdict::Unsynced(ask) = verdict {
+        // First use of this account's balance here: load it from the ledger, then decide.
+        resync(&state.db, &state.limiter, &key.tenant_id, &key.account_id).await?;
+        verdict = state.limiter.admit(ask).await.map_err(unavailable)?;
+    }
     let remember = |info: RateInfo| {
         if let Some(http) = http {
             http.extensions_mut().insert(info);
@@ -123,5 +150,10 @@ pub async fn admit(
             remember(refusal.info);
             Err(refusal.to_error())
         }
+        Verdict::Insufficient(shortfall) => {
+            remember(shortfall.info);
+            Err(shortfall.to_error(caller.entry.context.billing_mode))
+        }
+        Verdict::Unsynced(_) => Err(ApiError::LimiterUnavailable),
     }
 }

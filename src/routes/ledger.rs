@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::domain::{AccountId, BillingMode, LedgerPurpose, Nano, Role, TransactionKind};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::metering::balance::resync;
 use crate::models::account::Account;
 use crate::models::audit::AuditEntry;
 use crate::models::ledger::{EntryLine, LedgerAccount, NewTransaction, PostError, Posted, Posting};
@@ -27,7 +28,14 @@ pub struct BalanceView {
     pub billing_mode: BillingMode,
     #[schema(value_type = i64)]
     pub credit_limit_nano: Nano,
-    /// What requests may still spend: the balance, plus the credit limit when postpaid.
+    /// Reserved by requests in flight (released or captured when they end).
+    #[schema(value_type = i64)]
+    pub held_nano: Nano,
+    /// Captured by finished requests and not yet in the ledger (seconds at most).
+    #[schema(value_type = i64)]
+    pub pending_nano: Nano,
+    /// What requests may still spend: the balance, plus the credit limit when postpaid, minus
+    /// holds and pending usage.
     #[schema(value_type = i64)]
     pub spendable_nano: Nano,
 }
@@ -120,9 +128,26 @@ pub async fn get_balance(
         BillingMode::Prepaid => 0,
         BillingMode::Postpaid => account.credit_limit_nano.0,
     };
+    // The cached balance's in-flight parts; none cached means nothing is in flight.
+    let cached = state
+        .limiter
+        .balance(account.tenant_id.as_str(), account.id.as_str())
+        .await
+        .ok()
+        .flatten()
+        .map(|(reading, _)| reading)
+        .unwrap_or_default();
     Ok(web::Json(BalanceView {
         object: "balance",
-        spendable_nano: Nano(balance.0.saturating_add(credit)),
+        held_nano: Nano(cached.held),
+        pending_nano: Nano(cached.pending),
+        spendable_nano: Nano(
+            balance
+                .0
+                .saturating_add(credit)
+                .saturating_sub(cached.held)
+                .saturating_sub(cached.pending),
+        ),
         account_id: account.id,
         balance_nano: balance,
         billing_mode: account.billing_mode,
@@ -195,7 +220,7 @@ pub async fn create_adjustment(
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let actor = caller.actor(&meta);
-    let (amount, account_id) = (body.amount_nano, id.clone());
+    let (amount, account_id, tenant_id) = (body.amount_nano, id.clone(), tenant.clone());
     let (posted, balance) = state
         .db
         .write(move |c| {
@@ -229,6 +254,8 @@ pub async fn create_adjustment(
     let txn = match posted {
         Posted::New(t) | Posted::Replayed(t) => t,
     };
+    // Requests see the new balance at once (not only at the next re-sync).
+    resync(&state.db, &state.limiter, &tenant_id, &account_id).await?;
     Ok(HttpResponse::Created().json(AdjustmentView {
         object: "adjustment",
         transaction_id: txn.id,

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::key_cache::Invalidation;
-use crate::domain::{PlanId, TenantId};
+use crate::domain::{Nano, PlanId, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::limits::LimitSet;
 use crate::models::audit::AuditEntry;
@@ -32,6 +32,10 @@ pub struct PlanView {
     pub is_default: bool,
     /// Retail prices per model (`*`: any other model) the accounts on this plan pay.
     pub prices: PriceBook,
+    /// The most one request may hold against an account's balance at admission (nano-units);
+    /// `null`: the full worst case (prompt estimate + `max_tokens` at these prices).
+    #[schema(value_type = Option<i64>)]
+    pub hold_cap_nano: Option<Nano>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -42,6 +46,7 @@ impl From<Plan> for PlanView {
             key_limits: p.key_limits(),
             account_limits: p.account_limits(),
             prices: PriceBook::from_json(&p.prices),
+            hold_cap_nano: p.hold_cap_nano,
             id: p.id,
             object: "plan",
             tenant_id: p.tenant_id,
@@ -67,6 +72,9 @@ pub struct CreatePlan {
     /// Retail prices per model, nano-units; default: free.
     #[serde(default)]
     pub prices: PriceBook,
+    /// Cap on one request's balance hold, nano-units (positive); default: no cap.
+    #[schema(value_type = Option<i64>)]
+    pub hold_cap_nano: Option<Nano>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -79,6 +87,20 @@ pub struct UpdatePlan {
     pub is_default: Option<bool>,
     /// Replaces the retail prices.
     pub prices: Option<PriceBook>,
+    /// `null` removes the cap.
+    #[serde(default, deserialize_with = "validate::nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub hold_cap_nano: Option<Option<Nano>>,
+}
+
+fn hold_cap(value: Option<Nano>) -> ApiResult<Option<Nano>> {
+    match value {
+        Some(Nano(n)) if n <= 0 => Err(ApiError::invalid_param(
+            "hold_cap_nano",
+            "hold_cap_nano must be positive (null: no cap)",
+        )),
+        other => Ok(other),
+    }
 }
 
 fn checked(field: &str, limits: Option<LimitSet>) -> ApiResult<Option<String>> {
@@ -120,12 +142,13 @@ pub async fn create_plan(
     validate::limits("account_limits", &body.account_limits)?;
     let name = validate::name("name", &body.name, 100)?;
     validate::prices("prices", &body.prices)?;
-    let plan = Plan::new(
+    let mut plan = Plan::new(
         tenant.clone(),
         name,
         (body.key_limits, body.account_limits),
         &body.prices,
     );
+    plan.hold_cap_nano = hold_cap(body.hold_cap_nano)?;
     let (actor, is_default) = (caller.actor(&meta), body.is_default);
     let plan = state
         .db
@@ -209,9 +232,11 @@ pub async fn update_plan(
             Some(p) => validate::prices("prices", p).map(|_| Some(p.to_json()))?,
             None => None,
         },
+        hold_cap_nano: body.hold_cap_nano.map(hold_cap).transpose()?,
     };
     let detail = serde_json::json!({"name": changes.name, "key_limits": body.key_limits,
-        "account_limits": body.account_limits, "is_default": body.is_default, "prices": body.prices});
+        "account_limits": body.account_limits, "is_default": body.is_default, "prices": body.prices,
+        "hold_cap_nano": body.hold_cap_nano});
     let actor = caller.actor(&meta);
     let plan = state
         .db

@@ -8,6 +8,7 @@ mod bad_input;
 mod chain;
 mod chat;
 mod epistula;
+mod holds;
 mod idempotency;
 mod isolation;
 mod keys;

@@ -1,0 +1,187 @@
+//! Balance holds: the money side of an admission. Each account's spendable balance is kept beside
+//! its limits (Redis hash `…:a:<account>:bal`, or [`AccountBalance`] in process) as three parts:
+//!
+//! - `ledger`: the ledger balance at `version` (every posting bumps the version; a copy only ever
+//!   moves to a newer version, so two replicas syncing out of order cannot go back);
+//! - `pending`: what settled requests captured and the batch writer has not committed yet, one entry
+//!   per usage event, dropped by the sync that carries a version including that event's posting;
+//! - `held`: open holds, one per admitted request, each with an expiry (a crashed request's hold is
+//!   swept when it expires).
+//!
+//! `spendable = ledger − pending − held`; a request is admitted only if `spendable − hold ≥ floor`
+//! (`0` prepaid, `−credit_limit` postpaid). A usage event is counted in exactly one of `ledger` and
+//! `pending` except for the short moment between its commit and the sync that follows, when it
+//! is counted in both: spendable can be understated briefly, never overstated.
+
+use std::collections::HashMap;
+
+/// What an admission reserves against an account's balance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub account: String,
+    /// Nano-units reserved (the worst case, capped by the plan).
+    pub amount: i64,
+    /// The lowest the spendable balance may go: `0` prepaid, `−credit_limit` postpaid.
+    pub floor: i64,
+}
+
+/// What settle turns a hold into: the usage event and what it charged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capture {
+    pub event_id: String,
+    pub amount: i64,
+}
+
+/// A ledger reading to bring a cached balance up to date.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerSync {
+    pub account: String,
+    pub balance: i64,
+    pub version: i64,
+    /// Usage events whose postings `version` includes (their pending entries are dropped).
+    pub committed: Vec<String>,
+}
+
+/// The parts of an account's cached spendable balance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BalanceReading {
+    pub ledger: i64,
+    pub version: i64,
+    pub pending: i64,
+    pub held: i64,
+}
+
+impl BalanceReading {
+    pub fn spendable(&self) -> i64 {
+        self.ledger - self.pending - self.held
+    }
+}
+
+/// One account's cached balance in process; the same rules as the Lua script.
+#[derive(Debug, Default)]
+pub struct AccountBalance {
+    ledger: i64,
+    version: i64,
+    /// request id → (amount, expiry ms)
+    holds: HashMap<String, (i64, i64)>,
+    held: i64,
+    /// usage event id → amount
+    pend: HashMap<String, i64>,
+    pending: i64,
+}
+
+impl AccountBalance {
+    fn sweep(&mut self, now: i64) {
+        let held = &mut self.held;
+        self.holds.retain(|_, (amount, expiry)| {
+            let keep = *expiry > now;
+            if !keep {
+                *held -= *amount;
+            }
+            keep
+        });
+    }
+
+    pub fn reading(&mut self, now: i64) -> BalanceReading {
+        self.sweep(now);
+        BalanceReading {
+            ledger: self.ledger,
+            version: self.version,
+            pending: self.pending,
+            held: self.held,
+        }
+    }
+
+    /// Pending usage event ids (for a sync to check against the database).
+    pub fn pending_events(&self) -> Vec<String> {
+        self.pend.keys().cloned().collect()
+    }
+
+    /// Whether `hold` fits; the reading when it does not.
+    pub fn check(&mut self, hold: &Hold, now: i64) -> Result<(), BalanceReading> {
+        let reading = self.reading(now);
+        if reading.spendable() - hold.amount < hold.floor {
+            return Err(reading);
+        }
+        Ok(())
+    }
+
+    pub fn hold(&mut self, request_id: &str, amount: i64, expiry: i64) {
+        if self
+            .holds
+            .insert(request_id.to_owned(), (amount, expiry))
+            .is_none()
+        {
+            self.held += amount;
+        }
+    }
+
+    /// Releases the request's hold (if still open) and records what it captured (once per event).
+    pub fn release(&mut self, request_id: &str, capture: Option<&Capture>) {
+        if let Some((amount, _)) = self.holds.remove(request_id) {
+            self.held -= amount;
+        }
+        if let Some(c) = capture.filter(|c| c.amount != 0)
+            && !self.pend.contains_key(&c.event_id)
+        {
+            self.pend.insert(c.event_id.clone(), c.amount);
+            self.pending += c.amount;
+        }
+    }
+
+    pub fn sync(&mut self, sync: &LedgerSync) {
+        if sync.version > self.version {
+            (self.ledger, self.version) = (sync.balance, sync.version);
+        }
+        for id in &sync.committed {
+            if let Some(amount) = self.pend.remove(id) {
+                self.pending -= amount;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spendable_is_ledger_minus_pending_minus_holds() {
+        let mut b = AccountBalance::default();
+        b.sync(&LedgerSync {
+            account: "a".into(),
+            balance: 100,
+            version: 3,
+            committed: vec![],
+        });
+        let hold = Hold {
+            account: "a".into(),
+            amount: 40,
+            floor: 0,
+        };
+        assert!(b.check(&hold, 0).is_ok());
+        b.hold("r1", 40, 1000);
+        b.hold("r2", 40, 2000);
+        assert_eq!(b.check(&hold, 0).unwrap_err().held, 80);
+        let capture = Capture {
+            event_id: "e1".into(),
+            amount: 25,
+        };
+        b.release("r1", Some(&capture));
+        b.release("r1", Some(&capture));
+        assert_eq!(b.reading(0).spendable(), 100 - 25 - 40);
+        // An older reading never wins; a newer one that includes e1 retires its pending entry.
+        let stale = |v, committed: Vec<String>| LedgerSync {
+            account: "a".into(),
+            balance: 75,
+            version: v,
+            committed,
+        };
+        b.sync(&stale(2, vec![]));
+        assert_eq!(b.reading(0).ledger, 100);
+        b.sync(&stale(4, vec!["e1".into()]));
+        assert_eq!(b.reading(0).spendable(), 75 - 40);
+        // r2's hold expires at 2000 and is swept.
+        assert_eq!(b.reading(2000).held, 0);
+    }
+}

@@ -1,0 +1,70 @@
+//! Keeping each account's cached spendable balance (in Redis, or in process) in step with the
+//! ledger: on first use (an admission that finds no cached balance), after a top-up or adjustment,
+//! after every batch the usage writer commits, and on a timer for accounts in use. A sync carries
+//! the ledger balance with its version and the usage events it includes, so nothing in flight is
+//! counted twice or missed (see [`crate::limits::holds`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::db::{Db, DbError};
+use crate::domain::{AccountId, TenantId};
+use crate::limits::guard::Guard;
+use crate::limits::holds::LedgerSync;
+use crate::models::ledger::LedgerAccount;
+use crate::models::usage::UsageRecord;
+
+/// How often accounts with holds are re-synchronised from the ledger.
+pub const RESYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// Reads the account's ledger balance and brings its cached balance up to it; pending usage
+/// events already committed are retired with it.
+pub async fn resync(
+    db: &Db,
+    limiter: &Arc<Guard>,
+    tenant: &TenantId,
+    account: &AccountId,
+) -> Result<(), DbError> {
+    let pending = limiter
+        .balance(tenant.as_str(), account.as_str())
+        .await
+        .ok()
+        .flatten()
+        .map(|(_, events)| events)
+        .unwrap_or_default();
+    let id = account.clone();
+    let sync = db
+        .run(move |c| {
+            // Committed events first, the balance after: the balance read includes every one of them.
+            let committed = UsageRecord::existing_ids(c, &pending)?;
+            let (balance, version) = LedgerAccount::customer_state(c, &id)?;
+            Ok(LedgerSync {
+                account: id.to_string(),
+                balance: balance.0,
+                version,
+                committed,
+            })
+        })
+        .await?;
+    limiter.sync(tenant.as_str(), &sync).await;
+    Ok(())
+}
+
+/// Re-synchronises the accounts that took holds on this replica, every [`RESYNC_EVERY`].
+pub fn spawn_resync_timer(db: Db, limiter: Arc<Guard>) {
+    actix_web::rt::spawn(async move {
+        loop {
+            tokio::time::sleep(RESYNC_EVERY).await;
+            for (tenant, account) in limiter.take_touched() {
+                let (Some(tenant), Some(account)) =
+                    (TenantId::parse(&tenant), AccountId::parse(&account))
+                else {
+                    continue;
+                };
+                if let Err(e) = resync(&db, &limiter, &tenant, &account).await {
+                    tracing::warn!(error = %e, "could not re-synchronise a cached balance");
+                }
+            }
+        }
+    });
+}
