@@ -73,7 +73,11 @@ impl AppState {
         Ok(Self {
             pool: Pool::new(config.pool.clone())?,
             registry,
-            meter: Meter::new(db.clone(), limiter.clone()),
+            meter: Meter::new(
+                db.clone(),
+                limiter.clone(),
+                &config.data_dir.join("usage-journal"),
+            )?,
             limiter,
             key_cache,
             invalidator,

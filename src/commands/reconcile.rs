@@ -1,18 +1,43 @@
 //! `taogate reconcile [--rebuild]`: recomputes every ledger balance from its entries and checks the
 //! invariants — Σ of all entries = 0, every transaction sums to zero, cached balance = entries,
-//! every charged usage record has exactly its posting and every usage posting its record.
-//! Prints the report as JSON; exits non-zero on any drift. `--rebuild` rewrites drifted cached
-//! balances from the entries (the report still shows what was found).
+//! every charged usage record has exactly its posting and every usage posting its record — and,
+//! with Redis configured, every cached spendable balance against the ledger (same version, same
+//! amount; no pending usage the ledger already holds). Prints the report as JSON; exits non-zero
+//! on any drift. `--rebuild` rewrites drifted ledger balances from the entries (the report still
+//! shows what was found); cached balances are never rewritten here (they follow the ledger).
+
+use std::time::Duration;
+
+use serde::Serialize;
 
 use crate::config::Config;
+use crate::limits::Clock;
+use crate::limits::redis::RedisBackend;
+use crate::metering::balance::{CacheReport, check_cached};
 use crate::models::ledger;
+use crate::redis_link::RedisLink;
 
-/// Returns whether the ledger was clean.
+#[derive(Serialize)]
+struct Output {
+    #[serde(flatten)]
+    ledger: ledger::Report,
+    /// `null` without Redis: the embedded mode's cache lives in the server process.
+    cached_balances: Option<CacheReport>,
+}
+
+/// Returns whether the ledger (and the cache) was clean.
 pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
     config.validate(false)?;
     let db = super::open_db(&config, false)?;
     let report = db.run(move |c| ledger::reconcile(c, rebuild)).await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let cache = if config.redis_url.is_empty() {
+        None
+    } else {
+        let link = RedisLink::new(&config.redis_url, Duration::from_secs(5))?;
+        let backend = RedisBackend::new(link, &config.redis_prefix, Clock::System);
+        Some(check_cached(&db, &backend).await?)
+    };
+    let clean = report.is_clean() && cache.as_ref().is_none_or(CacheReport::is_clean);
     if !report.is_clean() {
         eprintln!(
             "ledger drift: {} unbalanced transaction(s), {} account(s) whose cached balance differs, Σ entries = {}, \
@@ -25,5 +50,18 @@ pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
             report.usage_amount_mismatch.len()
         );
     }
-    Ok(report.is_clean())
+    if let Some(c) = cache.as_ref().filter(|c| !c.is_clean()) {
+        eprintln!(
+            "cached balance drift: {} account(s) cached at the ledger's version with another amount, \
+             {} pending usage event(s) already in the ledger",
+            c.mismatched.len(),
+            c.stale_pending.len()
+        );
+    }
+    let output = Output {
+        ledger: report,
+        cached_balances: cache,
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(clean)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::db::{Db, DbError};
 use crate::domain::{AccountId, TenantId};
+use crate::limits::Backend;
 use crate::limits::guard::Guard;
 use crate::limits::holds::LedgerSync;
 use crate::models::ledger::LedgerAccount;
@@ -67,4 +68,53 @@ pub fn spawn_resync_timer(db: Db, limiter: Arc<Guard>) {
             }
         }
     });
+}
+
+/// How the cached balances compare with the ledger (`taogate reconcile`).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CacheReport {
+    /// Customer balances that have a cached copy.
+    pub checked: usize,
+    /// Cached at an older ledger version (a sync still to come; not drift).
+    pub behind: Vec<String>,
+    /// Cached at the ledger's version with another amount: (account, cached, ledger).
+    pub mismatched: Vec<(String, i64, i64)>,
+    /// Pending usage events already in the ledger while the cache is at the ledger's version
+    /// (counted twice against spendable).
+    pub stale_pending: Vec<String>,
+    /// Σ of open holds across accounts (informational).
+    pub held: i64,
+}
+
+impl CacheReport {
+    pub fn is_clean(&self) -> bool {
+        self.mismatched.is_empty() && self.stale_pending.is_empty()
+    }
+}
+
+/// Compares every cached customer balance in `backend` with the ledger.
+pub async fn check_cached<B: Backend>(db: &Db, backend: &B) -> anyhow::Result<CacheReport> {
+    let states = db.run(LedgerAccount::customer_states).await?;
+    let mut report = CacheReport::default();
+    for (tenant, account, balance, version) in states {
+        let Some((cached, pending)) = backend.balance(&tenant, &account).await? else {
+            continue;
+        };
+        report.checked += 1;
+        report.held += cached.held;
+        if cached.version < version {
+            report.behind.push(account);
+            continue;
+        }
+        if cached.ledger != balance || cached.version > version {
+            report
+                .mismatched
+                .push((account.clone(), cached.ledger, balance));
+        }
+        let committed = db
+            .run(move |c| UsageRecord::existing_ids(c, &pending))
+            .await?;
+        report.stale_pending.extend(committed);
+    }
+    Ok(report)
 }

@@ -18,6 +18,8 @@ use crate::pricing::Price;
 use writer::UsageWriter;
 
 pub mod balance;
+pub mod bulk;
+pub mod journal;
 pub mod writer;
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
 
@@ -107,12 +109,18 @@ pub fn wholesale_cost(
 }
 
 impl Meter {
-    pub fn new(db: Db, limiter: Arc<Guard>) -> Self {
-        Self {
-            writer: UsageWriter::new(db.clone(), limiter.clone()),
+    /// A meter journaling usage in `journal_dir` (see [`journal`]).
+    pub fn new(db: Db, limiter: Arc<Guard>, journal_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            writer: UsageWriter::new(db.clone(), limiter.clone(), journal_dir)?,
             limiter,
             db,
-        }
+        })
+    }
+
+    /// Usage records journaled and not yet in the database.
+    pub fn backlog(&self) -> u64 {
+        self.writer.backlog()
     }
 
     /// Starts the batch writer and the balance re-sync timer (inside the server's runtime).
@@ -168,14 +176,16 @@ impl Meter {
         tracing::info!(request.id = %record.request_id, model = %record.model, status = %record.status,
             prompt_tokens = record.prompt_tokens, completion_tokens = record.completion_tokens,
             upstream = ?record.upstream, miner.uid = ?record.miner_uid, latency_ms = record.latency_ms, "settled");
+        let capture = Capture {
+            event_id: record.id.clone(),
+            amount: record.charged_nano.0,
+        };
+        // Journaled first: a hold is only captured for an event that cannot be lost.
+        self.writer.submit(record);
         if let Some(permit) = permit {
-            let capture = permit.hold().map(|_| Capture {
-                event_id: record.id.clone(),
-                amount: record.charged_nano.0,
-            });
+            let capture = permit.hold().map(|_| capture);
             self.limiter.settle(permit, prompt + completion, capture);
         }
-        self.writer.submit(record);
     }
 }
 

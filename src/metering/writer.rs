@@ -1,4 +1,5 @@
-//! The usage batch writer: settled requests are handed over in memory and written in batches (up
+//! The usage batch writer: settled requests are journaled ([`super::journal`]), handed over in
+//! memory and written in batches (up
 //! to [`MAX_BATCH`] records or [`LINGER`]), each batch one database transaction holding the usage
 //! records and their ledger postings. Writing is idempotent — a record id is unique and its posting
 //! key is `usage:<id>` — so a retried batch neither loses nor doubles a charge. While the database
@@ -6,6 +7,7 @@
 //! the cached balances of the accounts it charged move to the ledger version that includes it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,24 +18,42 @@ use crate::db::{Db, DbConn};
 use crate::domain::{AccountId, TenantId};
 use crate::limits::guard::Guard;
 use crate::limits::holds::LedgerSync;
+use crate::metering::journal::Journal;
 use crate::models::ledger::{LedgerAccount, PostError, charge_usage};
 use crate::models::usage::UsageRecord;
 
 pub const MAX_BATCH: usize = 500;
 pub const LINGER: Duration = Duration::from_millis(10);
 
+/// A journaled record and its journal sequence number.
+type Entry = (u64, UsageRecord);
+
 #[derive(Clone)]
 pub struct UsageWriter {
-    tx: UnboundedSender<UsageRecord>,
-    rx: Arc<Mutex<Option<UnboundedReceiver<UsageRecord>>>>,
+    tx: UnboundedSender<Entry>,
+    rx: Arc<Mutex<Option<UnboundedReceiver<Entry>>>>,
     db: Db,
     limiter: Arc<Guard>,
+    journal: Arc<Journal>,
 }
 
 /// Writes records not yet written, each with its charge; returns, per charged account, the
 /// ledger reading that includes the batch (read under the balance row's lock, in the same
-/// transaction, so it is exactly what this commit makes visible or newer).
-fn write_batch(
+/// transaction, so it is exactly what this commit makes visible or newer). Set-based on PostgreSQL
+/// ([`super::bulk`]), record by record on SQLite.
+pub fn write_batch(
+    conn: &mut DbConn,
+    records: &[UsageRecord],
+) -> Result<Vec<(TenantId, LedgerSync)>, PostError> {
+    match conn {
+        DbConn::Pg(pg) => super::bulk::write_batch_pg(pg, records),
+        conn => write_batch_per_row(conn, records),
+    }
+}
+
+/// [`write_batch`] one record at a time (a savepoint per usage row, then `charge_usage`), on
+/// either backend.
+pub fn write_batch_per_row(
     conn: &mut DbConn,
     records: &[UsageRecord],
 ) -> Result<Vec<(TenantId, LedgerSync)>, PostError> {
@@ -72,20 +92,39 @@ fn write_batch(
 }
 
 impl UsageWriter {
-    pub fn new(db: Db, limiter: Arc<Guard>) -> Self {
+    /// A writer over the journal in `journal_dir`; what a previous process journaled and did not
+    /// commit is queued first.
+    pub fn new(db: Db, limiter: Arc<Guard>, journal_dir: &Path) -> anyhow::Result<Self> {
+        let (journal, recovered) = Journal::open(journal_dir)?;
         let (tx, rx) = unbounded_channel();
-        Self {
+        for entry in recovered {
+            tx.send(entry).expect("the receiver is held");
+        }
+        Ok(Self {
             tx,
             rx: Arc::new(Mutex::new(Some(rx))),
             db,
             limiter,
+            journal: Arc::new(journal),
+        })
+    }
+
+    /// Journals the record (durable against a crash from here on) and queues it for the database.
+    pub fn submit(&self, record: UsageRecord) {
+        let tx = &self.tx;
+        let appended = self.journal.append(record, |seq, record| {
+            if tx.send((seq, record)).is_err() {
+                tracing::error!("usage writer stopped; a usage record was not written");
+            }
+        });
+        if let Err(e) = appended {
+            tracing::error!(error = %e, "could not journal a usage record; it is queued in memory only");
         }
     }
 
-    pub fn submit(&self, record: UsageRecord) {
-        if self.tx.send(record).is_err() {
-            tracing::error!("usage writer stopped; a usage record was not written");
-        }
+    /// Records journaled and not yet in the database.
+    pub fn backlog(&self) -> u64 {
+        self.journal.backlog()
     }
 
     /// Starts the writing loop (once; later calls do nothing).
@@ -93,7 +132,7 @@ impl UsageWriter {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        let (db, limiter) = (self.db.clone(), self.limiter.clone());
+        let (db, limiter, journal) = (self.db.clone(), self.limiter.clone(), self.journal.clone());
         actix_web::rt::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -108,8 +147,16 @@ impl UsageWriter {
                         _ = &mut linger => break,
                     }
                 }
-                for (tenant, sync) in write_with_retry(&db, Arc::new(batch)).await {
+                if let Err(e) = journal.sync() {
+                    tracing::warn!(error = %e, "could not fsync the usage journal");
+                }
+                let last = batch.last().map_or(0, |(seq, _)| *seq);
+                let records = batch.into_iter().map(|(_, r)| r).collect();
+                for (tenant, sync) in write_with_retry(&db, Arc::new(records)).await {
                     limiter.sync(tenant.as_str(), &sync).await;
+                }
+                if let Err(e) = journal.committed(last) {
+                    tracing::warn!(error = %e, "could not trim the usage journal");
                 }
             }
         });

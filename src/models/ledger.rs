@@ -164,6 +164,24 @@ impl LedgerAccount {
             .map(|found| found.map_or((Nano(0), 0), |(b, v)| (Nano(b), v)))
     }
 
+    /// Every customer balance: (tenant, account, balance, version).
+    pub fn customer_states(conn: &mut DbConn) -> QueryResult<Vec<(String, String, i64, i64)>> {
+        ledger_balances::table
+            .inner_join(ledger_accounts::table)
+            .filter(
+                ledger_accounts::owner_kind
+                    .eq(LedgerOwner::Account)
+                    .and(ledger_accounts::purpose.eq(LedgerPurpose::CustomerBalance)),
+            )
+            .select((
+                ledger_accounts::tenant_id.assume_not_null(),
+                ledger_accounts::owner_id,
+                ledger_balances::balance_nano,
+                ledger_balances::version,
+            ))
+            .load(conn)
+    }
+
     /// The cached balance (kept in step with the entries in every posting transaction).
     pub fn balance(conn: &mut DbConn, id: &str) -> QueryResult<Nano> {
         ledger_balances::table

@@ -2,12 +2,13 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::db::DbConn;
 use crate::db::schema::usage_records;
 use crate::domain::{AccountId, ApiKeyId, Nano, TenantId};
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = usage_records)]
 pub struct UsageRecord {
     pub id: String,

@@ -396,7 +396,10 @@ impl TestApp {
             Backend::Postgres => (redis_url(), format!("tg-test-{}:", short_id())),
             Backend::Sqlite => (String::new(), String::new()),
         };
+        // Each server journals usage in a directory of its own.
+        let data_dir = tempfile::tempdir().unwrap();
         let base = Figment::new()
+            .merge(Serialized::default("data_dir", data_dir.path()))
             .merge(Serialized::default("database_url", &test_db.url))
             .merge(Serialized::default("redis_url", &redis.0))
             .merge(Serialized::default("redis_prefix", &redis.1))
@@ -430,7 +433,7 @@ impl TestApp {
             handle: Some(handle),
             thread: Some(thread),
             _test_db: Some(test_db),
-            _dirs: vec![],
+            _dirs: vec![data_dir],
         }
     }
 

@@ -37,11 +37,24 @@ fn balance(app: &TestApp, who: &Session, account: &str) -> i64 {
 }
 
 fn reconcile_cli(db_url: &str, rebuild: bool) -> (bool, serde_json::Value) {
+    reconcile_with_cache(db_url, rebuild, None)
+}
+
+/// `taogate reconcile` on `db_url`, checking the balances cached in Redis (url, prefix) if given.
+pub(crate) fn reconcile_with_cache(
+    db_url: &str,
+    rebuild: bool,
+    redis: Option<(&str, &str)>,
+) -> (bool, serde_json::Value) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_taogate"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db_url)
         .arg("reconcile");
+    if let Some((url, prefix)) = redis {
+        cmd.env("REDIS_URL", url)
+            .env("TAOGATE_REDIS_PREFIX", prefix);
+    }
     if rebuild {
         cmd.arg("--rebuild");
     }

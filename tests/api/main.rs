@@ -5,8 +5,10 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod bulk;
 mod chain;
 mod chat;
+mod durable;
 mod epistula;
 mod holds;
 mod idempotency;

@@ -27,11 +27,17 @@ impl Proc {
         Self::announced(cmd)
     }
 
-    /// Spawns `cmd` and reads the `{"url","hotkey"}` line it prints once listening.
+    /// Spawns `cmd` and reads the `{"url","hotkey"}` line it prints once listening. Its log goes
+    /// to the test's stderr with `TAOGATE_TEST_VERBOSE=1`.
     fn announced(mut cmd: Command) -> Self {
+        let verbose = std::env::var_os("TAOGATE_TEST_VERBOSE").is_some();
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap();
         let mut line = String::new();

@@ -39,6 +39,7 @@ fn cluster(redis: &str, modes: &[&str], owner_delay_ms: u64, redis_timeout_ms: u
                 &config,
                 format!(
                     r#"listen = "127.0.0.1:0"
+data_dir = "{data_dir}"
 database_url = "{db}"
 redis_url = "{redis}"
 redis_prefix = "{prefix}"
@@ -58,6 +59,7 @@ owned_by = "test"
 "#,
                     db = db.url,
                     worker = worker.url,
+                    data_dir = dir.path().join(format!("gateway{i}")).display(),
                 ),
             )
             .unwrap();

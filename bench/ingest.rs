@@ -1,0 +1,136 @@
+//! Usage ingestion benchmark: PostgreSQL, the per-row writer path vs the set-based bulk path,
+//! same run. `cargo run --release --example ingest -- [postgres_url] [events]`
+//!
+//! Creates a scratch database per path on the server of `postgres_url` (dropped at the end),
+//! migrates it, and writes `events` synthetic usage records — 8 tenants × 25 accounts, each record
+//! charged retail and wholesale, so four ledger entries each — in batches of `MAX_BATCH` (500), one
+//! transaction per batch as the writer does, from one connection. The bulk path is then replayed
+//! (every record already written). Prints a markdown table.
+
+use std::time::Instant;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use taogate::db::{Db, migrations};
+use taogate::domain::{AccountId, ApiKeyId, Nano, TenantId};
+use taogate::metering::writer::{MAX_BATCH, write_batch, write_batch_per_row};
+use taogate::models::usage::UsageRecord;
+
+/// A scratch database, dropped with the guard.
+struct Scratch {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Scratch {
+    fn create(admin: &str) -> Self {
+        let name = format!(
+            "tg_ingest_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let mut conn = PgConnection::establish(admin).expect("PostgreSQL reachable");
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Self {
+            admin: admin.to_owned(),
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&self.admin) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn);
+        }
+    }
+}
+
+fn records(n: usize) -> Vec<UsageRecord> {
+    let tenants: Vec<TenantId> = (0..8).map(|_| TenantId::generate()).collect();
+    let accounts: Vec<AccountId> = (0..200).map(|_| AccountId::generate()).collect();
+    let keys: Vec<ApiKeyId> = (0..200).map(|_| ApiKeyId::generate()).collect();
+    let now = taogate::db::now();
+    (0..n)
+        .map(|i| {
+            let (a, k) = (i % 200, i as i64);
+            UsageRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                tenant_id: tenants[a / 25].clone(),
+                account_id: accounts[a].clone(),
+                api_key_id: keys[a].clone(),
+                model: "sn1-chat".into(),
+                prompt_tokens: 100 + k % 50,
+                completion_tokens: 200 + k % 70,
+                estimated: false,
+                status: "ok".into(),
+                worker: Some("worker-1".into()),
+                upstream: Some("http://127.0.0.1:9000".into()),
+                miner_uid: Some((k % 256).to_string()),
+                started_at: now,
+                ended_at: now,
+                ttft_ms: Some(40),
+                latency_ms: 300,
+                wholesale_cost_nano: Some(Nano(900)),
+                charged_nano: Nano(3_000 + k % 1_000),
+                tenant_charged_nano: Nano(1_000 + k % 300),
+            }
+        })
+        .collect()
+}
+
+/// Writes every record in batches (bulk or per-row), one transaction each; returns the seconds.
+fn run(db: &Db, records: &[UsageRecord], bulk: bool) -> f64 {
+    let mut conn = db.get().unwrap();
+    let started = Instant::now();
+    for batch in records.chunks(MAX_BATCH) {
+        conn.transaction(|c| {
+            if bulk {
+                write_batch(c, batch)
+            } else {
+                write_batch_per_row(c, batch)
+            }
+        })
+        .unwrap();
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let admin = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let events: usize = args.get(2).map_or(100_000, |n| n.parse().unwrap());
+    let records = records(events);
+    let mut rows = Vec::new();
+    for (label, bulk) in [("per-row", false), ("bulk", true)] {
+        let scratch = Scratch::create(&admin);
+        let db = Db::connect(&scratch.url, 2).unwrap();
+        migrations::run_pending(&db).unwrap();
+        rows.push((label, run(&db, &records, bulk)));
+        if bulk {
+            rows.push(("bulk, replayed", run(&db, &records, bulk)));
+        }
+    }
+    let base = events as f64 / rows[0].1;
+    println!("| path | events | seconds | events/s | ratio |");
+    println!("|---|---|---|---|---|");
+    for (label, secs) in rows {
+        let rate = events as f64 / secs;
+        println!(
+            "| {label} | {events} | {secs:.2} | {rate:.0} | {:.1}x |",
+            rate / base
+        );
+    }
+}
