@@ -252,12 +252,30 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
     // An older ledger reading never wins; the one that includes e1 retires its pending entry.
     b.sync("tenant-1", &sync(60, 0, &[])).await.unwrap();
     assert_eq!(reading().await.unwrap().0.ledger, 100);
-    b.sync("tenant-1", &sync(75, 2, &["e1"])).await.unwrap();
+    b.sync("tenant-1", &sync(75, 2, &["e1", "e9"]))
+        .await
+        .unwrap();
     let (r, pending) = reading().await.unwrap();
     assert_eq!((r.ledger, r.version, r.pending, r.held), (75, 2, 0, 80));
     assert!(pending.is_empty());
+    // r2's capture (event e9) arrives after the writer committed and retired e9: not pending again.
+    let r2 = Admission {
+        ask: held(2, 40, 0),
+        at_ms: t0,
+    };
+    let late = Capture {
+        event_id: "e9".into(),
+        amount: 30,
+    };
+    b.settle(&r2, 0, Some(&late)).await.unwrap();
+    let (r, _) = reading().await.unwrap();
+    assert_eq!(
+        (r.pending, r.held),
+        (0, 40),
+        "r2's hold released, e9 not counted twice"
+    );
 
-    // r2 and r3 never settle (their replica crashed): their holds expire with the lease.
+    // r3 never settles (its replica crashed): its hold expires with the lease.
     clock.set(t0 + LEASE + 1);
     assert_eq!(reading().await.unwrap().0.held, 0);
     assert_eq!(b.balance("tenant-1", "acct-2").await.unwrap(), None);

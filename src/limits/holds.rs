@@ -8,12 +8,18 @@
 //! - `held`: open holds, one per admitted request, each with an expiry (a crashed request's hold is
 //!   swept when it expires).
 //!
+//! A sync also remembers the events it retired for [`RETIRED_MS`], so a capture that arrives after
+//! its event was already committed and retired (settle and the writer race) is not counted again.
+//!
 //! `spendable = ledger − pending − held`; a request is admitted only if `spendable − hold ≥ floor`
 //! (`0` prepaid, `−credit_limit` postpaid). A usage event is counted in exactly one of `ledger` and
 //! `pending` except for the short moment between its commit and the sync that follows, when it
 //! is counted in both: spendable can be understated briefly, never overstated.
 
 use std::collections::HashMap;
+
+/// How long a retired usage event is remembered (a late capture arrives well within it).
+pub const RETIRED_MS: i64 = 600_000;
 
 /// What an admission reserves against an account's balance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +74,8 @@ pub struct AccountBalance {
     /// usage event id → amount
     pend: HashMap<String, i64>,
     pending: i64,
+    /// usage event id → when a sync retired it (ms)
+    retired: HashMap<String, i64>,
 }
 
 impl AccountBalance {
@@ -123,20 +131,23 @@ impl AccountBalance {
         }
         if let Some(c) = capture.filter(|c| c.amount != 0)
             && !self.pend.contains_key(&c.event_id)
+            && !self.retired.contains_key(&c.event_id)
         {
             self.pend.insert(c.event_id.clone(), c.amount);
             self.pending += c.amount;
         }
     }
 
-    pub fn sync(&mut self, sync: &LedgerSync) {
+    pub fn sync(&mut self, sync: &LedgerSync, now: i64) {
         if sync.version > self.version {
             (self.ledger, self.version) = (sync.balance, sync.version);
         }
+        self.retired.retain(|_, at| *at > now - RETIRED_MS);
         for id in &sync.committed {
             if let Some(amount) = self.pend.remove(id) {
                 self.pending -= amount;
             }
+            self.retired.insert(id.clone(), now);
         }
     }
 }
@@ -148,12 +159,15 @@ mod tests {
     #[test]
     fn spendable_is_ledger_minus_pending_minus_holds() {
         let mut b = AccountBalance::default();
-        b.sync(&LedgerSync {
-            account: "a".into(),
-            balance: 100,
-            version: 3,
-            committed: vec![],
-        });
+        b.sync(
+            &LedgerSync {
+                account: "a".into(),
+                balance: 100,
+                version: 3,
+                committed: vec![],
+            },
+            0,
+        );
         let hold = Hold {
             account: "a".into(),
             amount: 40,
@@ -177,10 +191,17 @@ mod tests {
             version: v,
             committed,
         };
-        b.sync(&stale(2, vec![]));
+        b.sync(&stale(2, vec![]), 0);
         assert_eq!(b.reading(0).ledger, 100);
-        b.sync(&stale(4, vec!["e1".into()]));
+        b.sync(&stale(4, vec!["e1".into(), "e2".into()]), 0);
         assert_eq!(b.reading(0).spendable(), 75 - 40);
+        // e2 was committed (and retired) before its capture arrived: it is not pending again.
+        let late = Capture {
+            event_id: "e2".into(),
+            amount: 30,
+        };
+        b.release("r9", Some(&late));
+        assert_eq!(b.reading(0).pending, 0);
         // r2's hold expires at 2000 and is swept.
         assert_eq!(b.reading(2000).held, 0);
     }

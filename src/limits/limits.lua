@@ -4,7 +4,8 @@
 --
 -- KEYS[1..n] descriptor base keys; all share the tenant's hash tag, so they live in one Cluster slot
 --           (quota period keys are derived as KEYS[i] .. ':' .. period, in the same slot).
--- KEYS[n+1], KEYS[n+2]  with a hold: the account's balance hash and its holds' expiry zset.
+-- KEYS[n+1..n+3]  with a hold: the account's balance hash, its holds' expiry zset and the zset of
+--           usage events the ledger already holds (retired; a late capture of one is ignored).
 -- KEYS[#KEYS] settle only: marks the request's token correction as applied, so it applies once
 --           even when a timed-out call is both run late by Redis and replayed.
 -- ARGV[1]   op: 'admit' | 'settle' | 'peek' | 'sync' | 'balance'
@@ -35,6 +36,8 @@ local n = tonumber(ARGV[6])
 local h = 7 + 2 * n
 local hold = #ARGV >= h + 1 and (op == 'admit' or op == 'settle')
 local BAL_TTL = 86400000
+-- how long a retired usage event is remembered (a capture arrives well within it)
+local RETIRED_MS = 600000
 
 local floor = math.floor
 local function days_from_civil(y, m, d)
@@ -140,11 +143,16 @@ local function drop_pending(bal, event)
 end
 
 if op == 'sync' then
-  local bal = KEYS[1]
+  local bal, retired = KEYS[1], KEYS[3]
   local current = tonumber(redis.call('HGET', bal, 'ver') or '-1')
   if arg5 > current then redis.call('HSET', bal, 'ledger', ARGV[4], 'ver', ARGV[5]) end
-  for i = h, #ARGV do drop_pending(bal, ARGV[i]) end
+  redis.call('ZREMRANGEBYSCORE', retired, '-inf', now - RETIRED_MS)
+  for i = h, #ARGV do
+    drop_pending(bal, ARGV[i])
+    redis.call('ZADD', retired, now, ARGV[i])
+  end
   redis.call('PEXPIRE', bal, BAL_TTL)
+  redis.call('PEXPIRE', retired, RETIRED_MS)
   return {1}
 end
 if op == 'balance' then
@@ -176,6 +184,7 @@ if op == 'settle' then
     end
     local event, captured = ARGV[h], tonumber(ARGV[h + 1])
     if event ~= '' and captured ~= 0 and redis.call('HEXISTS', bal, 'ver') == 1
+        and not redis.call('ZSCORE', KEYS[n + 3], event)
         and redis.call('HSETNX', bal, 'p:' .. event, captured) == 1 then
       redis.call('HINCRBY', bal, 'pending', captured)
     end

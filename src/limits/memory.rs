@@ -233,13 +233,14 @@ impl MemoryBackend {
     }
 
     pub fn sync_now(&self, tenant: &str, sync: &LedgerSync) {
+        let now = self.clock.now_ms();
         let mut state = self.state.lock().expect("limiter state");
         let entry = state
             .entries
             .entry(balance_key(tenant, &sync.account))
             .or_insert_with(|| Entry::Balance(AccountBalance::default()));
         if let Entry::Balance(balance) = entry {
-            balance.sync(sync);
+            balance.sync(sync, now);
         }
     }
 

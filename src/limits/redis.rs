@@ -50,11 +50,12 @@ impl RedisBackend {
         format!("{}{{t:{tenant}}}:{name}", self.prefix)
     }
 
-    /// The account's balance hash and holds zset.
-    fn balance_keys(&self, tenant: &str, account: &str) -> [String; 2] {
+    /// The account's balance hash, holds zset and retired usage events zset.
+    fn balance_keys(&self, tenant: &str, account: &str) -> [String; 3] {
         [
             self.key(tenant, &format!("a:{account}:bal")),
             self.key(tenant, &format!("a:{account}:holds")),
+            self.key(tenant, &format!("a:{account}:retired")),
         ]
     }
 

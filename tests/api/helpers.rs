@@ -649,3 +649,43 @@ pub fn session(res: &Value) -> Session {
 pub fn short_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
 }
+
+/// Fires `n` chat requests at once (async, so every one is on the wire together), round-robin over
+/// `bases`; request `i` sends `body(i)`. Returns (status, body text) in order; 0 = transport error.
+pub fn burst(
+    bases: &[&str],
+    key: &str,
+    body: impl Fn(usize) -> Value,
+    n: usize,
+) -> Vec<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let req = client
+                    .post(format!("{}/v1/chat/completions", bases[i % bases.len()]))
+                    .bearer_auth(key)
+                    .json(&body(i))
+                    .timeout(std::time::Duration::from_secs(60));
+                tokio::spawn(async move {
+                    match req.send().await {
+                        Ok(res) => {
+                            let status = res.status().as_u16();
+                            (status, res.text().await.unwrap_or_default())
+                        }
+                        Err(_) => (0, String::new()),
+                    }
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}

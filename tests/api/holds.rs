@@ -3,7 +3,6 @@
 //! than one hold, the rest get 402 `insufficient_quota` naming what bit; top-ups reach admission at
 //! once; postpaid accounts spend down to their credit limit; nothing stays held or pending.
 
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -96,21 +95,10 @@ fn a_thousand_concurrent_requests_never_overdraw_beyond_one_hold(b: Backend) {
     fund(&app, &owner, &account, funded);
 
     let n = 1000;
-    let gate = Barrier::new(n);
-    let outcomes: Vec<(u16, Value)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (app, key, gate) = (&app, &key, &gate);
-                s.spawn(move || {
-                    gate.wait();
-                    let res = chat(app, key, i);
-                    let body = serde_json::from_str(&res.text).unwrap_or(Value::Null);
-                    (res.status, body)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let outcomes: Vec<(u16, Value)> = crate::helpers::burst(&[app.base.as_str()], &key, request, n)
+        .into_iter()
+        .map(|(status, text)| (status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        .collect();
     let served = outcomes.iter().filter(|(s, _)| *s == 200).count();
     let refused: Vec<&Value> = outcomes
         .iter()

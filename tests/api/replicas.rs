@@ -126,40 +126,11 @@ fn chat_body(content: &str) -> Value {
 
 /// Fires `n` requests at once, spread round-robin over the replicas; returns the statuses.
 fn burst(gateways: &[Proc], key: &str, body: &Value, n: usize) -> Vec<u16> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                let req = client
-                    .post(format!(
-                        "{}/v1/chat/completions",
-                        gateways[i % gateways.len()].url
-                    ))
-                    .bearer_auth(key)
-                    .json(body)
-                    .timeout(Duration::from_secs(60));
-                tokio::spawn(async move {
-                    match req.send().await {
-                        Ok(res) => {
-                            let status = res.status().as_u16();
-                            let _ = res.bytes().await;
-                            status
-                        }
-                        Err(_) => 0,
-                    }
-                })
-            })
-            .collect();
-        let mut statuses = Vec::with_capacity(n);
-        for t in tasks {
-            statuses.push(t.await.unwrap());
-        }
-        statuses
-    })
+    let urls: Vec<&str> = gateways.iter().map(|g| g.url.as_str()).collect();
+    crate::helpers::burst(&urls, key, |_| body.clone(), n)
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect()
 }
 
 fn count(statuses: &[u16], status: u16) -> usize {
