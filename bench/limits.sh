@@ -4,6 +4,8 @@
 #   taogate unlimited — gateway + pool + worker to the same stub; the key has no limits (no Redis call)
 #   taogate limited   — same key with 4 limits (key rpm + tpm, tenant rpm + concurrency): one
 #                       EVALSHA to admit, one to settle
+#   taogate metered   — limited, plus a priced default plan and a postpaid account: each request
+#                       also holds money in the same EVALSHA, is journaled, charged and posted
 # Also prints Redis round trips (EVALSHA calls) per request from Redis' own `INFO commandstats`.
 # Needs: wrk (apt), psql, a local PostgreSQL and Redis. Usage: bench/limits.sh [seconds, default 10]
 set -euo pipefail
@@ -67,5 +69,18 @@ read -r rps p50 p99 errs requests < <(run limited "http://127.0.0.1:$port/v1/cha
 sleep 1 # settles run just after the responses
 after=$(evalsha)
 row "taogate limited" "$rps" "$p50" "$p99" "$errs" "$b50" "$b99"
+# Prices and a postpaid credit line: holds, captures and ledger postings on every request.
+psql -q "$pg/$db" -c "INSERT INTO plans (id, tenant_id, name, key_limits, account_limits, is_default, created_at, updated_at, prices)
+  VALUES ('bench-plan', '$tenant', 'bench', '{}', '{}', true, now(), now(),
+  '{\"*\": {\"prompt_nano_per_mtok\": 1000000000, \"completion_nano_per_mtok\": 2000000000, \"request_nano\": 1000}}')" >/dev/null
+psql -q "$pg/$db" -c "UPDATE accounts SET billing_mode = 'postpaid', credit_limit_nano = 1000000000000000000" >/dev/null
+redis-cli -u "$redis" PUBLISH "${prefix}invalidate" "tenant:$tenant" >/dev/null
+sleep 0.5
+read -r rps p50 p99 errs requests < <(run metered "http://127.0.0.1:$port/v1/chat/completions" "$key")
+row "taogate metered" "$rps" "$p50" "$p99" "$errs" "$b50" "$b99"
+sleep 2
+charged=$(psql -qtA "$pg/$db" -c "SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'usage'")
+echo
+echo "Metered run: $requests requests answered, $charged usage postings in the ledger"
 echo
 echo "Redis round trips: $((after - before)) EVALSHA for $requests requests = $(printf '%.3f' "$(echo "($after-$before)/$requests" | bc -l)") per request (1 admission + 1 settle)"

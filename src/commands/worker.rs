@@ -21,6 +21,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &w.hotkey_name,
     ))?);
     let worker = Arc::new(Worker::build(w, hotkey.clone())?);
+    crate::openai::tokens::warm_up();
     worker.spawn_metagraph_refresh(Duration::from_secs(30));
     let listener = TcpListener::bind(w.listen).with_context(|| format!("binding {}", w.listen))?;
     let addr = listener.local_addr()?;

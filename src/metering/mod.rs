@@ -21,7 +21,7 @@ pub mod balance;
 pub mod bulk;
 pub mod journal;
 pub mod writer;
-use crate::openai::{ChatRequest, Usage, estimate_tokens};
+use crate::openai::{ChatRequest, Usage, count_tokens};
 
 #[derive(Clone)]
 pub struct Meter {
@@ -35,6 +35,8 @@ pub struct Admitted {
     pub request_id: String,
     pub key: ApiKey,
     pub model: String,
+    /// The prompt as text (counted with the tokenizer if the upstream reports no usage).
+    pub prompt_text: String,
     pub prompt_estimate: i64,
     pub started: Instant,
     pub started_at: NaiveDateTime,
@@ -49,7 +51,7 @@ impl Admitted {
         request_id: &str,
         key: &ApiKey,
         req: &ChatRequest,
-        prompt_estimate: i64,
+        (prompt_text, prompt_estimate): (String, i64),
         permit: Option<Permit>,
         prices: (Option<Price>, Option<Price>),
     ) -> Self {
@@ -57,6 +59,7 @@ impl Admitted {
             request_id: request_id.to_owned(),
             key: key.clone(),
             model: req.model.clone(),
+            prompt_text,
             prompt_estimate,
             started: Instant::now(),
             started_at: crate::db::now(),
@@ -125,6 +128,7 @@ impl Meter {
 
     /// Starts the batch writer and the balance re-sync timer (inside the server's runtime).
     pub fn spawn_writer(&self) {
+        crate::openai::tokens::warm_up();
         self.writer.spawn();
         balance::spawn_resync_timer(self.db.clone(), self.limiter.clone());
     }
@@ -135,8 +139,8 @@ impl Meter {
         let (prompt, completion, estimated) = match (status, delivered.usage) {
             (Status::Ok, Some(u)) => (u.prompt_tokens, u.completion_tokens, false),
             _ => (
-                admitted.prompt_estimate,
-                estimate_tokens(&delivered.text),
+                count_tokens(&admitted.prompt_text),
+                count_tokens(&delivered.text),
                 true,
             ),
         };

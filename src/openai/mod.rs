@@ -4,6 +4,9 @@
 
 pub mod aggregate;
 pub mod sse;
+pub mod tokens;
+
+pub use tokens::count_tokens;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -183,7 +186,8 @@ pub struct Usage {
     pub total_tokens: i64,
 }
 
-/// A rough token estimate (≈ 4 characters per token) for when no upstream count is available.
+/// A quick token estimate (≈ 4 characters per token) for admission — limits and holds are decided
+/// before any answer exists; usage is counted by the upstream or [`count_tokens`].
 pub fn estimate_tokens(text: &str) -> i64 {
     (text.chars().count() as i64 + 3) / 4
 }

@@ -108,7 +108,8 @@ pub async fn admit(
 ) -> ApiResult<Admitted> {
     let budget = check(state, caller, req)?;
     first_line(state, caller, http)?;
-    let prompt_estimate = estimate_tokens(&req.prompt_text());
+    let prompt_text = req.prompt_text();
+    let prompt_estimate = estimate_tokens(&prompt_text);
     let key = caller.key();
     let ask = Ask {
         tenant: key.tenant_id.to_string(),
@@ -141,7 +142,7 @@ pub async fn admit(
                 request_id,
                 key,
                 req,
-                prompt_estimate,
+                (prompt_text, prompt_estimate),
                 Some(permit),
                 prices,
             ))

@@ -79,7 +79,7 @@ pub async fn create_chat_completion(
             }
         };
         let remaining = deadline.saturating_sub(started.elapsed());
-        match collect(answer, remaining, admitted.prompt_estimate).await {
+        match collect(answer, remaining, &admitted.prompt_text).await {
             Ok((completion, delivered)) => {
                 state.meter.settle(admitted, Status::Ok, delivered);
                 return Ok(HttpResponse::Ok().json(completion));
@@ -103,7 +103,7 @@ pub async fn create_chat_completion(
 async fn collect(
     answer: Answer,
     deadline: Duration,
-    prompt_estimate: i64,
+    prompt_text: &str,
 ) -> Result<(serde_json::Value, Delivered), (String, String)> {
     let mut delivered = Delivered {
         worker: Some(answer.worker.clone()),
@@ -136,11 +136,12 @@ async fn collect(
     }
     delivered.text = agg.text();
     delivered.usage = agg.usage();
-    let completion_tokens = crate::openai::estimate_tokens(&delivered.text);
+    let completion_tokens = crate::openai::count_tokens(&delivered.text);
+    let prompt_tokens = crate::openai::count_tokens(prompt_text);
     let fallback = Usage {
-        prompt_tokens: prompt_estimate,
+        prompt_tokens,
         completion_tokens,
-        total_tokens: prompt_estimate + completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
     };
     Ok((agg.finish(fallback), delivered))
 }

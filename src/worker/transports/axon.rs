@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{EventStream, UpstreamError};
-use crate::openai::estimate_tokens;
+use crate::openai::count_tokens;
 
 struct Chunker {
     id: String,
@@ -29,9 +29,9 @@ impl Chunker {
         self.chunk(json!({"content": text}), None)
     }
 
-    /// Stop chunk, usage chunk (estimated from the text) and `[DONE]`.
+    /// Stop chunk, usage chunk (counted from the text) and `[DONE]`.
     fn ending(&self, prompt_tokens: i64, completion_chars: &str) -> Vec<String> {
-        let completion = estimate_tokens(completion_chars);
+        let completion = count_tokens(completion_chars);
         vec![
             self.chunk(json!({}), Some("stop")),
             json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [],

@@ -176,7 +176,7 @@ impl MinerPool {
         ) {
             request = request.header(k, v);
         }
-        let prompt = crate::openai::estimate_tokens(&req.prompt_text());
+        let prompt = crate::openai::count_tokens(&req.prompt_text());
         super::axon::open(request, mapping.streaming, &req.model, prompt, first_byte).await
     }
 }
