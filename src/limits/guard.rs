@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::holds::{BalanceReading, Capture, Hold, LedgerSync};
 use super::memory::MemoryBackend;
-use super::redis::RedisBackend;
 use super::response::RateInfo;
-use super::{Admission, Ask, Backend, Clock, Decision, Descriptor, Reading, Unavailable};
+pub use super::shared::Shared;
+use super::{Admission, Ask, Clock, Decision, Descriptor, Reading, Unavailable};
 use crate::metrics::GatewayMetrics;
 
 /// Settles waiting for Redis beyond this many are dropped (their slots expire with the lease).
@@ -41,64 +41,6 @@ pub struct LimitsConfig {
     pub concurrency_lease_secs: u64,
     pub first_line_per_key_per_sec: u32,
     pub key_cache_max_age_secs: u64,
-}
-
-pub enum Shared {
-    Redis(RedisBackend),
-    Memory(MemoryBackend),
-}
-
-impl Shared {
-    async fn admit(&self, ask: &Ask, lease_ms: i64) -> Result<Decision, Unavailable> {
-        match self {
-            Shared::Redis(b) => b.admit(ask, lease_ms).await,
-            Shared::Memory(b) => b.admit(ask, lease_ms).await,
-        }
-    }
-
-    async fn settle(
-        &self,
-        admission: &Admission,
-        tokens: i64,
-        capture: Option<&Capture>,
-    ) -> Result<(), Unavailable> {
-        match self {
-            Shared::Redis(b) => b.settle(admission, tokens, capture).await,
-            Shared::Memory(b) => b.settle(admission, tokens, capture).await,
-        }
-    }
-
-    async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
-        match self {
-            Shared::Redis(b) => b.sync(tenant, sync).await,
-            Shared::Memory(b) => b.sync(tenant, sync).await,
-        }
-    }
-
-    async fn balance(
-        &self,
-        tenant: &str,
-        account: &str,
-    ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
-        match self {
-            Shared::Redis(b) => b.balance(tenant, account).await,
-            Shared::Memory(b) => b.balance(tenant, account).await,
-        }
-    }
-
-    async fn peek(&self, tenant: &str, ds: &[Descriptor]) -> Result<Vec<Reading>, Unavailable> {
-        match self {
-            Shared::Redis(b) => b.peek(tenant, ds).await,
-            Shared::Memory(b) => b.peek(tenant, ds).await,
-        }
-    }
-
-    async fn ping(&self) -> Result<(), Unavailable> {
-        match self {
-            Shared::Redis(b) => b.load().await,
-            Shared::Memory(_) => Ok(()),
-        }
-    }
 }
 
 /// Which backend counted an admission (so settle goes to the same one).

@@ -29,6 +29,7 @@ pub mod holds;
 pub mod memory;
 pub mod redis;
 pub mod response;
+pub mod shared;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

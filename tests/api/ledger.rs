@@ -63,7 +63,11 @@ pub(crate) fn reconcile_with_cache(
         json!({"stdout": String::from_utf8_lossy(&out.stdout), "stderr": String::from_utf8_lossy(&out.stderr)})
     });
     if !out.status.success() {
-        eprintln!("reconcile: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "reconcile ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     (out.status.success(), report)
 }

@@ -1,0 +1,70 @@
+//! The shared limiter backend a replica is configured with — Redis (every replica sees the same
+//! counts) or in process (the embedded mode) — behind one type, so the guard calls either the same
+//! way.
+
+use super::holds::{BalanceReading, Capture, LedgerSync};
+use super::memory::MemoryBackend;
+use super::redis::RedisBackend;
+use super::{Admission, Ask, Backend, Decision, Descriptor, Reading, Unavailable};
+
+pub enum Shared {
+    Redis(RedisBackend),
+    Memory(MemoryBackend),
+}
+
+impl Shared {
+    pub(super) async fn admit(&self, ask: &Ask, lease_ms: i64) -> Result<Decision, Unavailable> {
+        match self {
+            Shared::Redis(b) => b.admit(ask, lease_ms).await,
+            Shared::Memory(b) => b.admit(ask, lease_ms).await,
+        }
+    }
+
+    pub(super) async fn settle(
+        &self,
+        admission: &Admission,
+        tokens: i64,
+        capture: Option<&Capture>,
+    ) -> Result<(), Unavailable> {
+        match self {
+            Shared::Redis(b) => b.settle(admission, tokens, capture).await,
+            Shared::Memory(b) => b.settle(admission, tokens, capture).await,
+        }
+    }
+
+    pub(super) async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
+        match self {
+            Shared::Redis(b) => b.sync(tenant, sync).await,
+            Shared::Memory(b) => b.sync(tenant, sync).await,
+        }
+    }
+
+    pub(super) async fn balance(
+        &self,
+        tenant: &str,
+        account: &str,
+    ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
+        match self {
+            Shared::Redis(b) => b.balance(tenant, account).await,
+            Shared::Memory(b) => b.balance(tenant, account).await,
+        }
+    }
+
+    pub(super) async fn peek(
+        &self,
+        tenant: &str,
+        ds: &[Descriptor],
+    ) -> Result<Vec<Reading>, Unavailable> {
+        match self {
+            Shared::Redis(b) => b.peek(tenant, ds).await,
+            Shared::Memory(b) => b.peek(tenant, ds).await,
+        }
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), Unavailable> {
+        match self {
+            Shared::Redis(b) => b.load().await,
+            Shared::Memory(_) => Ok(()),
+        }
+    }
+}
