@@ -8,9 +8,12 @@
 #                       also holds money in the same EVALSHA, is journaled, charged and posted
 # Also prints Redis round trips (EVALSHA calls) per request from Redis' own `INFO commandstats`.
 # Needs: wrk (apt), psql, a local PostgreSQL and Redis. Usage: bench/limits.sh [seconds, default 10]
+# BENCH_C sets the number of connections (default 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
+conc="${BENCH_C:-50}"
+threads=$(( conc < 2 ? 1 : 2 ))
 command -v wrk >/dev/null || { echo "install wrk: apt-get install -y wrk"; exit 1; }
 cargo build --release --quiet --bin taogate
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
@@ -43,11 +46,11 @@ evalsha() { redis-cli -u "$redis" INFO commandstats | tr -d '\r' | sed -n 's/^cm
 
 run() { # name url key -> "rps p50 p99 errors requests"
   local out
-  out=$(KEY="$3" MODEL=taogate-owner STREAM=false wrk -t2 -c50 -d"${secs}s" -s bench/chat.lua "$2" | tail -n 1)
+  out=$(KEY="$3" MODEL=taogate-owner STREAM=false wrk -t"$threads" -c"$conc" -d"${secs}s" -s bench/chat.lua "$2" | tail -n 1)
   python3 -c "import json,sys;d=json.loads(sys.argv[1]);print(d['rps'],d['p50_us'],d['p99_us'],d['errors']+d['non2xx'],d['requests'])" "$out"
 }
 row() { # name rps p50 p99 errors base50 base99
-  printf '| %s | 50 | %.0f | %.3f | %.3f | %s | %.3f | %.3f |\n' "$1" "$2" "$(echo "$3/1000" | bc -l)" \
+  printf '| %s | %s | %.0f | %.3f | %.3f | %s | %.3f | %.3f |\n' "$1" "$conc" "$2" "$(echo "$3/1000" | bc -l)" \
     "$(echo "$4/1000" | bc -l)" "$5" "$(echo "($3-$6)/1000" | bc -l)" "$(echo "($4-$7)/1000" | bc -l)"
 }
 echo "| target | c | rps | p50 ms | p99 ms | errors | added p50 ms | added p99 ms |"
@@ -65,7 +68,7 @@ curl -s -o /dev/null -D "$dir/h" -H "Authorization: Bearer $key" -H 'Content-Typ
   -d '{"model":"taogate-owner","messages":[{"role":"user","content":"hi"}]}' "http://127.0.0.1:$port/v1/chat/completions"
 grep -qi '^x-ratelimit-limit-requests: 1000000000' "$dir/h" || { echo "limits not in force"; cat "$dir/h"; exit 1; }
 before=$(evalsha)
-read -r rps p50 p99 errs requests < <(run limited "http://127.0.0.1:$port/v1/chat/completions" "$key")
+read -r rps p50 p99 errs limited_requests < <(run limited "http://127.0.0.1:$port/v1/chat/completions" "$key")
 sleep 1 # settles run just after the responses
 after=$(evalsha)
 row "taogate limited" "$rps" "$p50" "$p99" "$errs" "$b50" "$b99"
@@ -83,4 +86,4 @@ charged=$(psql -qtA "$pg/$db" -c "SELECT COUNT(*) FROM ledger_transactions WHERE
 echo
 echo "Metered run: $requests requests answered, $charged usage postings in the ledger"
 echo
-echo "Redis round trips: $((after - before)) EVALSHA for $requests requests = $(printf '%.3f' "$(echo "($after-$before)/$requests" | bc -l)") per request (1 admission + 1 settle)"
+echo "Redis round trips (limited run): $((after - before)) EVALSHA for $limited_requests requests = $(printf '%.3f' "$(echo "($after-$before)/$limited_requests" | bc -l)") per request (1 admission + 1 settle)"

@@ -163,6 +163,24 @@ fn top_ups_credit_limits_and_caps_reach_admission(b: Backend) {
     // A cap below the worst case: each request reserves only the cap.
     let cap = PRICE.2;
     let (owner, account, key) = metered(&app, Some(cap));
+    let plans = app.get("/api/v1/plans").bearer(&owner.token).send().ok();
+    let plan = plans["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(plans["data"][0]["hold_cap_nano"], cap);
+    for bad in [json!(0), json!(-5), json!("1")] {
+        let res = app
+            .patch(&format!("/api/v1/plans/{plan}"))
+            .bearer(&owner.token)
+            .json(json!({"hold_cap_nano": bad}));
+        assert_eq!(res.status, 400, "{bad}: {}", res.text);
+    }
+    assert_eq!(
+        app.get(&format!("/api/v1/plans/{plan}"))
+            .bearer(&owner.token)
+            .send()
+            .ok()["hold_cap_nano"],
+        cap,
+        "a refused change changed nothing"
+    );
     let e = chat(&app, &key, 1).expect(402, "insufficient_quota");
     let err = serde_json::from_str::<Value>(&e.text).unwrap()["error"].clone();
     assert_eq!(err["limit"], "account balance");
