@@ -4,10 +4,16 @@
 //! - `taogate_limiter_transitions_total{to}`: `degraded` / `recovered` transitions;
 //! - `taogate_limiter_decisions_total{backend,outcome}`: admissions by backend (`shared`, `local`,
 //!   `first_line`) and outcome (`admitted`, `refused`, `unavailable`);
-//! - `taogate_limiter_admission_seconds`: time for one admission decision (one Redis round trip).
+//! - `taogate_limiter_admission_seconds`: time for one admission decision (one Redis round trip);
+//! - `taogate_usage_backlog` (gauge): usage records journaled and not yet in the database (grows
+//!   while the database is down);
+//! - `taogate_usage_written_total`: usage records committed by the batch writer (replays included);
+//! - `taogate_usage_write_failures_total`: batch writes that failed and will be retried;
+//! - `taogate_usage_batch_seconds`: time to commit one batch.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct GatewayMetrics {
@@ -16,6 +22,10 @@ pub struct GatewayMetrics {
     pub limiter_transitions: IntCounterVec,
     pub limiter_decisions: IntCounterVec,
     pub admission_seconds: Histogram,
+    pub usage_backlog: IntGauge,
+    pub usage_written: IntCounter,
+    pub usage_write_failures: IntCounter,
+    pub usage_batch_seconds: Histogram,
 }
 
 impl GatewayMetrics {
@@ -52,11 +62,40 @@ impl GatewayMetrics {
             ]),
         )
         .expect("valid metric");
+        let usage_backlog = IntGauge::new(
+            "taogate_usage_backlog",
+            "Usage records journaled and not yet in the database",
+        )
+        .expect("valid metric");
+        let usage_written = IntCounter::new(
+            "taogate_usage_written_total",
+            "Usage records committed by the batch writer",
+        )
+        .expect("valid metric");
+        let usage_write_failures = IntCounter::new(
+            "taogate_usage_write_failures_total",
+            "Usage batch writes that failed and will be retried",
+        )
+        .expect("valid metric");
+        let usage_batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "taogate_usage_batch_seconds",
+                "Time to commit one usage batch",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(limiter_degraded.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(limiter_transitions.clone()),
             Box::new(limiter_decisions.clone()),
             Box::new(admission_seconds.clone()),
+            Box::new(usage_backlog.clone()),
+            Box::new(usage_written.clone()),
+            Box::new(usage_write_failures.clone()),
+            Box::new(usage_batch_seconds.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -66,6 +105,10 @@ impl GatewayMetrics {
             limiter_transitions,
             limiter_decisions,
             admission_seconds,
+            usage_backlog,
+            usage_written,
+            usage_write_failures,
+            usage_batch_seconds,
         }
     }
 

@@ -133,6 +133,10 @@ impl Guard {
         &self.config
     }
 
+    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
+        &self.metrics
+    }
+
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
     }

@@ -136,12 +136,12 @@ impl Journal {
     }
 
     /// Appends `record` and hands it to `deliver` with its sequence number, under the journal's
-    /// lock (so delivery order is append order).
+    /// lock (so delivery order is append order). Returns the backlog (appended, not committed).
     pub fn append(
         &self,
         record: UsageRecord,
         deliver: impl FnOnce(u64, UsageRecord),
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         let mut line = serde_json::to_vec(&record)?;
         line.push(b'\n');
         let mut state = self.state();
@@ -157,7 +157,7 @@ impl Journal {
         deliver(seq, record);
         written.context("appending to the usage journal")?;
         state.active.bytes += line.len() as u64;
-        Ok(())
+        Ok(state.appended.saturating_sub(state.committed))
     }
 
     /// Flushes the active segment to disk.

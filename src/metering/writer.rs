@@ -19,6 +19,7 @@ use crate::domain::{AccountId, TenantId};
 use crate::limits::guard::Guard;
 use crate::limits::holds::LedgerSync;
 use crate::metering::journal::Journal;
+use crate::metrics::GatewayMetrics;
 use crate::models::ledger::{LedgerAccount, PostError, charge_usage};
 use crate::models::usage::UsageRecord;
 
@@ -117,8 +118,11 @@ impl UsageWriter {
                 tracing::error!("usage writer stopped; a usage record was not written");
             }
         });
-        if let Err(e) = appended {
-            tracing::error!(error = %e, "could not journal a usage record; it is queued in memory only");
+        match appended {
+            Ok(backlog) => self.limiter.metrics().usage_backlog.set(backlog as i64),
+            Err(e) => {
+                tracing::error!(error = %e, "could not journal a usage record; it is queued in memory only")
+            }
         }
     }
 
@@ -152,27 +156,41 @@ impl UsageWriter {
                 }
                 let last = batch.last().map_or(0, |(seq, _)| *seq);
                 let records = batch.into_iter().map(|(_, r)| r).collect();
-                for (tenant, sync) in write_with_retry(&db, Arc::new(records)).await {
+                let metrics = limiter.metrics().clone();
+                for (tenant, sync) in write_with_retry(&db, Arc::new(records), &metrics).await {
                     limiter.sync(tenant.as_str(), &sync).await;
                 }
                 if let Err(e) = journal.committed(last) {
                     tracing::warn!(error = %e, "could not trim the usage journal");
                 }
+                metrics.usage_backlog.set(journal.backlog() as i64);
             }
         });
     }
 }
 
-async fn write_with_retry(db: &Db, batch: Arc<Vec<UsageRecord>>) -> Vec<(TenantId, LedgerSync)> {
+async fn write_with_retry(
+    db: &Db,
+    batch: Arc<Vec<UsageRecord>>,
+    metrics: &GatewayMetrics,
+) -> Vec<(TenantId, LedgerSync)> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let records = batch.clone();
+        let started = std::time::Instant::now();
         let written = db
             .write(move |c| write_batch(c, &records).map_err(WriteError::from))
             .await;
         match written {
-            Ok(syncs) => return syncs,
+            Ok(syncs) => {
+                metrics
+                    .usage_batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.usage_written.inc_by(batch.len() as u64);
+                return syncs;
+            }
             Err(e) => {
+                metrics.usage_write_failures.inc();
                 tracing::warn!(error = %e, records = batch.len(), retry_in = ?backoff,
                     "could not write usage; retrying");
                 tokio::time::sleep(backoff).await;

@@ -143,6 +143,23 @@ fn assert_landed_once(db: &Db, completed: &[String]) {
     }
 }
 
+/// Runs its closure when dropped, also while a panic unwinds (a panic inside a thread scope would
+/// otherwise wait forever for the load threads).
+struct Finally<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Finally<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 fn write_config(dir: &Path, db: &str, redis: Option<&str>, worker: &str) -> std::path::PathBuf {
     let redis = redis.map_or(String::new(), |prefix| {
         format!(
@@ -197,6 +214,7 @@ fn sigkill_under_load_loses_and_doubles_nothing(b: Backend) {
     );
     let _restarted = std::thread::scope(|s| {
         s.spawn(|| load(&base, (&key, "m"), 8, &stop, &done));
+        let _stop = Finally(|| stop.store(true, Ordering::Release));
         std::thread::sleep(Duration::from_millis(1500));
         gateway.kill();
         std::thread::sleep(Duration::from_millis(200));
@@ -255,6 +273,9 @@ fn database_outage_under_load(b: Backend) {
     let (stop, done) = (AtomicBool::new(false), Mutex::new(Vec::new()));
     let served_during_outage = std::thread::scope(|s| {
         s.spawn(|| load(&base, (&key, "taogate-owner"), 4, &stop, &done));
+        // Whatever happens in here, the clients stop and the database comes back.
+        let _stop = Finally(|| stop.store(true, Ordering::Release));
+        let _back = Finally(|| admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")));
         std::thread::sleep(Duration::from_millis(300));
         // The database goes away: no new connections, every open one terminated.
         admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
@@ -264,11 +285,18 @@ fn database_outage_under_load(b: Backend) {
         let before = done.lock().unwrap().len();
         std::thread::sleep(Duration::from_millis(2000));
         let during = done.lock().unwrap().len() - before;
+        let metrics = app.get("/metrics").send().text;
         admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::Release);
-        during
+        // (asserted outside the scope: a panic in here would wait forever for the clients)
+        (during, metrics)
     });
+    let (served_during_outage, metrics) = served_during_outage;
+    assert!(
+        metric(&metrics, "taogate_usage_backlog") > 0.0,
+        "the usage waiting for the database shows: {metrics}"
+    );
     let completed = done.into_inner().unwrap();
     eprintln!(
         "{} requests completed around a database outage, {served_during_outage} during it",
@@ -279,6 +307,9 @@ fn database_outage_under_load(b: Backend) {
         "requests kept being served: {served_during_outage}"
     );
     assert_landed_once(&app.db, &completed);
+    let metrics = app.get("/metrics").send().expect(200, "").text;
+    assert_eq!(metric(&metrics, "taogate_usage_backlog"), 0.0, "{metrics}");
+    assert!(metric(&metrics, "taogate_usage_written_total") >= completed.len() as f64);
     let (clean, report) = reconcile_with_cache(&app.db_url(), false, None);
     assert!(clean, "{report}");
 }
