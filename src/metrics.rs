@@ -3,7 +3,8 @@
 //! - `taogate_limiter_degraded` (gauge): 1 while the shared limiter (Redis) is unreachable;
 //! - `taogate_limiter_transitions_total{to}`: `degraded` / `recovered` transitions;
 //! - `taogate_limiter_decisions_total{backend,outcome}`: admissions by backend (`shared`, `local`,
-//!   `first_line`) and outcome (`admitted`, `refused`, `unavailable`);
+//!   `first_line`) and outcome (`admitted`, `refused`, `insufficient` (402: the balance hold),
+//!   `unavailable`);
 //! - `taogate_limiter_admission_seconds`: time for one admission decision (one Redis round trip);
 //! - `taogate_usage_backlog` (gauge): usage records journaled and not yet in the database (grows
 //!   while the database is down);
