@@ -136,12 +136,15 @@ async fn collect(
     }
     delivered.text = agg.text();
     delivered.usage = agg.usage();
-    let completion_tokens = crate::openai::count_tokens(&delivered.text);
-    let prompt_tokens = crate::openai::count_tokens(prompt_text);
-    let fallback = Usage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
-    };
-    Ok((agg.finish(fallback), delivered))
+    // Counted only when the upstream reported no usage (the tokenizer is not free).
+    let usage = delivered.usage.unwrap_or_else(|| {
+        let completion_tokens = crate::openai::count_tokens(&delivered.text);
+        let prompt_tokens = crate::openai::count_tokens(prompt_text);
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    });
+    Ok((agg.finish(usage), delivered))
 }
