@@ -6,7 +6,7 @@
 
 use redis::Script;
 
-use super::holds::{BalanceReading, Capture, Hold, LedgerSync};
+use super::holds::{BalanceReading, Capture, LedgerSync};
 use super::{Admission, Ask, Backend, Clock, Decision, Descriptor, Reading, Unavailable};
 use crate::redis_link::RedisLink;
 
@@ -59,13 +59,13 @@ impl RedisBackend {
         ]
     }
 
-    /// One script call: `op` over the descriptors, the hold's keys when `hold` is given, and
-    /// `extra` arguments after the descriptors.
+    /// One script call: `op` over the descriptors, the balance keys of `account` when given (a
+    /// hold, or a balance op without descriptors), and `extra` arguments after the descriptors.
     async fn call<T: redis::FromRedisValue>(
         &self,
         op: &str,
         tenant: &str,
-        (descriptors, hold): (&[Descriptor], Option<&Hold>),
+        (descriptors, account): (&[Descriptor], Option<&str>),
         request_id: &str,
         (arg4, arg5): (i64, i64),
         extra: &[String],
@@ -74,8 +74,8 @@ impl RedisBackend {
         for d in descriptors {
             invocation.key(self.key(tenant, &d.name()));
         }
-        if let Some(hold) = hold {
-            for key in self.balance_keys(tenant, &hold.account) {
+        if let Some(account) = account {
+            for key in self.balance_keys(tenant, account) {
                 invocation.key(key);
             }
         }
@@ -100,35 +100,6 @@ impl RedisBackend {
             .await
             .map_err(|e| Unavailable(e.to_string()))
     }
-
-    /// Calls on an account's balance alone (no descriptors).
-    async fn call_balance<T: redis::FromRedisValue>(
-        &self,
-        op: &str,
-        tenant: &str,
-        account: &str,
-        (arg4, arg5): (i64, i64),
-        extra: &[String],
-    ) -> Result<T, Unavailable> {
-        let mut invocation = self.script.prepare_invoke();
-        for key in self.balance_keys(tenant, account) {
-            invocation.key(key);
-        }
-        invocation
-            .arg(op)
-            .arg(self.clock.fixed().unwrap_or(-1))
-            .arg("")
-            .arg(arg4)
-            .arg(arg5)
-            .arg(0);
-        for a in extra {
-            invocation.arg(a);
-        }
-        self.link
-            .run(|mut c| async move { invocation.invoke_async::<T>(&mut c).await })
-            .await
-            .map_err(|e| Unavailable(e.to_string()))
-    }
 }
 
 impl Backend for RedisBackend {
@@ -142,7 +113,10 @@ impl Backend for RedisBackend {
             .call(
                 "admit",
                 &ask.tenant,
-                (&ask.descriptors, ask.hold.as_ref()),
+                (
+                    &ask.descriptors,
+                    ask.hold.as_ref().map(|h| h.account.as_str()),
+                ),
                 &ask.request_id,
                 (ask.tokens, lease_ms),
                 &hold_args,
@@ -189,7 +163,10 @@ impl Backend for RedisBackend {
         self.call::<Vec<i64>>(
             "settle",
             &ask.tenant,
-            (&ask.descriptors, ask.hold.as_ref()),
+            (
+                &ask.descriptors,
+                ask.hold.as_ref().map(|h| h.account.as_str()),
+            ),
             &ask.request_id,
             (actual_tokens - ask.tokens, admission.at_ms),
             &capture_args,
@@ -199,10 +176,11 @@ impl Backend for RedisBackend {
     }
 
     async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
-        self.call_balance::<Vec<i64>>(
+        self.call::<Vec<i64>>(
             "sync",
             tenant,
-            &sync.account,
+            (&[], Some(&sync.account)),
+            "",
             (sync.balance, sync.version),
             &sync.committed,
         )
@@ -216,7 +194,7 @@ impl Backend for RedisBackend {
         account: &str,
     ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
         let out: Vec<String> = self
-            .call_balance("balance", tenant, account, (0, 0), &[])
+            .call("balance", tenant, (&[], Some(account)), "", (0, 0), &[])
             .await?;
         if out.is_empty() {
             return Ok(None);
