@@ -161,38 +161,15 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 fn write_config(dir: &Path, db: &str, redis: Option<&str>, worker: &str) -> std::path::PathBuf {
-    let redis = redis.map_or(String::new(), |prefix| {
-        format!(
-            "redis_url = \"{}\"\nredis_prefix = \"{prefix}\"\n",
-            redis_url()
-        )
-    });
-    let config = dir.join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "127.0.0.1:0"
-data_dir = "{data}"
-database_url = "{db}"
-{redis}[auth]
-jwt_secret = "{jwt}"
-api_key_pepper = "{pepper}"
-[limits]
-redis_timeout_ms = 5000
-[pool]
-workers = ["{worker}"]
-worker_secret = "{SECRET}"
-[[models]]
-id = "m"
-owned_by = "test"
-"#,
-            data = dir.join("data").display(),
-            jwt = crate::helpers::JWT_SECRET,
-            pepper = crate::helpers::PEPPER,
-        ),
-    )
-    .unwrap();
-    config
+    let url = redis_url();
+    let setup = procs::GatewaySetup {
+        data_dir: &dir.join("data"),
+        db,
+        redis: redis.map(|prefix| (url.as_str(), prefix)),
+        limits: "redis_timeout_ms = 5000",
+        worker: (worker, SECRET),
+    };
+    procs::gateway_config(&dir.join("gateway.toml"), &setup)
 }
 
 fn sigkill_under_load_loses_and_doubles_nothing(b: Backend) {

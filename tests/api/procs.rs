@@ -167,3 +167,51 @@ api_key = "{key}"
     .unwrap();
     Proc::start(&["worker"], Some(&config))
 }
+
+/// Where a `taogate serve` test gateway keeps its state and whom it talks to.
+pub struct GatewaySetup<'a> {
+    pub data_dir: &'a Path,
+    pub db: &'a str,
+    /// (Redis URL, key prefix); none: in-process state.
+    pub redis: Option<(&'a str, &'a str)>,
+    /// The body of the `[limits]` section.
+    pub limits: &'a str,
+    /// (worker URL, worker secret), serving model `m`.
+    pub worker: (&'a str, &'a str),
+}
+
+/// Writes a gateway config file at `path` (the test JWT secret and pepper) and returns the path.
+pub fn gateway_config(path: &Path, g: &GatewaySetup<'_>) -> std::path::PathBuf {
+    let redis = g.redis.map_or(String::new(), |(url, prefix)| {
+        format!("redis_url = \"{url}\"\nredis_prefix = \"{prefix}\"\n")
+    });
+    std::fs::write(
+        path,
+        format!(
+            r#"listen = "127.0.0.1:0"
+data_dir = "{data}"
+database_url = "{db}"
+{redis}[auth]
+jwt_secret = "{jwt}"
+api_key_pepper = "{pepper}"
+[limits]
+{limits}
+[pool]
+workers = ["{worker}"]
+worker_secret = "{secret}"
+[[models]]
+id = "m"
+owned_by = "test"
+"#,
+            data = g.data_dir.display(),
+            db = g.db,
+            jwt = crate::helpers::JWT_SECRET,
+            pepper = crate::helpers::PEPPER,
+            limits = g.limits,
+            worker = g.worker.0,
+            secret = g.worker.1,
+        ),
+    )
+    .unwrap();
+    path.to_owned()
+}

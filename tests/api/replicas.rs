@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use taogate::db::Db;
 
-use crate::helpers::{Backend, JWT_SECRET, PEPPER, Session, TestApp, TestDb, redis_url, short_id};
+use crate::helpers::{Backend, Session, TestApp, TestDb, redis_url, short_id};
 use crate::procs::{self, Proc};
 
 const SECRET: &str = "replica-test-worker-secret-0123";
@@ -34,35 +34,17 @@ fn cluster(redis: &str, modes: &[&str], owner_delay_ms: u64, redis_timeout_ms: u
         .iter()
         .enumerate()
         .map(|(i, mode)| {
-            let config = dir.path().join(format!("gateway{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    r#"listen = "127.0.0.1:0"
-data_dir = "{data_dir}"
-database_url = "{db}"
-redis_url = "{redis}"
-redis_prefix = "{prefix}"
-[auth]
-jwt_secret = "{JWT_SECRET}"
-api_key_pepper = "{PEPPER}"
-[limits]
-on_redis_down = "{mode}"
-redis_timeout_ms = {redis_timeout_ms}
-probe_interval_ms = 100
-[pool]
-workers = ["{worker}"]
-worker_secret = "{SECRET}"
-[[models]]
-id = "m"
-owned_by = "test"
-"#,
-                    db = db.url,
-                    worker = worker.url,
-                    data_dir = dir.path().join(format!("gateway{i}")).display(),
-                ),
-            )
-            .unwrap();
+            let limits = format!(
+                "on_redis_down = \"{mode}\"\nredis_timeout_ms = {redis_timeout_ms}\nprobe_interval_ms = 100"
+            );
+            let setup = procs::GatewaySetup {
+                data_dir: &dir.path().join(format!("gateway{i}")),
+                db: &db.url,
+                redis: Some((redis, &prefix)),
+                limits: &limits,
+                worker: (&worker.url, SECRET),
+            };
+            let config = procs::gateway_config(&dir.path().join(format!("gateway{i}.toml")), &setup);
             Proc::start(&["serve"], Some(&config))
         })
         .collect();
