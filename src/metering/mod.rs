@@ -121,11 +121,6 @@ impl Meter {
         })
     }
 
-    /// Usage records journaled and not yet in the database.
-    pub fn backlog(&self) -> u64 {
-        self.writer.backlog()
-    }
-
     /// Starts the batch writer and the balance re-sync timer (inside the server's runtime).
     pub fn spawn_writer(&self) {
         crate::openai::tokens::warm_up();

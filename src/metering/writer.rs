@@ -126,11 +126,6 @@ impl UsageWriter {
         }
     }
 
-    /// Records journaled and not yet in the database.
-    pub fn backlog(&self) -> u64 {
-        self.journal.backlog()
-    }
-
     /// Starts the writing loop (once; later calls do nothing).
     pub fn spawn(&self) {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
