@@ -1,5 +1,7 @@
 //! Turns a stream of `chat.completion.chunk` payloads into one `chat.completion` object, for
-//! clients that did not ask to stream (upstreams are always asked to stream).
+//! clients that did not ask to stream (upstreams are always asked to stream), and back: a
+//! completion as the one chunk that carries all of it (how a worker's non-stream answer rejoins
+//! the gateway's event path).
 
 use std::collections::BTreeMap;
 
@@ -64,8 +66,9 @@ impl Aggregator {
         self.choices.values().map(|c| c.content.as_str()).collect()
     }
 
-    /// The completion object, with `usage` (from the stream, or `fallback`).
-    pub fn finish(self, fallback: Usage) -> Value {
+    /// The completion object, with `usage` from the stream, else `fallback`, else none (a worker
+    /// leaves counting to the gateway when the upstream reported nothing).
+    pub fn finish(self, fallback: Option<Usage>) -> Value {
         let choices: Vec<Value> = self
             .choices
             .into_iter()
@@ -77,15 +80,48 @@ impl Aggregator {
                 })
             })
             .collect();
-        json!({
+        let mut done = json!({
             "id": self.id.unwrap_or_else(|| json!(format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()))),
             "object": "chat.completion",
             "created": self.created.unwrap_or_else(|| json!(chrono::Utc::now().timestamp())),
             "model": self.model.unwrap_or(Value::Null),
             "choices": choices,
-            "usage": self.usage.unwrap_or(fallback),
-        })
+        });
+        if let Some(usage) = self.usage.or(fallback) {
+            done["usage"] = json!(usage);
+        }
+        done
     }
+}
+
+/// A `chat.completion` as one `chat.completion.chunk` payload: each choice's message becomes its
+/// delta; id, created, model and usage are kept. [`Aggregator::push`] of the result and
+/// [`Aggregator::finish`] give the completion back.
+pub fn completion_as_chunk(completion: &Value) -> String {
+    let choices: Vec<Value> = completion
+        .get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({
+                "index": c.get("index").cloned().unwrap_or(json!(0)),
+                "delta": c.get("message").cloned().unwrap_or(json!({})),
+                "finish_reason": c.get("finish_reason").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let mut chunk = json!({
+        "id": completion.get("id").cloned().unwrap_or(Value::Null),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created").cloned().unwrap_or(Value::Null),
+        "model": completion.get("model").cloned().unwrap_or(Value::Null),
+        "choices": choices,
+    });
+    if let Some(usage) = completion.get("usage").filter(|u| !u.is_null()) {
+        chunk["usage"] = usage.clone();
+    }
+    chunk.to_string()
 }
 
 #[cfg(test)]
@@ -104,11 +140,33 @@ mod tests {
         ] {
             a.push(p);
         }
-        let done = a.finish(Usage::default());
+        let done = a.finish(None);
         assert_eq!(done["id"], "c1");
         assert_eq!(done["object"], "chat.completion");
         assert_eq!(done["choices"][0]["message"]["content"], "Hello world");
         assert_eq!(done["choices"][0]["finish_reason"], "stop");
         assert_eq!(done["usage"]["total_tokens"], 5);
+        // One chunk carries the whole completion back into an event stream, unchanged.
+        let mut again = Aggregator::default();
+        again.push(&completion_as_chunk(&done));
+        assert_eq!(again.usage().map(|u| u.total_tokens), Some(5));
+        assert_eq!(again.finish(None), done);
+    }
+
+    #[test]
+    fn usage_is_left_out_when_nobody_counted() {
+        let mut a = Aggregator::default();
+        a.push(r#"{"id":"c2","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}"#);
+        let done = a.finish(None);
+        assert!(done.get("usage").is_none(), "{done}");
+        let mut again = Aggregator::default();
+        again.push(&completion_as_chunk(&done));
+        assert_eq!(again.usage(), None);
+        let fallback = Usage {
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            total_tokens: 2,
+        };
+        assert_eq!(again.finish(Some(fallback))["usage"]["total_tokens"], 2);
     }
 }

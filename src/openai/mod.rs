@@ -131,6 +131,15 @@ impl ChatRequest {
         req
     }
 
+    /// The request as a gateway sends a non-stream request to a worker: not streamed (the worker
+    /// streams from upstream and answers the whole completion at once).
+    pub fn for_worker_collect(&self) -> ChatRequest {
+        let mut req = self.clone();
+        req.stream = Some(false);
+        req.stream_options = None;
+        req
+    }
+
     /// Text of all messages, for prompt token estimates.
     pub fn prompt_text(&self) -> String {
         let mut out = String::new();

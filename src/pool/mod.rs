@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use self::member::{Lease, Member};
 use crate::error::{ApiError, ApiResult};
 use crate::openai::ChatRequest;
-use crate::worker::transports::{EventStream, first_event};
+use crate::worker::transports::{EventStream, completion_events, first_event};
 use crate::worker::{COST_HEADER, MINER_UID_HEADER, UPSTREAM_HEADER};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,7 +235,13 @@ impl Pool {
                     Some((p.trim().parse().ok()?, c.trim().parse().ok()?))
                 });
                 let (upstream, miner_uid) = (header(UPSTREAM_HEADER), header(MINER_UID_HEADER));
-                let events = first_event(res).await.map_err(|e| Err(e.to_string()))?;
+                let json =
+                    header("content-type").is_some_and(|t| t.starts_with("application/json"));
+                let events = if json {
+                    completion_events(res)
+                } else {
+                    first_event(res).await.map_err(|e| Err(e.to_string()))?
+                };
                 Ok((events, upstream, miner_uid, cost))
             };
             match tokio::time::timeout(first_byte, attempt).await {

@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`: validate like OpenAI, send to the worker pool (always streamed
-//! upstream), answer as SSE or as one JSON completion, and settle the usage.
+//! upstream; a non-stream request is collected by the worker, which answers one JSON completion
+//! instead of an event per token), answer as SSE or as one JSON completion, and settle the usage.
 
 use std::time::Duration;
 
@@ -37,8 +38,8 @@ pub async fn create_chat_completion(
     let req = body.into_inner();
     let admitted = admit(&state, &caller, &req, &meta.request_id, Some(&http)).await?;
     let deadline = Duration::from_secs(state.config.pool.request_timeout_secs);
-    let upstream_req = req.for_upstream();
     if req.wants_stream() {
+        let upstream_req = req.for_upstream();
         let answer = match state.pool.send(&upstream_req, &meta.request_id).await {
             Ok(a) => a,
             Err(e) => {
@@ -63,13 +64,14 @@ pub async fn create_chat_completion(
     }
     // Nothing reaches a non-stream client before the answer is complete, so a stream that breaks
     // midway is retried on another worker.
+    let worker_req = req.for_worker_collect();
     let mut tried = Vec::new();
     let mut last_error = ApiError::Unavailable;
     let started = std::time::Instant::now();
     while tried.len() < state.pool.max_attempts() {
         let answer = match state
             .pool
-            .send_avoiding(&upstream_req, &meta.request_id, &mut tried)
+            .send_avoiding(&worker_req, &meta.request_id, &mut tried)
             .await
         {
             Ok(a) => a,
@@ -146,5 +148,5 @@ async fn collect(
             total_tokens: prompt_tokens + completion_tokens,
         }
     });
-    Ok((agg.finish(usage), delivered))
+    Ok((agg.finish(Some(usage)), delivered))
 }

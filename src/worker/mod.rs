@@ -36,9 +36,9 @@ use self::routing::Route;
 use self::transports::miners::{MinerPool, Scheme};
 use self::transports::{EventStream, Opened, Transport};
 use crate::error::{ApiError, ApiResult};
+use crate::openai::ChatRequest;
 use crate::openai::aggregate::Aggregator;
 use crate::openai::sse::{self, DONE};
-use crate::openai::{ChatRequest, Usage};
 
 pub const UPSTREAM_HEADER: &str = "x-taogate-upstream";
 pub const MINER_UID_HEADER: &str = "x-taogate-miner-uid";
@@ -217,7 +217,8 @@ pub fn sse_body(
         .map(Ok)
 }
 
-/// Reads a whole event stream into a non-stream completion.
+/// Reads a whole event stream into a non-stream completion (without `usage` when the upstream
+/// reported none: the gateway counts then).
 pub async fn collect(mut events: EventStream, deadline: Duration) -> ApiResult<serde_json::Value> {
     let mut agg = Aggregator::default();
     let read = async {
@@ -239,7 +240,7 @@ pub async fn collect(mut events: EventStream, deadline: Duration) -> ApiResult<s
         .map_err(|_| ApiError::Upstream {
             message: "the upstream did not finish within the deadline".into(),
         })??;
-    Ok(agg.finish(Usage::default()))
+    Ok(agg.finish(None))
 }
 
 async fn chat(
@@ -285,7 +286,15 @@ async fn chat(
             .insert_header(("cache-control", "no-cache"))
             .streaming(sse_body(opened.events, worker.deadline)))
     } else {
-        Ok(res.json(collect(opened.events, worker.deadline).await?))
+        // Headers go now (an upstream answered), the completion when it is whole: the gateway's
+        // first-byte deadline sees the answer start, and a stream that breaks midway cuts the body
+        // (the gateway then retries elsewhere).
+        let deadline = worker.deadline;
+        let body = stream::once(async move {
+            let completion = collect(opened.events, deadline).await?;
+            Ok::<_, actix_web::Error>(Bytes::from(completion.to_string()))
+        });
+        Ok(res.content_type("application/json").streaming(body))
     }
 }
 

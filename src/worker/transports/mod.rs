@@ -14,7 +14,8 @@ use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 
 use crate::openai::ChatRequest;
-use crate::openai::sse::EventParser;
+use crate::openai::aggregate::completion_as_chunk;
+use crate::openai::sse::{DONE, EventParser};
 
 /// SSE data payloads (`{json}` … `[DONE]`).
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<String, UpstreamError>> + Send>>;
@@ -99,6 +100,28 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, Ups
         return Err(UpstreamError::Status(status, text));
     }
     Ok(res)
+}
+
+/// A worker's non-stream answer (its headers came once an upstream answered; the completion comes
+/// when whole) as an event stream: the completion as one chunk, then `[DONE]`. A body that breaks
+/// or is not a completion is a stream error.
+pub fn completion_events(res: reqwest::Response) -> EventStream {
+    let events = async move {
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::Stream(e.to_string()))?;
+        let completion: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::Stream(format!("not a completion: {e}")))?;
+        Ok::<_, UpstreamError>(futures_util::stream::iter([
+            Ok(completion_as_chunk(&completion)),
+            Ok(DONE.to_owned()),
+        ]))
+    };
+    Box::pin(futures_util::stream::once(events).flat_map(|r| match r {
+        Ok(s) => s.left_stream(),
+        Err(e) => futures_util::stream::iter([Err(e)]).right_stream(),
+    }))
 }
 
 /// Reads a streaming response up to its first SSE event (an `{"error":…}` first event is a
