@@ -9,13 +9,16 @@
 # Also prints Redis round trips (EVALSHA calls) per request from Redis' own `INFO commandstats`.
 # Needs: wrk (apt), psql, a local PostgreSQL and Redis. Usage: bench/limits.sh [seconds, default 10]
 # BENCH_C sets the number of connections (default 50).
+# BENCH_RATES="250 500 1000" adds open-loop rows (bench/openloop.rs): at each fixed rate, over
+# BENCH_C connections, direct and metered side by side — latency below saturation, where wrk's
+# closed loop only shows queueing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
 conc="${BENCH_C:-50}"
 threads=$(( conc < 2 ? 1 : 2 ))
 command -v wrk >/dev/null || { echo "install wrk: apt-get install -y wrk"; exit 1; }
-cargo build --release --quiet --bin taogate
+cargo build --release --quiet --bin taogate --example openloop
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 redis=${BENCH_REDIS:-redis://127.0.0.1:6379}
 db="taogate_bench_$RANDOM"
@@ -87,3 +90,15 @@ echo
 echo "Metered run: $requests requests answered, $charged usage postings in the ledger"
 echo
 echo "Redis round trips (limited run): $((after - before)) EVALSHA for $limited_requests requests = $(printf '%.3f' "$(echo "($after-$before)/$limited_requests" | bc -l)") per request (1 admission + 1 settle)"
+[ -n "${BENCH_RATES:-}" ] && { echo; echo "Open loop (fixed rate, $conc connections, latency from when each request was due):"; echo; echo "| target | c | rps | p50 ms | p99 ms | errors | added p50 ms | added p99 ms |"; echo "|---|---|---|---|---|---|---|---|"; }
+for rate in ${BENCH_RATES:-}; do
+  open() { # url key -> "rps p50 p99 errors requests"
+    local out
+    out=$(target/release/examples/openloop "$1" "$2" "$rate" "$secs" "$conc")
+    python3 -c "import json,sys;d=json.loads(sys.argv[1]);print(d['rps'],d['p50_us'],d['p99_us'],d['errors'],d['requests'])" "$out"
+  }
+  read -r rps b50 b99 errs _ < <(open "$owner/v1/chat/completions" "$owner_key")
+  row "direct @ $rate/s" "$rps" "$b50" "$b99" "$errs" "$b50" "$b99"
+  read -r rps p50 p99 errs _ < <(open "http://127.0.0.1:$port/v1/chat/completions" "$key")
+  row "taogate metered @ $rate/s" "$rps" "$p50" "$p99" "$errs" "$b50" "$b99"
+done

@@ -146,21 +146,30 @@ impl UsageWriter {
                         _ = &mut linger => break,
                     }
                 }
-                if let Err(e) = journal.sync() {
-                    tracing::warn!(error = %e, "could not fsync the usage journal");
-                }
+                // Disk flushes and trims block: off the executor, or every connection this
+                // thread serves would wait for the disk.
+                let j = journal.clone();
+                off_executor("fsync the usage journal", move || j.sync()).await;
                 let last = batch.last().map_or(0, |(seq, _)| *seq);
                 let records = batch.into_iter().map(|(_, r)| r).collect();
                 let metrics = limiter.metrics().clone();
                 for (tenant, sync) in write_with_retry(&db, Arc::new(records), &metrics).await {
                     limiter.sync(tenant.as_str(), &sync).await;
                 }
-                if let Err(e) = journal.committed(last) {
-                    tracing::warn!(error = %e, "could not trim the usage journal");
-                }
+                let j = journal.clone();
+                off_executor("trim the usage journal", move || j.committed(last)).await;
                 metrics.usage_backlog.set(journal.backlog() as i64);
             }
         });
+    }
+}
+
+/// Runs blocking file work on the blocking pool; a failure is logged (the journal is replayed).
+async fn off_executor(what: &str, work: impl FnOnce() -> std::io::Result<()> + Send + 'static) {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not {what}"),
+        Err(e) => tracing::warn!(error = %e, "did not {what}"),
     }
 }
 

@@ -1,8 +1,10 @@
 //! Where workers announce themselves: a heartbeat every `pool.heartbeat_secs`, valid for
-//! `pool.heartbeat_ttl_secs`. With Redis (`REDIS_URL`) every gateway replica sees every worker
-//! (`SET <prefix>workers:<url> … PX ttl`, read back with `SCAN`); without it, in process (the
-//! embedded mode, where `dev` runs worker and gateway together). Gateways add announced workers to
-//! their pool and drop them when their heartbeat lapses.
+//! `pool.heartbeat_ttl_secs`. With Redis (`REDIS_URL`) every gateway replica sees every worker: one
+//! sorted set `<prefix>workers`, member = worker URL, score = when its heartbeat lapses on Redis'
+//! own clock (hosts' clocks may disagree); reading it drops lapsed members and returns the rest, one
+//! round trip whatever else the Redis holds. Without Redis, in process (the embedded mode, where
+//! `dev` runs worker and gateway together). Gateways add announced workers to their pool and drop
+//! them when their heartbeat lapses.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,24 @@ pub enum Registry {
 
 /// Deadline of one registry call to Redis.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Milliseconds on Redis' clock (`TIME`), for both scripts.
+const NOW_MS: &str =
+    "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)";
+
+/// KEYS[1] = set, ARGV[1] = url, ARGV[2] = ttl ms.
+fn announce_script() -> redis::Script {
+    redis::Script::new(&format!(
+        "{NOW_MS} redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) return 1"
+    ))
+}
+
+/// KEYS[1] = set: drops lapsed heartbeats, returns the live URLs.
+fn live_script() -> redis::Script {
+    redis::Script::new(&format!(
+        "{NOW_MS} redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) return redis.call('ZRANGE', KEYS[1], 0, -1)"
+    ))
+}
 
 impl Registry {
     /// Redis when `redis_url` is set, else in process.
@@ -41,14 +61,13 @@ impl Registry {
                 Ok(())
             }
             Self::Redis { link, prefix } => {
-                let key = format!("{prefix}workers:{url}");
+                let key = format!("{prefix}workers");
                 link.run(|mut conn| async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(chrono::Utc::now().timestamp_millis())
-                        .arg("PX")
+                    announce_script()
+                        .key(key)
+                        .arg(url)
                         .arg(ttl.as_millis() as u64)
-                        .query_async::<()>(&mut conn)
+                        .invoke_async::<()>(&mut conn)
                         .await
                 })
                 .await
@@ -66,33 +85,14 @@ impl Registry {
                 Ok(map.keys().cloned().collect())
             }
             Self::Redis { link, prefix } => {
-                let pattern = format!("{prefix}workers:*");
-                let (mut cursor, mut urls) = (0u64, Vec::new());
-                loop {
-                    let (next, keys) = link
-                        .run(|mut conn| {
-                            let pattern = pattern.clone();
-                            async move {
-                                redis::cmd("SCAN")
-                                    .arg(cursor)
-                                    .arg("MATCH")
-                                    .arg(pattern)
-                                    .arg("COUNT")
-                                    .arg(200)
-                                    .query_async::<(u64, Vec<String>)>(&mut conn)
-                                    .await
-                            }
-                        })
-                        .await?;
-                    urls.extend(keys.into_iter().filter_map(|k| {
-                        k.strip_prefix(&format!("{prefix}workers:"))
-                            .map(str::to_owned)
-                    }));
-                    if next == 0 {
-                        return Ok(urls);
-                    }
-                    cursor = next;
-                }
+                let key = format!("{prefix}workers");
+                link.run(|mut conn| async move {
+                    live_script()
+                        .key(key)
+                        .invoke_async::<Vec<String>>(&mut conn)
+                        .await
+                })
+                .await
             }
         }
     }

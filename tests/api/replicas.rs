@@ -169,14 +169,20 @@ fn limits_hold_exactly_across_three_replicas() {
         "estimates corrected to actual usage at settle"
     );
 
+    // A long answer (30 words, ~13 s): the whole burst is decided while the first ten are still
+    // in flight, even on a loaded machine (1,000 requests to debug builds sharing two cores with
+    // other tests take seconds; a slot freed before the burst ends would rightly admit another).
     let (conc_id, conc_key) = c.key(&owner, &account, json!({"concurrency": 10}));
-    let statuses = burst(&c.gateways, &conc_key, &chat_body("hi"), 1000);
+    let words = ["word"; 30].join(" ");
+    let long =
+        json!({"model": "m", "max_tokens": 30, "messages": [{"role": "user", "content": words}]});
+    let statuses = burst(&c.gateways, &conc_key, &long, 1000);
     assert_eq!(
         (count(&statuses, 200), count(&statuses, 429)),
         (10, 990),
         "concurrency=10: {statuses:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while c.limit(&owner, &conc_id, "concurrency")["used"] != 0 {
         assert!(
             Instant::now() < deadline,
