@@ -10,7 +10,9 @@
 //!   while the database is down);
 //! - `taogate_usage_written_total`: usage records committed by the batch writer (replays included);
 //! - `taogate_usage_write_failures_total`: batch writes that failed and will be retried;
-//! - `taogate_usage_batch_seconds`: time to commit one batch.
+//! - `taogate_usage_batch_seconds`: time to commit one batch;
+//! - `taogate_pool_attempts_total{via}`: attempts on workers, `http` or `process` (a worker
+//!   running in this process, called directly).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -27,6 +29,7 @@ pub struct GatewayMetrics {
     pub usage_written: IntCounter,
     pub usage_write_failures: IntCounter,
     pub usage_batch_seconds: Histogram,
+    pub pool_attempts: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -88,6 +91,14 @@ impl GatewayMetrics {
             ]),
         )
         .expect("valid metric");
+        let pool_attempts = IntCounterVec::new(
+            Opts::new(
+                "taogate_pool_attempts_total",
+                "Attempts on workers, over HTTP or in process",
+            ),
+            &["via"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(limiter_degraded.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(limiter_transitions.clone()),
@@ -97,6 +108,7 @@ impl GatewayMetrics {
             Box::new(usage_written.clone()),
             Box::new(usage_write_failures.clone()),
             Box::new(usage_batch_seconds.clone()),
+            Box::new(pool_attempts.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -110,6 +122,7 @@ impl GatewayMetrics {
             usage_written,
             usage_write_failures,
             usage_batch_seconds,
+            pool_attempts,
         }
     }
 

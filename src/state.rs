@@ -71,7 +71,7 @@ impl AppState {
         ));
         let invalidator = Invalidator::new(key_cache.clone(), redis, &config.redis_prefix);
         Ok(Self {
-            pool: Pool::new(config.pool.clone())?,
+            pool: Pool::new(config.pool.clone(), metrics.clone())?,
             registry,
             meter: Meter::new(
                 db.clone(),

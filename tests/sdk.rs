@@ -58,8 +58,23 @@ fn official_openai_sdk_against_taogate_dev() {
         .arg(dir.path().join("demo.json"))
         .output()
         .unwrap();
+    // `dev` runs its worker in process: the gateway called it directly, never over loopback HTTP.
+    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     let _ = dev.kill();
     let _ = dev.wait();
+    let attempts = |via: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("taogate_pool_attempts_total{{via=\"{via}\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(attempts("process") >= 2, "{metrics}");
+    assert_eq!(attempts("http"), 0, "{metrics}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -5,6 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
@@ -21,6 +22,7 @@ use crate::models::user::User;
 use crate::pool::registry::Registry;
 use crate::routes::keys::SCOPES;
 use crate::state::AppState;
+use crate::worker::Worker;
 
 const DEMO_SLUG: &str = "demo";
 const DEMO_EMAIL: &str = "developer@demo.taogate.local";
@@ -130,12 +132,13 @@ async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> 
     })
 }
 
-/// Starts a local subnet in process; its worker announces itself in `registry`.
+/// Starts a local subnet in process; its worker announces itself in `registry`. Returns the
+/// worker's URL and the worker, which this process's gateway calls directly.
 async fn use_local_subnet(
     config: &mut Config,
     registry: &Registry,
     token_delay_ms: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(String, Option<Arc<Worker>>)> {
     let heartbeat = (
         std::time::Duration::from_secs(config.pool.heartbeat_secs.max(1)),
         std::time::Duration::from_secs(config.pool.heartbeat_ttl_secs.max(1)),
@@ -153,7 +156,7 @@ async fn use_local_subnet(
             });
         }
     }
-    Ok(())
+    Ok((subnet.worker_url, subnet.worker))
 }
 
 pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> {
@@ -164,7 +167,7 @@ pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> 
         TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     load_dev_secrets(&mut config)?;
     let registry = Registry::new(&config.redis_url, &config.redis_prefix)?;
-    use_local_subnet(&mut config, &registry, token_delay_ms).await?;
+    let (worker_url, worker) = use_local_subnet(&mut config, &registry, token_delay_ms).await?;
     config.validate(true)?;
     let db = super::open_db(&config, true)?;
     let base_url = format!("http://{}", listener.local_addr()?);
@@ -194,7 +197,11 @@ pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> 
         }
     };
     write_private(&demo_path, &serde_json::to_string_pretty(&demo)?)?;
-    let running = crate::app::start(AppState::new(db, config, registry)?, listener, 2)?;
+    let state = AppState::new(db, config, registry)?;
+    if let Some(worker) = worker {
+        state.pool.attach_colocated(&worker_url, worker);
+    }
+    let running = crate::app::start(state, listener, 2)?;
     println!(
         "taogate dev is up on {}  (data: {})",
         demo.base_url,

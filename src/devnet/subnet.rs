@@ -34,6 +34,9 @@ pub struct LocalSubnet {
     pub miner_urls: Vec<String>,
     pub owner_url: String,
     pub owner_api_key: String,
+    /// The worker itself, for a gateway in this process to call directly.
+    #[serde(skip)]
+    pub worker: Option<Arc<Worker>>,
 }
 
 fn bind() -> anyhow::Result<(TcpListener, String)> {
@@ -284,7 +287,7 @@ pub async fn spawn(
     let worker = Arc::new(Worker::build(&cfg, hotkey)?);
     worker.spawn_metagraph_refresh(Duration::from_secs(30));
     let (listener, worker_url) = bind()?;
-    actix_web::rt::spawn(worker::start(worker, listener, 1, 4 << 20)?);
+    actix_web::rt::spawn(worker::start(worker.clone(), listener, 1, 4 << 20)?);
     registry.announce(&worker_url, heartbeat.1).await?;
     registry.spawn_announcer(worker_url.clone(), heartbeat.0, heartbeat.1);
     let subnet = LocalSubnet {
@@ -300,6 +303,7 @@ pub async fn spawn(
         miner_urls,
         owner_url,
         owner_api_key: owner_key,
+        worker: Some(worker),
     };
     std::fs::write(
         dir.join("subnet.json"),

@@ -2,8 +2,9 @@
 //! `dev`), power-of-two-choices balancing on in-flight requests, a circuit breaker per worker
 //! (open after consecutive failures, one half-open probe after the cooldown), active health checks,
 //! a bounded wait for capacity (then 503 `overloaded`), and retries on another worker only while
-//! nothing has reached the client.
+//! nothing has reached the client. Workers in this process are called directly ([`local`]).
 
+pub mod local;
 pub mod member;
 pub mod registry;
 
@@ -63,13 +64,18 @@ pub struct Answer {
 
 pub struct Pool {
     members: RwLock<Vec<Arc<Member>>>,
+    colocated: self::local::Colocated,
+    metrics: Arc<crate::metrics::GatewayMetrics>,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
     cfg: PoolConfig,
 }
 
 impl Pool {
-    pub fn new(cfg: PoolConfig) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        cfg: PoolConfig,
+        metrics: Arc<crate::metrics::GatewayMetrics>,
+    ) -> anyhow::Result<Arc<Self>> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(cfg.first_byte_timeout_ms.min(5_000)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -77,6 +83,8 @@ impl Pool {
             .build()?;
         let pool = Arc::new(Self {
             members: RwLock::new(Vec::new()),
+            colocated: Default::default(),
+            metrics,
             client,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             cfg,
@@ -85,6 +93,12 @@ impl Pool {
             pool.add(&url);
         }
         Ok(pool)
+    }
+
+    /// Marks the member at `url` (once it joins) as `worker`, running in this process: it is then
+    /// called directly, not over HTTP.
+    pub fn attach_colocated(&self, url: &str, worker: Arc<crate::worker::Worker>) {
+        self.colocated.attach(url, worker);
     }
 
     /// Adds a configured worker (idempotent); configured workers stay until the process ends.
@@ -199,7 +213,17 @@ impl Pool {
             };
             tried.push(member.url.clone());
             let lease = Lease::new(member.clone());
+            let colocated = self.colocated.get(&member.url);
+            let via = if colocated.is_some() {
+                "process"
+            } else {
+                "http"
+            };
+            self.metrics.pool_attempts.with_label_values(&[via]).inc();
             let attempt = async {
+                if let Some(worker) = colocated {
+                    return self::local::ask(&worker, req).await;
+                }
                 let res = self
                     .client
                     .post(format!("{}/v1/chat/completions", member.url))

@@ -1,0 +1,66 @@
+//! Workers in this very process (`taogate dev`, or any deployment that runs a worker beside its
+//! gateway): the pool calls them directly instead of over loopback HTTP — same routing, failover,
+//! pricing and metering, one hop fewer (a profile of the metered path spent most of its time in
+//! the syscalls and thread wake-ups of its hops). Other gateway replicas still reach the same
+//! worker over HTTP at its URL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::error::ApiError;
+use crate::openai::ChatRequest;
+use crate::worker::Worker;
+use crate::worker::transports::EventStream;
+
+/// What one attempt on a worker gives: the answer's events, upstream, miner uid and wholesale
+/// cost — or a final answer of the worker (`Err(Ok)`, as its 404/502) or a failure of the worker
+/// itself (`Err(Err)`, counted against its circuit).
+pub type Attempt = Result<
+    (
+        EventStream,
+        Option<String>,
+        Option<String>,
+        Option<(i64, i64)>,
+    ),
+    Result<ApiError, String>,
+>;
+
+#[derive(Default)]
+pub struct Colocated(RwLock<HashMap<String, Arc<Worker>>>);
+
+impl Colocated {
+    pub fn attach(&self, url: &str, worker: Arc<Worker>) {
+        let url = url.trim_end_matches('/').to_owned();
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(url, worker);
+    }
+
+    pub fn get(&self, url: &str) -> Option<Arc<Worker>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+            .cloned()
+    }
+}
+
+/// Asks an in-process worker, as its HTTP handler would.
+pub async fn ask(worker: &Worker, req: &ChatRequest) -> Attempt {
+    match worker.open(req).await {
+        Ok((opened, terms)) => {
+            let priced = terms.prompt_nano_per_mtok != 0 || terms.completion_nano_per_mtok != 0;
+            let cost =
+                priced.then_some((terms.prompt_nano_per_mtok, terms.completion_nano_per_mtok));
+            Ok((
+                opened.events,
+                Some(opened.upstream),
+                opened.miner_uid.map(|uid| uid.to_string()),
+                cost,
+            ))
+        }
+        Err(e @ (ApiError::ModelNotFound { .. } | ApiError::Upstream { .. })) => Err(Ok(e)),
+        Err(e) => Err(Err(e.to_string())),
+    }
+}
