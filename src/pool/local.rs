@@ -49,17 +49,12 @@ impl Colocated {
 /// Asks an in-process worker, as its HTTP handler would.
 pub async fn ask(worker: &Worker, req: &ChatRequest) -> Attempt {
     match worker.open(req).await {
-        Ok((opened, terms)) => {
-            let priced = terms.prompt_nano_per_mtok != 0 || terms.completion_nano_per_mtok != 0;
-            let cost =
-                priced.then_some((terms.prompt_nano_per_mtok, terms.completion_nano_per_mtok));
-            Ok((
-                opened.events,
-                Some(opened.upstream),
-                opened.miner_uid.map(|uid| uid.to_string()),
-                cost,
-            ))
-        }
+        Ok((opened, terms)) => Ok((
+            opened.events,
+            Some(opened.upstream),
+            opened.miner_uid.map(|uid| uid.to_string()),
+            terms.cost(),
+        )),
         Err(e @ (ApiError::ModelNotFound { .. } | ApiError::Upstream { .. })) => Err(Ok(e)),
         Err(e) => Err(Err(e.to_string())),
     }

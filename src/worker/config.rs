@@ -49,6 +49,14 @@ pub struct RouteTerms {
     pub completion_nano_per_mtok: i64,
 }
 
+impl RouteTerms {
+    /// The wholesale price as (prompt, completion) nano-units per 1M tokens, if the route has one.
+    pub fn cost(&self) -> Option<(i64, i64)> {
+        let priced = self.prompt_nano_per_mtok != 0 || self.completion_nano_per_mtok != 0;
+        priced.then_some((self.prompt_nano_per_mtok, self.completion_nano_per_mtok))
+    }
+}
+
 /// One model's upstreams, in order of preference.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -258,14 +258,8 @@ async fn chat(
     let (opened, terms) = worker.open(&body).await?;
     let mut res = HttpResponse::Ok();
     res.insert_header((UPSTREAM_HEADER, opened.upstream.clone()));
-    if terms.prompt_nano_per_mtok != 0 || terms.completion_nano_per_mtok != 0 {
-        res.insert_header((
-            COST_HEADER,
-            format!(
-                "{},{}",
-                terms.prompt_nano_per_mtok, terms.completion_nano_per_mtok
-            ),
-        ));
+    if let Some((prompt, completion)) = terms.cost() {
+        res.insert_header((COST_HEADER, format!("{prompt},{completion}")));
     }
     if !opened.asked.is_empty() {
         let asked: Vec<String> = opened.asked.iter().map(u16::to_string).collect();
