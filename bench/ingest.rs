@@ -1,11 +1,13 @@
 //! Usage ingestion benchmark: PostgreSQL, the per-row writer path vs the set-based bulk path,
-//! same run. `cargo run --release --example ingest -- [postgres_url] [events]`
+//! same run. `cargo run --release --example ingest -- [postgres_url] [events] [paths]`
 //!
 //! Creates a scratch database per path on the server of `postgres_url` (dropped at the end),
 //! migrates it, and writes `events` synthetic usage records — 8 tenants × 25 accounts, each record
 //! charged retail and wholesale, so four ledger entries each — in batches of `MAX_BATCH` (500), one
-//! transaction per batch as the writer does, from one connection. The bulk path is then replayed
-//! (every record already written). Prints a markdown table.
+//! transaction per batch as the writer does. `paths` (default `per-row,bulk,bulk2`): `per-row`,
+//! `bulk` (one writer, one connection: one gateway) and `bulkN` (N writers on N connections taking
+//! batches in turn: N gateways on one database). Every bulk path is then replayed (every record
+//! already written). Prints a markdown table; ratios are against the first path.
 
 use std::time::Instant;
 
@@ -88,21 +90,45 @@ fn records(n: usize) -> Vec<UsageRecord> {
         .collect()
 }
 
-/// Writes every record in batches (bulk or per-row), one transaction each; returns the seconds.
-fn run(db: &Db, records: &[UsageRecord], bulk: bool) -> f64 {
-    let mut conn = db.get().unwrap();
+/// Writes every record in batches (bulk or per-row), one transaction each, from `writers`
+/// connections at once (writer `w` takes batches `w`, `w + writers`, …); returns the seconds.
+fn run(db: &Db, records: &[UsageRecord], bulk: bool, writers: usize) -> f64 {
+    let batches: Vec<&[UsageRecord]> = records.chunks(MAX_BATCH).collect();
     let started = Instant::now();
-    for batch in records.chunks(MAX_BATCH) {
-        conn.transaction(|c| {
-            if bulk {
-                write_batch(c, batch)
-            } else {
-                write_batch_per_row(c, batch)
-            }
-        })
-        .unwrap();
-    }
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let mine = batches.iter().skip(w).step_by(writers);
+            let mut conn = db.get().unwrap();
+            s.spawn(move || {
+                for batch in mine {
+                    conn.transaction(|c| {
+                        if bulk {
+                            write_batch(c, batch)
+                        } else {
+                            write_batch_per_row(c, batch)
+                        }
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
     started.elapsed().as_secs_f64()
+}
+
+/// A path named on the command line: its label, whether it is bulk, and its writer count.
+fn path(name: &str) -> (String, bool, usize) {
+    match name {
+        "per-row" => ("per-row".into(), false, 1),
+        "bulk" => ("bulk, 1 writer".into(), true, 1),
+        n => {
+            let writers: usize = n
+                .strip_prefix("bulk")
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("unknown path {n}: per-row, bulk or bulkN"));
+            (format!("bulk, {writers} writers"), true, writers)
+        }
+    }
 }
 
 fn main() {
@@ -112,15 +138,17 @@ fn main() {
         .cloned()
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let events: usize = args.get(2).map_or(100_000, |n| n.parse().unwrap());
+    let paths = args.get(3).map_or("per-row,bulk,bulk2", String::as_str);
     let records = records(events);
     let mut rows = Vec::new();
-    for (label, bulk) in [("per-row", false), ("bulk", true)] {
+    for (label, bulk, writers) in paths.split(',').map(path) {
         let scratch = Scratch::create(&admin);
-        let db = Db::connect(&scratch.url, 2).unwrap();
+        let db = Db::connect(&scratch.url, writers as u32 + 1).unwrap();
         migrations::run_pending(&db).unwrap();
-        rows.push((label, run(&db, &records, bulk)));
+        rows.push((label.clone(), run(&db, &records, bulk, writers)));
         if bulk {
-            rows.push(("bulk, replayed", run(&db, &records, bulk)));
+            let replay = run(&db, &records, bulk, writers);
+            rows.push((format!("{label}, replayed"), replay));
         }
     }
     let base = events as f64 / rows[0].1;

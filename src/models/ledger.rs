@@ -391,6 +391,9 @@ pub struct Report {
     pub entries: i64,
     /// Σ of every entry: must be 0.
     pub sum_of_all_entries: i64,
+    /// Entries whose transaction or account does not exist (the database refuses them; this finds
+    /// any written with its checks bypassed).
+    pub orphan_entries: Vec<String>,
     /// Transactions whose entries do not sum to zero: (id, sum).
     pub unbalanced_transactions: Vec<(String, i64)>,
     /// Accounts whose cached balance differs from the sum of their entries: (id, cached, entries).
@@ -408,6 +411,7 @@ pub struct Report {
 impl Report {
     pub fn is_clean(&self) -> bool {
         self.sum_of_all_entries == 0
+            && self.orphan_entries.is_empty()
             && self.unbalanced_transactions.is_empty()
             && self.balance_drift.is_empty()
             && self.usage_without_posting.is_empty()
@@ -496,6 +500,12 @@ pub fn reconcile(conn: &mut DbConn, rebuild: bool) -> QueryResult<Report> {
                     .execute(c)?;
             }
         }
+        let orphan_entries = ids(
+            c,
+            "SELECT e.id AS id FROM ledger_entries e \
+             WHERE NOT EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.id = e.transaction_id) \
+             OR NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.id = e.account_id)",
+        )?;
         let usage_without_posting = ids(
             c,
             "SELECT u.id AS id FROM usage_records u \
@@ -516,6 +526,7 @@ pub fn reconcile(conn: &mut DbConn, rebuild: bool) -> QueryResult<Report> {
                    <> u.charged_nano + u.tenant_charged_nano",
         )?;
         Ok(Report {
+            orphan_entries,
             usage_without_posting,
             postings_without_usage,
             usage_amount_mismatch,

@@ -225,7 +225,80 @@ fn the_ledger_is_append_only_and_reconcile_repairs_drift(b: Backend) {
     assert_eq!(balance(&app, &owner, &account), 4 * UNIT);
 }
 
+/// Ledger accounts are append-only like the rest of the ledger; an entry must name an existing
+/// transaction and account (PostgreSQL: a check per statement, SQLite: foreign keys), and one that
+/// got in with the checks bypassed is reported by reconcile.
+fn entries_name_existing_parents_and_accounts_are_append_only(b: Backend) {
+    #[derive(diesel::QueryableByName)]
+    struct Ids {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        transaction_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        account_id: String,
+    }
+    let app = TestApp::spawn(b);
+    let (owner, account, _, _) = app.api_key();
+    adjust(&app, &owner, &account, 4 * UNIT, "a").expect(201, "");
+    let mut conn = app.db.get().unwrap();
+    let known: Ids = diesel::sql_query("SELECT transaction_id, account_id FROM ledger_entries")
+        .get_result(&mut *conn)
+        .unwrap();
+    let now = "'2026-11-26 00:00:00'";
+    let entry = |id: &str, txn: &str, acct: &str| {
+        format!(
+            "INSERT INTO ledger_entries (id, transaction_id, account_id, amount_nano, created_at) \
+             VALUES ('{id}', '{txn}', '{acct}', 5, {now})"
+        )
+    };
+    let mut refused = vec![
+        entry("e1", "no-such-transaction", &known.account_id),
+        entry("e2", &known.transaction_id, "no-such-account"),
+        "UPDATE ledger_accounts SET purpose = purpose".to_owned(),
+        "DELETE FROM ledger_accounts".to_owned(),
+    ];
+    if b == Backend::Postgres {
+        for table in ["ledger_accounts", "ledger_transactions", "ledger_entries"] {
+            refused.push(format!("TRUNCATE {table} CASCADE"));
+        }
+    }
+    for sql in &refused {
+        assert!(
+            diesel::sql_query(sql).execute(&mut *conn).is_err(),
+            "{sql} must be refused"
+        );
+    }
+    let count = |conn: &mut taogate::db::DbConn| {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query("SELECT COUNT(*) AS n FROM ledger_entries")
+            .get_result::<N>(conn)
+            .unwrap()
+            .n
+    };
+    assert_eq!(count(&mut conn), 2, "nothing of the refused writes stayed");
+    let (bypass, restore) = match b {
+        Backend::Postgres => (
+            "ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_have_parents",
+            "ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_have_parents",
+        ),
+        Backend::Sqlite => ("PRAGMA foreign_keys = OFF", "PRAGMA foreign_keys = ON"),
+    };
+    diesel::sql_query(bypass).execute(&mut *conn).unwrap();
+    diesel::sql_query(entry("orphan", "no-such-transaction", &known.account_id))
+        .execute(&mut *conn)
+        .unwrap();
+    diesel::sql_query(restore).execute(&mut *conn).unwrap();
+    drop(conn);
+    let (clean, report) = reconcile_cli(&app.db_url(), false);
+    assert!(!clean, "{report}");
+    assert_eq!(report["orphan_entries"], json!(["orphan"]), "{report}");
+}
+
 both_backends!(
+    entries_name_existing_parents_and_accounts_are_append_only,
     adjustments_post_once_and_balances_follow_the_entries,
     concurrent_adjustments_keep_every_invariant,
     the_ledger_is_append_only_and_reconcile_repairs_drift,

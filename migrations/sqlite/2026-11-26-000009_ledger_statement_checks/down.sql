@@ -1,0 +1,2 @@
+DROP TRIGGER ledger_accounts_no_delete;
+DROP TRIGGER ledger_accounts_no_update;
