@@ -12,7 +12,9 @@
 //! - `taogate_usage_write_failures_total`: batch writes that failed and will be retried;
 //! - `taogate_usage_batch_seconds`: time to commit one batch;
 //! - `taogate_pool_attempts_total{via}`: attempts on workers, `http` or `process` (a worker
-//!   running in this process, called directly).
+//!   running in this process, called directly);
+//! - `taogate_key_lookups_total`: API keys looked up in the database (key cache misses; concurrent
+//!   misses on one key share one lookup).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -30,6 +32,7 @@ pub struct GatewayMetrics {
     pub usage_write_failures: IntCounter,
     pub usage_batch_seconds: Histogram,
     pub pool_attempts: IntCounterVec,
+    pub key_lookups: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -99,6 +102,11 @@ impl GatewayMetrics {
             &["via"],
         )
         .expect("valid metric");
+        let key_lookups = IntCounter::new(
+            "taogate_key_lookups_total",
+            "API keys looked up in the database (key cache misses)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(limiter_degraded.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(limiter_transitions.clone()),
@@ -109,6 +117,7 @@ impl GatewayMetrics {
             Box::new(usage_write_failures.clone()),
             Box::new(usage_batch_seconds.clone()),
             Box::new(pool_attempts.clone()),
+            Box::new(key_lookups.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -123,6 +132,7 @@ impl GatewayMetrics {
             usage_write_failures,
             usage_batch_seconds,
             pool_attempts,
+            key_lookups,
         }
     }
 

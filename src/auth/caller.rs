@@ -142,11 +142,24 @@ impl KeyCaller {
     }
 }
 
-/// The cached entry for a presented secret's hash, loading (and caching) it on a miss.
+/// The cached entry for a presented secret's hash, loading (and caching) it on a miss; concurrent
+/// misses on one hash share one lookup ([`Flight`](crate::auth::key_cache::Flight)).
 async fn key_entry(state: &AppState, hash: String) -> ApiResult<Option<Arc<KeyEntry>>> {
     if let Some(entry) = state.key_cache.get(&hash) {
         return Ok(Some(entry));
     }
+    let flight = state.key_cache.flight(&hash);
+    let loaded = flight
+        .get_or_try_init(|| load_entry(state, hash.clone()))
+        .await
+        .cloned();
+    state.key_cache.land(&hash, &flight);
+    loaded
+}
+
+/// Looks the hash up in the database and caches what it finds (see [`key_entry`]).
+async fn load_entry(state: &AppState, hash: String) -> ApiResult<Option<Arc<KeyEntry>>> {
+    state.metrics.key_lookups.inc();
     let generation = state.key_cache.generation();
     let now = crate::db::now();
     let lookup = hash.clone();

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -98,9 +98,15 @@ pub struct KeyCache {
     live: AtomicBool,
     /// Bumped by every invalidation; a load started before one is not cached.
     generation: AtomicU64,
+    /// Database lookups in flight, by secret hash.
+    flights: Mutex<HashMap<String, Flight>>,
     max_age: Duration,
     pub flood_per_sec: u32,
 }
+
+/// One database lookup of a secret hash that every concurrent miss on it waits for: a burst on a
+/// key that is not cached (new, expired, invalidated) makes one lookup, not one per request.
+pub type Flight = Arc<tokio::sync::OnceCell<Option<Arc<KeyEntry>>>>;
 
 impl KeyCache {
     pub fn new(live: bool, max_age: Duration, flood_per_sec: u32) -> Self {
@@ -109,6 +115,7 @@ impl KeyCache {
             brakes: RwLock::default(),
             live: AtomicBool::new(live),
             generation: AtomicU64::new(0),
+            flights: Mutex::default(),
             max_age,
             flood_per_sec,
         }
@@ -154,6 +161,26 @@ impl KeyCache {
             .get(hash)
             .filter(|e| e.loaded.elapsed() < self.max_age)
             .cloned()
+    }
+
+    /// The lookup of `hash` in flight, or a new one (the first caller to await it runs it). A
+    /// finished lookup is never handed out: its result may be stale by now.
+    pub fn flight(&self, hash: &str) -> Flight {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let flight = flights.entry(hash.to_owned()).or_default();
+        if flight.initialized() {
+            *flight = Flight::default();
+        }
+        flight.clone()
+    }
+
+    /// Forgets `flight` once it has an outcome (a later miss starts a new lookup; a cached result
+    /// is found in the cache first).
+    pub fn land(&self, hash: &str, flight: &Flight) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.get(hash).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(hash);
+        }
     }
 
     /// The generation to pass to [`Self::insert`] after loading from the database.

@@ -216,7 +216,57 @@ fn scopes_and_garbled_keys(b: Backend) {
     }
 }
 
+/// `taogate_key_lookups_total` from `/metrics`.
+fn key_lookups(app: &TestApp) -> u64 {
+    let metrics = app.get("/metrics").send().expect(200, "").text;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("taogate_key_lookups_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no key lookup counter in {metrics}"))
+}
+
+/// `n` requests with `key` released at once; their statuses.
+fn burst(app: &TestApp, key: &str, n: usize) -> Vec<u16> {
+    let start = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    models(app, key).status
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+}
+
+/// A burst on a key that is not cached makes one database lookup that every request waits for,
+/// not one per request; after a revocation the next burst shares one lookup again, and every
+/// request in it sees the revocation.
+fn a_burst_on_an_uncached_key_looks_it_up_once(b: Backend) {
+    let app = TestApp::spawn(b);
+    let op = app.operator();
+    let (_, _, owner) = app.tenant(&op, false);
+    let acct = app.account(&owner, "A");
+    let (id, secret) = app.key(&owner, Some(&acct));
+    let before = key_lookups(&app);
+    let statuses = burst(&app, &secret, 48);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(key_lookups(&app) - before, 1);
+    app.delete(&format!("/api/v1/keys/{id}"))
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "");
+    let before = key_lookups(&app);
+    let statuses = burst(&app, &secret, 48);
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(key_lookups(&app) - before, 1);
+}
+
 both_backends!(
+    a_burst_on_an_uncached_key_looks_it_up_once,
     key_is_shown_once_and_stored_hashed,
     revocation_is_immediate,
     rotation_swaps_the_secret_with_optional_grace,
