@@ -3,7 +3,7 @@
 //!
 //! Creates a scratch database per path on the server of `postgres_url` (dropped at the end),
 //! migrates it, and writes `events` synthetic usage records — 8 tenants × 25 accounts, each record
-//! charged retail and wholesale, so four ledger entries each — in batches of `MAX_BATCH` (500), one
+//! charged retail and wholesale, so four ledger entries each — in batches of `MAX_BATCH` (2,000), one
 //! transaction per batch as the writer does. `paths` (default `per-row,bulk,bulk2`): `per-row`,
 //! `bulk` (one writer, one connection: one gateway) and `bulkN` (N writers on N connections taking
 //! batches in turn: N gateways on one database). Every bulk path is then replayed (every record

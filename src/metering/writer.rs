@@ -23,7 +23,7 @@ use crate::metrics::GatewayMetrics;
 use crate::models::ledger::{LedgerAccount, PostError, charge_usage};
 use crate::models::usage::UsageRecord;
 
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 2000;
 pub const LINGER: Duration = Duration::from_millis(10);
 
 /// A journaled record and its journal sequence number.
