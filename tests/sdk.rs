@@ -1,6 +1,7 @@
 //! The official OpenAI Python SDK (pinned in tests/py/requirements.txt, installed into `.venv` by
-//! scripts/test) against `taogate dev`: models, chat non-stream and stream with usage, errors as
-//! the SDK's exception types, revocation.
+//! scripts/test) against `taogate dev`: models, chat non-stream and stream with usage, tool calls
+//! (non-stream, streamed, and the result sent back), errors as the SDK's exception types,
+//! revocation.
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

@@ -2,7 +2,9 @@
 //! an Epistula miner (verifies the validator's signature, timestamp and `signed_for` as SN1's
 //! miner does) and an OpenAI-compatible owner gateway (checks its Bearer key). Both answer
 //! deterministically: a templated reply streamed word by word with a configurable delay, with
-//! `usage` when asked. Used by `taogate dev` in process and as `taogate devnet-miner`.
+//! `usage` when asked; offered `tools`, they call the first (or the one `tool_choice` names) with
+//! `{"said": <last user text>}`, the arguments streamed in pieces as OpenAI does. Used by
+//! `taogate dev` in process and as `taogate devnet-miner`.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -67,6 +69,21 @@ pub fn reply_words(label: &str, req: &ChatRequest) -> Vec<String> {
         .take(max)
         .map(str::to_owned)
         .collect()
+}
+
+/// The tool call a stand-in answers with when offered tools: the function's name and its
+/// arguments in the pieces they are streamed in.
+pub fn reply_tool_call(req: &ChatRequest) -> Option<(String, Vec<String>)> {
+    let choice = req.extra.get("tool_choice");
+    if choice.and_then(serde_json::Value::as_str) == Some("none") {
+        return None;
+    }
+    let first = req.extra.get("tools")?.pointer("/0/function/name");
+    let named = choice.and_then(|c| c.pointer("/function/name"));
+    let name = named.or(first)?.as_str()?.to_owned();
+    let arguments = json!({"said": req.last_user_text()}).to_string();
+    let chars: Vec<char> = arguments.chars().collect();
+    Some((name, chars.chunks(6).map(|c| c.iter().collect()).collect()))
 }
 
 fn chunk(
@@ -164,31 +181,52 @@ async fn chat(state: web::Data<Arc<StandIn>>, req: HttpRequest, body: Bytes) -> 
             return refuse(500, "hung");
         }
     }
-    let words = reply_words(&state.label, &chat);
+    let tool_call = reply_tool_call(&chat);
+    let words = match &tool_call {
+        Some((_, pieces)) => pieces.clone(),
+        None => reply_words(&state.label, &chat),
+    };
     let prompt_tokens = estimate_tokens(&chat.prompt_text());
     let completion_tokens = words.len() as i64;
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = chrono::Utc::now().timestamp();
+    let call_id = format!("call_{}", &id[9..21]);
+    let (message, finish) = match &tool_call {
+        Some((name, _)) => (
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": call_id, "type": "function",
+                "function": {"name": name, "arguments": words.concat()}}]}),
+            "tool_calls",
+        ),
+        None => (
+            json!({"role": "assistant", "content": words.concat()}),
+            "stop",
+        ),
+    };
     if !chat.wants_stream() {
-        return HttpResponse::Ok().json(json!({"id": id, "object": "chat.completion", "created": created, "model": chat.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat()}, "finish_reason": "stop"}],
-            "usage": usage}));
+        return HttpResponse::Ok().json(
+            json!({"id": id, "object": "chat.completion", "created": created, "model": chat.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage}),
+        );
     }
     let model = chat.model.clone();
-    let mut events = vec![chunk(
-        &id,
-        &model,
-        created,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    )];
-    events.extend(
-        words
-            .iter()
-            .map(|w| chunk(&id, &model, created, json!({"content": w}), None)),
-    );
-    events.push(chunk(&id, &model, created, json!({}), Some("stop")));
+    let first = match &tool_call {
+        Some((name, _)) => {
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": call_id,
+            "type": "function", "function": {"name": name, "arguments": ""}}]})
+        }
+        None => json!({"role": "assistant", "content": ""}),
+    };
+    let mut events = vec![chunk(&id, &model, created, first, None)];
+    events.extend(words.iter().map(|w| {
+        let delta = match tool_call {
+            Some(_) => json!({"tool_calls": [{"index": 0, "function": {"arguments": w}}]}),
+            None => json!({"content": w}),
+        };
+        chunk(&id, &model, created, delta, None)
+    }));
+    events.push(chunk(&id, &model, created, json!({}), Some(finish)));
     if chat.wants_usage_chunk() {
         events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}).to_string());
     }

@@ -1,26 +1,147 @@
 //! Turns a stream of `chat.completion.chunk` payloads into one `chat.completion` object, for
 //! clients that did not ask to stream (upstreams are always asked to stream), and back: a
 //! completion as the one chunk that carries all of it (how a worker's non-stream answer rejoins
-//! the gateway's event path).
+//! the gateway's event path). Kept per choice: role, content, refusal, tool calls (their
+//! `arguments` pieces joined by call index), logprobs and finish reason; per completion: id,
+//! created, model, system fingerprint, service tier and usage.
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::Usage;
+
+/// Top-level fields taken from the first chunk that has them.
+const KEPT: [&str; 5] = [
+    "id",
+    "created",
+    "model",
+    "system_fingerprint",
+    "service_tier",
+];
+
+#[derive(Default)]
+struct ToolCall {
+    id: Option<Value>,
+    kind: Option<Value>,
+    name: String,
+    arguments: String,
+}
 
 #[derive(Default)]
 struct Choice {
     role: Option<String>,
-    content: String,
+    content: Option<String>,
+    refusal: Option<String>,
+    tool_calls: BTreeMap<u64, ToolCall>,
+    /// `content` and `refusal` token logprobs, each list joined across chunks.
+    logprobs: Option<Map<String, Value>>,
     finish_reason: Option<Value>,
+}
+
+impl Choice {
+    fn push(&mut self, c: &Value) {
+        let delta = c.get("delta").unwrap_or(&Value::Null);
+        if let Some(role) = delta.get("role").and_then(Value::as_str) {
+            self.role = Some(role.to_owned());
+        }
+        for (field, into) in [
+            ("content", &mut self.content),
+            ("refusal", &mut self.refusal),
+        ] {
+            if let Some(text) = delta.get(field).and_then(Value::as_str) {
+                into.get_or_insert_default().push_str(text);
+            }
+        }
+        let calls = delta.get("tool_calls").and_then(Value::as_array);
+        for (position, call) in calls.into_iter().flatten().enumerate() {
+            let index = call
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
+            let into = self.tool_calls.entry(index).or_default();
+            let set = |v: Option<&Value>, into: &mut Option<Value>| {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    *into = Some(v.clone());
+                }
+            };
+            set(call.get("id"), &mut into.id);
+            set(call.get("type"), &mut into.kind);
+            let text = |name: &str| call.pointer(name).and_then(Value::as_str).unwrap_or("");
+            into.name.push_str(text("/function/name"));
+            into.arguments.push_str(text("/function/arguments"));
+        }
+        if let Some(logprobs) = c.get("logprobs").and_then(Value::as_object) {
+            let into = self.logprobs.get_or_insert_default();
+            for (field, list) in logprobs {
+                let Some(list) = list.as_array() else {
+                    continue;
+                };
+                match into.entry(field.clone()).or_insert_with(|| json!([])) {
+                    Value::Array(joined) => joined.extend(list.iter().cloned()),
+                    other => *other = Value::Array(list.clone()),
+                }
+            }
+        }
+        if let Some(reason) = c.get("finish_reason").filter(|r| !r.is_null()) {
+            self.finish_reason = Some(reason.clone());
+        }
+    }
+
+    /// The text generated (content, refusal, tool call names and arguments): what the tokenizer
+    /// counts when nobody reported usage.
+    fn text(&self) -> String {
+        let calls = self.tool_calls.values();
+        [self.content.as_deref(), self.refusal.as_deref()]
+            .into_iter()
+            .flatten()
+            .chain(calls.flat_map(|t| [t.name.as_str(), t.arguments.as_str()]))
+            .collect()
+    }
+
+    fn finish(self, index: u64) -> Value {
+        let calls: Vec<Value> = self
+            .tool_calls
+            .into_values()
+            .map(|t| {
+                json!({
+                    "id": t.id.unwrap_or_else(|| json!(format!("call_{}", uuid::Uuid::new_v4().simple()))),
+                    "type": t.kind.unwrap_or_else(|| json!("function")),
+                    "function": {"name": t.name, "arguments": t.arguments},
+                })
+            })
+            .collect();
+        // A message that is only tool calls or a refusal has `content: null`, as OpenAI sends it.
+        let content = match self.content {
+            Some(text) if !text.is_empty() => json!(text),
+            _ if !calls.is_empty() || self.refusal.is_some() => Value::Null,
+            text => json!(text.unwrap_or_default()),
+        };
+        let mut message = json!({
+            "role": self.role.unwrap_or_else(|| "assistant".into()),
+            "content": content,
+        });
+        if let Some(refusal) = self.refusal {
+            message["refusal"] = json!(refusal);
+        }
+        if !calls.is_empty() {
+            message["tool_calls"] = Value::Array(calls);
+        }
+        let mut choice = json!({
+            "index": index,
+            "message": message,
+            "finish_reason": self.finish_reason.unwrap_or_else(|| json!("stop")),
+        });
+        if let Some(logprobs) = self.logprobs {
+            choice["logprobs"] = Value::Object(logprobs);
+        }
+        choice
+    }
 }
 
 #[derive(Default)]
 pub struct Aggregator {
-    id: Option<Value>,
-    created: Option<Value>,
-    model: Option<Value>,
+    kept: Map<String, Value>,
     choices: BTreeMap<u64, Choice>,
     usage: Option<Usage>,
 }
@@ -31,9 +152,13 @@ impl Aggregator {
         let Ok(v) = serde_json::from_str::<Value>(payload) else {
             return;
         };
-        self.id = self.id.take().or_else(|| v.get("id").cloned());
-        self.created = self.created.take().or_else(|| v.get("created").cloned());
-        self.model = self.model.take().or_else(|| v.get("model").cloned());
+        for field in KEPT {
+            if let Some(value) = v.get(field).filter(|v| !v.is_null())
+                && !self.kept.contains_key(field)
+            {
+                self.kept.insert(field.to_owned(), value.clone());
+            }
+        }
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
             self.usage = serde_json::from_value(u.clone()).ok().or(self.usage);
         }
@@ -44,16 +169,7 @@ impl Aggregator {
             .flatten()
         {
             let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let choice = self.choices.entry(index).or_default();
-            if let Some(role) = c.pointer("/delta/role").and_then(Value::as_str) {
-                choice.role = Some(role.to_owned());
-            }
-            if let Some(text) = c.pointer("/delta/content").and_then(Value::as_str) {
-                choice.content.push_str(text);
-            }
-            if let Some(reason) = c.get("finish_reason").filter(|r| !r.is_null()) {
-                choice.finish_reason = Some(reason.clone());
-            }
+            self.choices.entry(index).or_default().push(c);
         }
     }
 
@@ -61,9 +177,9 @@ impl Aggregator {
         self.usage
     }
 
-    /// Text generated so far, over all choices.
+    /// Text generated so far, over all choices (content, refusals and tool calls).
     pub fn text(&self) -> String {
-        self.choices.values().map(|c| c.content.as_str()).collect()
+        self.choices.values().map(Choice::text).collect()
     }
 
     /// The completion object, with `usage` from the stream, else `fallback`, else none (a worker
@@ -72,21 +188,20 @@ impl Aggregator {
         let choices: Vec<Value> = self
             .choices
             .into_iter()
-            .map(|(index, c)| {
-                json!({
-                    "index": index,
-                    "message": {"role": c.role.unwrap_or_else(|| "assistant".into()), "content": c.content},
-                    "finish_reason": c.finish_reason.unwrap_or_else(|| json!("stop")),
-                })
-            })
+            .map(|(index, c)| c.finish(index))
             .collect();
+        let mut kept = self.kept;
+        let mut take = |field: &str| kept.remove(field);
         let mut done = json!({
-            "id": self.id.unwrap_or_else(|| json!(format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()))),
+            "id": take("id").unwrap_or_else(|| json!(format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()))),
             "object": "chat.completion",
-            "created": self.created.unwrap_or_else(|| json!(chrono::Utc::now().timestamp())),
-            "model": self.model.unwrap_or(Value::Null),
+            "created": take("created").unwrap_or_else(|| json!(chrono::Utc::now().timestamp())),
+            "model": take("model").unwrap_or(Value::Null),
             "choices": choices,
         });
+        for (field, value) in kept {
+            done[field] = value;
+        }
         if let Some(usage) = self.usage.or(fallback) {
             done["usage"] = json!(usage);
         }
@@ -95,7 +210,8 @@ impl Aggregator {
 }
 
 /// A `chat.completion` as one `chat.completion.chunk` payload: each choice's message becomes its
-/// delta; id, created, model and usage are kept. [`Aggregator::push`] of the result and
+/// delta (tool calls numbered, as deltas number them), its logprobs ride along; the kept
+/// top-level fields and usage are kept. [`Aggregator::push`] of the result and
 /// [`Aggregator::finish`] give the completion back.
 pub fn completion_as_chunk(completion: &Value) -> String {
     let choices: Vec<Value> = completion
@@ -104,20 +220,29 @@ pub fn completion_as_chunk(completion: &Value) -> String {
         .into_iter()
         .flatten()
         .map(|c| {
-            json!({
+            let mut delta = c.get("message").cloned().unwrap_or(json!({}));
+            if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for (index, call) in calls.iter_mut().enumerate() {
+                    if let Some(call) = call.as_object_mut() {
+                        call.entry("index").or_insert(json!(index));
+                    }
+                }
+            }
+            let mut choice = json!({
                 "index": c.get("index").cloned().unwrap_or(json!(0)),
-                "delta": c.get("message").cloned().unwrap_or(json!({})),
+                "delta": delta,
                 "finish_reason": c.get("finish_reason").cloned().unwrap_or(Value::Null),
-            })
+            });
+            if let Some(logprobs) = c.get("logprobs").filter(|l| !l.is_null()) {
+                choice["logprobs"] = logprobs.clone();
+            }
+            choice
         })
         .collect();
-    let mut chunk = json!({
-        "id": completion.get("id").cloned().unwrap_or(Value::Null),
-        "object": "chat.completion.chunk",
-        "created": completion.get("created").cloned().unwrap_or(Value::Null),
-        "model": completion.get("model").cloned().unwrap_or(Value::Null),
-        "choices": choices,
-    });
+    let mut chunk = json!({"object": "chat.completion.chunk", "choices": choices});
+    for field in KEPT {
+        chunk[field] = completion.get(field).cloned().unwrap_or(Value::Null);
+    }
     if let Some(usage) = completion.get("usage").filter(|u| !u.is_null()) {
         chunk["usage"] = usage.clone();
     }
@@ -150,6 +275,47 @@ mod tests {
         let mut again = Aggregator::default();
         again.push(&completion_as_chunk(&done));
         assert_eq!(again.usage().map(|u| u.total_tokens), Some(5));
+        assert_eq!(again.finish(None), done);
+    }
+
+    #[test]
+    fn keeps_tool_calls_refusals_and_logprobs() {
+        let mut a = Aggregator::default();
+        for p in [
+            r#"{"id":"c3","created":9,"model":"m","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c3","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c3","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_time","arguments":"{}"}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c3","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Oslo\"}"}}]},"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":"c3","choices":[{"index":1,"delta":{"role":"assistant","refusal":"I can"},"logprobs":{"refusal":[{"token":"I","logprob":-0.1}]},"finish_reason":null}]}"#,
+            r#"{"id":"c3","choices":[{"index":1,"delta":{"refusal":"not."},"logprobs":{"refusal":[{"token":" can","logprob":-0.2}]},"finish_reason":"stop"}]}"#,
+        ] {
+            a.push(p);
+        }
+        assert!(
+            a.text().contains(r#"get_weather{"city":"Oslo"}"#),
+            "{}",
+            a.text()
+        );
+        let done = a.finish(None);
+        assert_eq!(done["system_fingerprint"], "fp_1");
+        let calls = &done["choices"][0]["message"]["tool_calls"];
+        assert_eq!(calls[0]["id"], "call_a");
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"Oslo"}"#);
+        assert_eq!(calls[1]["function"]["name"], "get_time");
+        assert!(
+            calls[0].get("index").is_none(),
+            "a message's tool calls carry no index"
+        );
+        assert_eq!(done["choices"][0]["message"]["content"], Value::Null);
+        assert_eq!(done["choices"][0]["finish_reason"], "tool_calls");
+        let refused = &done["choices"][1];
+        assert_eq!(refused["message"]["refusal"], "I cannot.");
+        assert_eq!(refused["message"]["content"], Value::Null);
+        assert_eq!(refused["logprobs"]["refusal"][1]["token"], " can");
+        // The one-chunk form carries all of it back.
+        let mut again = Aggregator::default();
+        again.push(&completion_as_chunk(&done));
         assert_eq!(again.finish(None), done);
     }
 

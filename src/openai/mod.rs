@@ -140,10 +140,18 @@ impl ChatRequest {
         req
     }
 
-    /// Text of all messages, for prompt token estimates.
+    /// Text of all messages (with the tool calls they carry) and of the tool definitions, for
+    /// prompt token estimates.
     pub fn prompt_text(&self) -> String {
-        let mut out = String::new();
+        let mut out = self
+            .extra
+            .get("tools")
+            .map(Value::to_string)
+            .unwrap_or_default();
         for m in &self.messages {
+            if let Some(calls) = m.extra.get("tool_calls") {
+                out.push_str(&calls.to_string());
+            }
             match &m.content {
                 Value::String(s) => out.push_str(s),
                 Value::Array(parts) => {
@@ -199,4 +207,28 @@ pub struct Usage {
 /// before any answer exists; usage is counted by the upstream or [`count_tokens`].
 pub fn estimate_tokens(text: &str) -> i64 {
     (text.chars().count() as i64 + 3) / 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_text_counts_tool_definitions_and_calls() {
+        let req: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "m",
+            "tools": [{"type": "function", "function": {"name": "lookup_weather"}}],
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+                    "function": {"name": "lookup_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+                {"role": "tool", "tool_call_id": "c", "content": "sunny"},
+            ],
+        }))
+        .unwrap();
+        let text = req.prompt_text();
+        for part in ["lookup_weather", "Oslo", "hi", "sunny"] {
+            assert!(text.contains(part), "{part} missing from {text}");
+        }
+    }
 }

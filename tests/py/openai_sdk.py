@@ -38,6 +38,39 @@ for chunk in client.chat.completions.create(
 assert "".join(streamed).endswith("You said: stream sdk"), streamed
 assert usage is not None and usage.completion_tokens == len([s for s in streamed if s]), (usage, streamed)
 
+# Tools: the call comes back whole without streaming, in pieces with streaming, and the result
+# goes back in the conversation.
+tools = [{"type": "function", "function": {"name": "lookup", "description": "Look something up",
+          "parameters": {"type": "object", "properties": {"said": {"type": "string"}}, "required": ["said"]}}}]
+asked = [{"role": "user", "content": "call a tool"}]
+done = client.chat.completions.create(model="taogate-demo", messages=asked, tools=tools)
+choice = done.choices[0]
+assert choice.finish_reason == "tool_calls", choice
+assert choice.message.content is None, choice.message
+call = choice.message.tool_calls[0]
+assert call.type == "function" and call.function.name == "lookup" and call.id, call
+assert json.loads(call.function.arguments) == {"said": "call a tool"}, call.function.arguments
+assert done.usage.completion_tokens > 0, done.usage
+
+name, pieces, finish = None, [], None
+for chunk in client.chat.completions.create(model="taogate-demo", messages=[{"role": "user", "content": "stream a tool"}],
+                                            tools=tools, stream=True):
+    for c in chunk.choices:
+        for tc in c.delta.tool_calls or []:
+            assert tc.index == 0, tc
+            name = tc.function.name or name
+            pieces.append(tc.function.arguments or "")
+        finish = c.finish_reason or finish
+assert name == "lookup" and finish == "tool_calls", (name, finish)
+assert len([p for p in pieces if p]) > 1 and json.loads("".join(pieces)) == {"said": "stream a tool"}, pieces
+
+answered = client.chat.completions.create(model="taogate-demo", messages=asked + [
+    {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+    {"role": "tool", "tool_call_id": call.id, "content": "found it"},
+])
+assert answered.choices[0].finish_reason == "stop", answered
+assert answered.choices[0].message.content.endswith("You said: call a tool"), answered
+
 try:
     client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     raise AssertionError("unknown model accepted")
