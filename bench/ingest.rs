@@ -3,7 +3,7 @@
 //!
 //! Creates a scratch database per path on the server of `postgres_url` (dropped at the end),
 //! migrates it, and writes `events` synthetic usage records — 8 tenants × 25 accounts, each record
-//! charged retail and wholesale, so four ledger entries each — in batches of `MAX_BATCH` (2,000), one
+//! charged retail and wholesale, so four ledger entries each — in batches of `max_batch` (2,000 on PostgreSQL), one
 //! transaction per batch as the writer does. `paths` (default `per-row,bulk,bulk2`): `per-row`,
 //! `bulk` (one writer, one connection: one gateway) and `bulkN` (N writers on N connections taking
 //! batches in turn: N gateways on one database). Every bulk path is then replayed (every record
@@ -12,9 +12,9 @@
 use std::time::Instant;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use taogate::db::{Db, migrations};
+use taogate::db::{Backend, Db, migrations};
 use taogate::domain::{AccountId, ApiKeyId, Nano, TenantId};
-use taogate::metering::writer::{MAX_BATCH, write_batch, write_batch_per_row};
+use taogate::metering::writer::{max_batch, write_batch, write_batch_per_row};
 use taogate::models::usage::UsageRecord;
 
 /// A scratch database, dropped with the guard.
@@ -93,7 +93,7 @@ fn records(n: usize) -> Vec<UsageRecord> {
 /// Writes every record in batches (bulk or per-row), one transaction each, from `writers`
 /// connections at once (writer `w` takes batches `w`, `w + writers`, …); returns the seconds.
 fn run(db: &Db, records: &[UsageRecord], bulk: bool, writers: usize) -> f64 {
-    let batches: Vec<&[UsageRecord]> = records.chunks(MAX_BATCH).collect();
+    let batches: Vec<&[UsageRecord]> = records.chunks(max_batch(Backend::Postgres)).collect();
     let started = Instant::now();
     std::thread::scope(|s| {
         for w in 0..writers {

@@ -1,6 +1,6 @@
 //! The usage batch writer: settled requests are journaled ([`super::journal`]), handed over in
-//! memory and written in batches (up
-//! to [`MAX_BATCH`] records or [`LINGER`]), each batch one database transaction holding the usage
+//! memory and written in batches (up to [`max_batch`] records or [`LINGER`]), each batch one
+//! database transaction holding the usage
 //! records and their ledger postings. Writing is idempotent — a record id is unique and its posting
 //! key is `usage:<id>` — so a retried batch neither loses nor doubles a charge. While the database
 //! is down, batches wait and retry with backoff; requests keep being served. After a batch commits,
@@ -14,7 +14,7 @@ use std::time::Duration;
 use diesel::Connection;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::db::{Db, DbConn};
+use crate::db::{Backend, Db, DbConn};
 use crate::domain::{AccountId, TenantId};
 use crate::limits::guard::Guard;
 use crate::limits::holds::LedgerSync;
@@ -23,7 +23,14 @@ use crate::metrics::GatewayMetrics;
 use crate::models::ledger::{LedgerAccount, PostError, charge_usage};
 use crate::models::usage::UsageRecord;
 
-pub const MAX_BATCH: usize = 2000;
+/// Records per batch at most: PostgreSQL's set-based path gains from large batches; SQLite's
+/// per-row path holds the database's one write lock for the whole batch, so it stays short.
+pub fn max_batch(backend: Backend) -> usize {
+    match backend {
+        Backend::Postgres => 2000,
+        Backend::Sqlite => 500,
+    }
+}
 pub const LINGER: Duration = Duration::from_millis(10);
 
 /// A journaled record and its journal sequence number.
@@ -132,12 +139,13 @@ impl UsageWriter {
             return;
         };
         let (db, limiter, journal) = (self.db.clone(), self.limiter.clone(), self.journal.clone());
+        let max_batch = max_batch(db.backend());
         actix_web::rt::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 let linger = tokio::time::sleep(LINGER);
                 tokio::pin!(linger);
-                while batch.len() < MAX_BATCH {
+                while batch.len() < max_batch {
                     tokio::select! {
                         next = rx.recv() => match next {
                             Some(r) => batch.push(r),
