@@ -4,17 +4,26 @@
 //! Creates a scratch database per path on the server of `postgres_url` (dropped at the end),
 //! migrates it, and writes `events` synthetic usage records — 8 tenants × 25 accounts, each record
 //! charged retail and wholesale, so four ledger entries each — in batches of `max_batch` (2,000 on PostgreSQL), one
-//! transaction per batch as the writer does. `paths` (default `per-row,bulk,bulk2`): `per-row`,
-//! `bulk` (one writer, one connection: one gateway) and `bulkN` (N writers on N connections taking
-//! batches in turn: N gateways on one database). Every bulk path is then replayed (every record
-//! already written). Prints a markdown table; ratios are against the first path.
+//! transaction per batch as the writer does. `paths` (default `per-row,bulk,bulk2,writer`):
+//! `per-row`, `bulk` (one writer, one connection: one gateway) and `bulkN` (N writers on N
+//! connections taking batches in turn: N gateways on one database), each then replayed (every
+//! record already written); `writer`: the gateway's own `UsageWriter` end to end — each record
+//! journaled (`submit`, from another thread, as request handlers do), batched, fsynced, written
+//! in its lanes and trimmed — timed until every record is committed. Prints a markdown table;
+//! ratios are against the first path.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use taogate::db::{Backend, Db, migrations};
 use taogate::domain::{AccountId, ApiKeyId, Nano, TenantId};
-use taogate::metering::writer::{max_batch, write_batch, write_batch_per_row};
+use taogate::limits::Clock;
+use taogate::limits::guard::{Guard, LimitsConfig};
+use taogate::limits::memory::MemoryBackend;
+use taogate::limits::shared::Shared;
+use taogate::metering::writer::{UsageWriter, max_batch, write_batch, write_batch_per_row};
+use taogate::metrics::GatewayMetrics;
 use taogate::models::usage::UsageRecord;
 
 /// A scratch database, dropped with the guard.
@@ -116,10 +125,36 @@ fn run(db: &Db, records: &[UsageRecord], bulk: bool, writers: usize) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// A path named on the command line: its label, whether it is bulk, and its writer count.
+/// Submits every record to a `UsageWriter` (journal in a scratch directory, in-process limiter)
+/// and waits until all are committed; returns the seconds.
+fn run_writer(db: &Db, records: &[UsageRecord]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let limits: LimitsConfig = taogate::config::Config::load(None, Default::default())
+        .unwrap()
+        .limits;
+    let metrics = Arc::new(GatewayMetrics::new());
+    let memory = Shared::Memory(MemoryBackend::new(Clock::System));
+    let guard = Guard::new(memory, Clock::System, limits, metrics.clone());
+    let writer = UsageWriter::new(db.clone(), guard, dir.path()).unwrap();
+    actix_web::rt::System::new().block_on(async {
+        writer.spawn();
+        let started = Instant::now();
+        let submitter = writer.clone();
+        let owned = records.to_vec();
+        std::thread::spawn(move || owned.into_iter().for_each(|r| submitter.submit(r)));
+        while metrics.usage_written.get() < records.len() as u64 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        started.elapsed().as_secs_f64()
+    })
+}
+
+/// A path named on the command line: its label, whether it is bulk, and its writer count (0: the
+/// gateway's `UsageWriter`).
 fn path(name: &str) -> (String, bool, usize) {
     match name {
         "per-row" => ("per-row".into(), false, 1),
+        "writer" => ("UsageWriter (journal, lanes)".into(), true, 0),
         "bulk" => ("bulk, 1 writer".into(), true, 1),
         n => {
             let writers: usize = n
@@ -138,13 +173,19 @@ fn main() {
         .cloned()
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let events: usize = args.get(2).map_or(100_000, |n| n.parse().unwrap());
-    let paths = args.get(3).map_or("per-row,bulk,bulk2", String::as_str);
+    let paths = args
+        .get(3)
+        .map_or("per-row,bulk,bulk2,writer", String::as_str);
     let records = records(events);
     let mut rows = Vec::new();
     for (label, bulk, writers) in paths.split(',').map(path) {
         let scratch = Scratch::create(&admin);
-        let db = Db::connect(&scratch.url, writers as u32 + 1).unwrap();
+        let db = Db::connect(&scratch.url, writers as u32 + 3).unwrap();
         migrations::run_pending(&db).unwrap();
+        if writers == 0 {
+            rows.push((label, run_writer(&db, &records)));
+            continue;
+        }
         rows.push((label.clone(), run(&db, &records, bulk, writers)));
         if bulk {
             let replay = run(&db, &records, bulk, writers);
