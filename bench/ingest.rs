@@ -9,7 +9,7 @@
 //! connections taking batches in turn: N gateways on one database), each then replayed (every
 //! record already written); `writer`: the gateway's own `UsageWriter` end to end — each record
 //! journaled (`submit`, from another thread, as request handlers do), batched, fsynced, written
-//! in its lanes and trimmed — timed until every record is committed. Prints a markdown table;
+//! in its lanes (`INGEST_LANES`, default 2) and trimmed — timed until every record is committed. Prints a markdown table;
 //! ratios are against the first path.
 
 use std::sync::Arc;
@@ -135,7 +135,8 @@ fn run_writer(db: &Db, records: &[UsageRecord]) -> f64 {
     let metrics = Arc::new(GatewayMetrics::new());
     let memory = Shared::Memory(MemoryBackend::new(Clock::System));
     let guard = Guard::new(memory, Clock::System, limits, metrics.clone());
-    let writer = UsageWriter::new(db.clone(), guard, dir.path()).unwrap();
+    let lanes = std::env::var("INGEST_LANES").map_or(2, |l| l.parse().unwrap());
+    let writer = UsageWriter::new(db.clone(), guard, dir.path(), lanes).unwrap();
     actix_web::rt::System::new().block_on(async {
         writer.spawn();
         let started = Instant::now();

@@ -49,6 +49,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub pool_size: u32,
+    pub usage_writer_lanes: usize,
     pub auto_migrate: bool,
 }
 
@@ -135,6 +136,12 @@ impl Config {
         }
         if self.database.pool_size == 0 {
             bail!("config key `database.pool_size`: must be at least 1");
+        }
+        let lanes = self.database.usage_writer_lanes;
+        if lanes == 0 || lanes >= self.database.pool_size as usize {
+            bail!(
+                "config key `database.usage_writer_lanes`: must be at least 1 and less than `database.pool_size`"
+            );
         }
         let l = &self.limits;
         if l.redis_timeout_ms == 0 || l.probe_interval_ms == 0 || l.concurrency_lease_secs == 0 {
@@ -272,6 +279,16 @@ mod tests {
                 "auth.access_token_ttl_secs",
                 "0",
                 "auth.access_token_ttl_secs",
+            ),
+            (
+                "database.usage_writer_lanes",
+                "0",
+                "database.usage_writer_lanes",
+            ),
+            (
+                "database.usage_writer_lanes",
+                "16",
+                "database.usage_writer_lanes",
             ),
         ];
         for (key, value, named) in cases {

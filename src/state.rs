@@ -77,6 +77,7 @@ impl AppState {
                 db.clone(),
                 limiter.clone(),
                 &config.data_dir.join("usage-journal"),
+                config.database.usage_writer_lanes,
             )?,
             limiter,
             key_cache,

@@ -112,10 +112,16 @@ pub fn wholesale_cost(
 }
 
 impl Meter {
-    /// A meter journaling usage in `journal_dir` (see [`journal`]).
-    pub fn new(db: Db, limiter: Arc<Guard>, journal_dir: &std::path::Path) -> anyhow::Result<Self> {
+    /// A meter journaling usage in `journal_dir` (see [`journal`]), writing it in up to `lanes`
+    /// batches at once.
+    pub fn new(
+        db: Db,
+        limiter: Arc<Guard>,
+        journal_dir: &std::path::Path,
+        lanes: usize,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            writer: UsageWriter::new(db.clone(), limiter.clone(), journal_dir)?,
+            writer: UsageWriter::new(db.clone(), limiter.clone(), journal_dir, lanes)?,
             limiter,
             db,
         })

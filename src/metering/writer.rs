@@ -25,15 +25,6 @@ use crate::metrics::GatewayMetrics;
 use crate::models::ledger::{LedgerAccount, PostError, charge_usage};
 use crate::models::usage::UsageRecord;
 
-/// Batches written at once, each on its own connection: on PostgreSQL the next batch is written
-/// while one commits (two writers reach ~1.6× one: bench/results.md); SQLite writes one at a time.
-pub fn lanes(backend: Backend) -> usize {
-    match backend {
-        Backend::Postgres => 2,
-        Backend::Sqlite => 1,
-    }
-}
-
 /// Records per batch at most: PostgreSQL's set-based path gains from large batches; SQLite's
 /// per-row path holds the database's one write lock for the whole batch, so it stays short.
 pub fn max_batch(backend: Backend) -> usize {
@@ -54,6 +45,10 @@ pub struct UsageWriter {
     db: Db,
     limiter: Arc<Guard>,
     journal: Arc<Journal>,
+    /// Batches written at once, each on its own connection (`database.usage_writer_lanes`): on
+    /// PostgreSQL the next batch is written while one commits (two lanes ingest ~1.75× one on
+    /// 2 cores: bench/results.md). SQLite writes one at a time.
+    lanes: usize,
 }
 
 /// Writes records not yet written, each with its charge; returns, per charged account, the
@@ -113,7 +108,12 @@ pub fn write_batch_per_row(
 impl UsageWriter {
     /// A writer over the journal in `journal_dir`; what a previous process journaled and did not
     /// commit is queued first.
-    pub fn new(db: Db, limiter: Arc<Guard>, journal_dir: &Path) -> anyhow::Result<Self> {
+    pub fn new(
+        db: Db,
+        limiter: Arc<Guard>,
+        journal_dir: &Path,
+        lanes: usize,
+    ) -> anyhow::Result<Self> {
         let (journal, recovered) = Journal::open(journal_dir)?;
         let (tx, rx) = unbounded_channel();
         for entry in recovered {
@@ -122,9 +122,13 @@ impl UsageWriter {
         Ok(Self {
             tx,
             rx: Arc::new(Mutex::new(Some(rx))),
-            db,
             limiter,
             journal: Arc::new(journal),
+            lanes: match db.backend() {
+                Backend::Postgres => lanes.max(1),
+                Backend::Sqlite => 1,
+            },
+            db,
         })
     }
 
@@ -144,7 +148,7 @@ impl UsageWriter {
         }
     }
 
-    /// Starts the writing loop (once; later calls do nothing). Up to [`lanes`] batches are in
+    /// Starts the writing loop (once; later calls do nothing). Up to `lanes` batches are in
     /// flight at once; journal lines are dropped in journal order, once their batch and every
     /// batch before it have committed.
     pub fn spawn(&self) {
@@ -152,7 +156,7 @@ impl UsageWriter {
             return;
         };
         let (db, limiter, journal) = (self.db.clone(), self.limiter.clone(), self.journal.clone());
-        let (max_batch, lanes) = (max_batch(db.backend()), lanes(db.backend()));
+        let (max_batch, lanes) = (max_batch(db.backend()), self.lanes);
         actix_web::rt::spawn(async move {
             let mut writing = FuturesOrdered::new();
             let mut open = true;
