@@ -1,7 +1,8 @@
 //! The limiter suite, run on both backends — in process, and Redis (the Lua script, on the test
 //! Redis under a prefix of its own) — with an injected clock: window edges, token correction,
 //! all-or-nothing, concurrency leases, quotas resetting exactly at UTC day and month boundaries, and
-//! balance holds (first use, shortfall, capture, ledger syncs in and out of order, expiry).
+//! balance holds (first use, shortfall, capture, ledger syncs in and out of order, expiry). Also the
+//! Redis link's connections: one per thread, reopened after a failure.
 
 use std::time::Duration;
 
@@ -312,4 +313,68 @@ async fn redis_backend() {
         &clock,
     )
     .await;
+}
+
+/// The Redis connection a thread uses: `CLIENT ID` on the link from `threads` threads, each on its
+/// own single-threaded runtime (as the gateway's HTTP workers run), twice per thread.
+fn client_ids(link: &RedisLink, threads: usize) -> Vec<(i64, i64)> {
+    let id = || async {
+        link.run(|mut c| async move { redis::cmd("CLIENT").arg("ID").query_async(&mut c).await })
+            .await
+            .unwrap()
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async { (id().await, id().await) })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Each thread keeps one connection of its own (its driver runs on that thread's runtime, so a
+/// round trip never waits for another thread); after a failed call the thread reconnects.
+#[test]
+fn redis_link_keeps_one_connection_per_thread() {
+    let url =
+        std::env::var("TAOGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let link = RedisLink::new(&url, Duration::from_secs(2)).unwrap();
+    let ids = client_ids(&link, 3);
+    for (first, second) in &ids {
+        assert_eq!(first, second, "a thread reuses its connection: {ids:?}");
+    }
+    let distinct: std::collections::HashSet<i64> = ids.iter().map(|(a, _)| *a).collect();
+    assert_eq!(distinct.len(), 3, "one connection per thread: {ids:?}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (before, failed, after) = rt.block_on(async {
+        let id = || {
+            link.run(|mut c| async move {
+                redis::cmd("CLIENT")
+                    .arg("ID")
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+        };
+        let before = id().await.unwrap();
+        let failed = link
+            .run(|mut c| async move {
+                redis::cmd("NO-SUCH-COMMAND")
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+        (before, failed, id().await.unwrap())
+    });
+    assert!(failed.is_err());
+    assert_ne!(before, after, "after a failure the thread reconnects");
 }
