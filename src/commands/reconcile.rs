@@ -40,7 +40,7 @@ pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
     let clean = report.is_clean() && cache.as_ref().is_none_or(CacheReport::is_clean);
     if !report.is_clean() {
         eprintln!(
-            "ledger drift: {} entr(y|ies) without transaction or account, {} unbalanced transaction(s), {} account(s) whose cached balance differs, Σ entries = {}, \
+            "ledger drift: {} entry(ies) without transaction or account, {} unbalanced transaction(s), {} account(s) whose cached balance differs, Σ entries = {}, \
              {} usage record(s) without posting, {} posting(s) without usage, {} amount mismatch(es)",
             report.orphan_entries.len(),
             report.unbalanced_transactions.len(),
