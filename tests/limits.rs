@@ -315,6 +315,70 @@ async fn redis_backend() {
     .await;
 }
 
+/// Random window traffic (rpm and tpm on two scopes, token corrections at settle, steps of a few
+/// ms to a minute and a half) on both backends under one clock: every decision, reading, reset
+/// and retry must be the same. The Redis side keeps a running sum per window and rebuilds it as
+/// cells age out; the in-process side recounts every time.
+#[tokio::test]
+async fn backends_agree_on_random_window_traffic() {
+    use rand::{Rng, SeedableRng};
+    let url =
+        std::env::var("TAOGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let clock = Clock::manual(ms("2026-11-25T13:00:00Z"));
+    let link = RedisLink::new(&url, Duration::from_secs(2)).unwrap();
+    let prefix = format!("tg-test-{}:", uuid::Uuid::new_v4().simple());
+    let redis = RedisBackend::new(link, &prefix, clock.clone());
+    let memory = MemoryBackend::new(clock.clone());
+    let limits = vec![
+        d(Scope::Key, Kind::Rpm, 40),
+        d(Scope::Key, Kind::Tpm, 900),
+        d(Scope::Tenant, Kind::Rpm, 55),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let mut open: Vec<Admission> = Vec::new();
+    let (mut admitted, mut refused) = (0, 0);
+    for n in 0..1_500u32 {
+        let step = match rng.random_range(0..100) {
+            0 => rng.random_range(30_000..90_000),
+            1..=30 => 0,
+            _ => rng.random_range(1..2_500),
+        };
+        clock.set(clock.now_ms() + step);
+        if !open.is_empty() && rng.random_bool(0.4) {
+            let a = open.swap_remove(rng.random_range(0..open.len()));
+            let actual = rng.random_range(0..60);
+            redis.settle(&a, actual, None).await.unwrap();
+            memory.settle(&a, actual, None).await.unwrap();
+            continue;
+        }
+        let a = ask(limits.clone(), rng.random_range(0..60), n);
+        let (r, m) = (
+            redis.admit(&a, LEASE).await.unwrap(),
+            memory.admit(&a, LEASE).await.unwrap(),
+        );
+        assert_eq!(r, m, "request {n} at {}", clock.now_ms());
+        if let Decision::Admitted { at_ms, .. } = r {
+            admitted += 1;
+            open.push(Admission { ask: a, at_ms });
+        } else {
+            refused += 1;
+        }
+        let peeked = (
+            redis.peek("tenant-1", &limits).await,
+            memory.peek("tenant-1", &limits).await,
+        );
+        assert_eq!(
+            peeked.0.unwrap(),
+            peeked.1.unwrap(),
+            "peek after request {n}"
+        );
+    }
+    assert!(
+        admitted > 300 && refused > 100,
+        "{admitted} admitted, {refused} refused"
+    );
+}
+
 /// The Redis connection a thread uses: `CLIENT ID` on the link from `threads` threads, each on its
 /// own single-threaded runtime (as the gateway's HTTP workers run), twice per thread.
 fn client_ids(link: &RedisLink, threads: usize) -> Vec<(i64, i64)> {

@@ -3,7 +3,8 @@
 -- spendable balance. Mirrors src/limits/memory.rs exactly; the same test suite runs against both.
 --
 -- KEYS[1..n] descriptor base keys; all share the tenant's hash tag, so they live in one Cluster slot
---           (quota period keys are derived as KEYS[i] .. ':' .. period, in the same slot).
+--           (quota period keys are derived as KEYS[i] .. ':' .. period, window hashes as
+--           KEYS[i] .. ':w', in the same slot).
 -- KEYS[n+1..n+3]  with a hold: the account's balance hash, its holds' expiry zset and the zset of
 --           usage events the ledger already holds (retired; a late capture of one is ignored).
 -- KEYS[#KEYS] settle only: marks the request's token correction as applied, so it applies once
@@ -79,36 +80,71 @@ local function counts_tokens(kind)
   return kind == 'tpm' or kind == 'tpd' or kind == 'tpmo'
 end
 
--- reading of descriptor i at `now` for `cost`: used, reset_ms, retry_ms (nil when it fits)
-local function read(key, kind, limit, cost)
-  local s = shape(kind)
-  if s == 'window' then
-    local cell = floor(now / CELL)
-    local raw = redis.call('HGETALL', key)
-    local cells, stale, used = {}, {}, 0
-    for j = 1, #raw, 2 do
-      local c, v = tonumber(raw[j]), tonumber(raw[j + 1])
-      if c > cell - CELLS then
-        cells[#cells + 1] = {c, v}
-        used = used + v
+-- A window is a hash at KEYS[i] .. ':w': one field per 1 s cell (its count), 's' the sum of the
+-- cells and 'lo' the lowest cell present, so a reading is one HMGET. Once 'lo' ages out (about
+-- once a second under steady traffic) the hash is rebuilt from HGETALL: stale cells dropped, 's'
+-- and 'lo' recomputed. Returns sum, lo (nil when empty).
+local function window_state(key)
+  local v = redis.call('HMGET', key, 's', 'lo')
+  local used, lo = tonumber(v[1]), tonumber(v[2])
+  if lo == nil then return 0, nil end
+  local cutoff = floor(now / CELL) - CELLS
+  if lo > cutoff then return used, lo end
+  local raw = redis.call('HGETALL', key)
+  local stale = {}
+  used, lo = 0, nil
+  for j = 1, #raw, 2 do
+    local c = tonumber(raw[j])
+    if c ~= nil then
+      if c > cutoff then
+        used = used + tonumber(raw[j + 1])
+        if lo == nil or c < lo then lo = c end
       else
         stale[#stale + 1] = raw[j]
       end
     end
-    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-    table.sort(cells, function(a, b) return a[1] < b[1] end)
+  end
+  if lo == nil then
+    redis.call('DEL', key)
+    return 0, nil
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  redis.call('HSET', key, 's', used, 'lo', lo)
+  return used, lo
+end
+-- when `excess` more must age out of a window: its live cells in order (only on a refusal)
+local function window_retry(key, excess)
+  local raw, cells, cutoff = redis.call('HGETALL', key), {}, floor(now / CELL) - CELLS
+  for j = 1, #raw, 2 do
+    local c = tonumber(raw[j])
+    if c ~= nil and c > cutoff then cells[#cells + 1] = {c, tonumber(raw[j + 1])} end
+  end
+  table.sort(cells, function(a, b) return a[1] < b[1] end)
+  local freed = 0
+  for _, cv in ipairs(cells) do
+    freed = freed + cv[2]
+    if freed >= excess then return (cv[1] + CELLS) * CELL - now end
+  end
+  return CELLS * CELL
+end
+-- adds `cost` to the window's cell of time `t`
+local function window_add(key, t, cost, lo)
+  local cell = floor(t / CELL)
+  redis.call('HINCRBY', key, cell, cost)
+  redis.call('HINCRBY', key, 's', cost)
+  if lo == nil or cell < lo then redis.call('HSET', key, 'lo', cell) end
+end
+
+-- reading of descriptor i at `now` for `cost`: used, reset_ms, retry_ms (nil when it fits)
+local function read(key, kind, limit, cost)
+  local s = shape(kind)
+  if s == 'window' then
+    local used, lo = window_state(key .. ':w')
     local reset = 0
-    if #cells > 0 then reset = (cells[1][1] + CELLS) * CELL - now end
+    if lo then reset = (lo + CELLS) * CELL - now end
     local retry = nil
-    if used + cost > limit then
-      local excess, freed = used + cost - limit, 0
-      retry = CELLS * CELL
-      for _, cv in ipairs(cells) do
-        freed = freed + cv[2]
-        if freed >= excess then retry = (cv[1] + CELLS) * CELL - now; break end
-      end
-    end
-    return used, reset, retry
+    if used + cost > limit then retry = window_retry(key .. ':w', used + cost - limit) end
+    return used, reset, retry, lo
   elseif s == 'slots' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local used = redis.call('ZCARD', key)
@@ -206,9 +242,9 @@ if op == 'settle' then
       redis.call('ZREM', key, request_id)
     elseif tokens ~= 0 and counts_tokens(kind) then
       if s == 'window' then
-        local cell = floor(at / CELL)
-        if cell > floor(now / CELL) - CELLS and redis.call('EXISTS', key) == 1 then
-          redis.call('HINCRBY', key, cell, tokens)
+        local w = key .. ':w'
+        if floor(at / CELL) > floor(now / CELL) - CELLS and redis.call('EXISTS', w) == 1 then
+          window_add(w, at, tokens, tonumber(redis.call('HGET', w, 'lo')))
         end
       else
         local p = period(kind, at)
@@ -220,11 +256,12 @@ if op == 'settle' then
   return {1}
 end
 
-local out = {}
+local out, lows = {}, {}
 local refused, refused_retry = 0, -1
 for i = 1, n do
   local cost = (op == 'admit') and cost_of(i) or 0
-  local used, reset, retry = read(KEYS[i], kind_of(i), limit_of(i), cost)
+  local used, reset, retry, lo = read(KEYS[i], kind_of(i), limit_of(i), cost)
+  lows[i] = lo or false
   out[#out + 1] = used
   out[#out + 1] = reset
   if op == 'admit' and retry ~= nil and retry > refused_retry then
@@ -266,8 +303,8 @@ for i = 1, n do
   local s, cost = shape(kind), cost_of(i)
   if s == 'window' then
     local cell = floor(now / CELL)
-    redis.call('HINCRBY', key, cell, cost)
-    redis.call('PEXPIRE', key, (CELLS + 1) * CELL)
+    window_add(key .. ':w', now, cost, lows[i] or nil)
+    redis.call('PEXPIRE', key .. ':w', (CELLS + 1) * CELL)
     if out[2 * i] == 0 then out[2 * i] = (cell + CELLS) * CELL - now end
     out[2 * i - 1] = out[2 * i - 1] + cost
   elseif s == 'slots' then
