@@ -377,6 +377,23 @@ async fn backends_agree_on_random_window_traffic() {
         admitted > 300 && refused > 100,
         "{admitted} admitted, {refused} refused"
     );
+    // Sums past 14 significant digits stay exact when a window is rebuilt.
+    let big = vec![d(Scope::Account, Kind::Tpm, 4_000_000_000_000_000)];
+    for n in 0..3 {
+        clock.set(clock.now_ms() + 20_000);
+        let a = ask(big.clone(), 123_456_789_012_345 + n, 10_000 + n as u32);
+        let (r, m) = (
+            redis.admit(&a, LEASE).await.unwrap(),
+            memory.admit(&a, LEASE).await.unwrap(),
+        );
+        assert_eq!(r, m);
+    }
+    clock.set(clock.now_ms() + 25_000); // the first of the three ages out
+    let (r, m) = (
+        redis.peek("tenant-1", &big).await.unwrap(),
+        memory.peek("tenant-1", &big).await.unwrap(),
+    );
+    assert_eq!((r[0].used, &r), (2 * 123_456_789_012_345 + 3, &m));
 }
 
 /// The Redis connection a thread uses: `CLIENT ID` on the link from `threads` threads, each on its
