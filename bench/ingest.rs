@@ -23,6 +23,10 @@ use taogate::limits::guard::{Guard, LimitsConfig};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::shared::Shared;
 use taogate::metering::writer::{UsageWriter, max_batch, write_batch, write_batch_per_row};
+
+/// The allocator the `taogate` binary uses, so the writer path costs here what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use taogate::metrics::GatewayMetrics;
 use taogate::models::usage::UsageRecord;
 
