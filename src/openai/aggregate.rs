@@ -2,8 +2,9 @@
 //! clients that did not ask to stream (upstreams are always asked to stream), and back: a
 //! completion as the one chunk that carries all of it (how a worker's non-stream answer rejoins
 //! the gateway's event path). Kept per choice: role, content, refusal, tool calls (their
-//! `arguments` pieces joined by call index), logprobs and finish reason; per completion: id,
-//! created, model, system fingerprint, service tier and usage.
+//! `arguments` pieces joined by call index), the deprecated `function_call` (its pieces joined),
+//! logprobs and finish reason; per completion: id, created, model, system fingerprint, service
+//! tier and usage.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,8 @@ struct Choice {
     content: Option<String>,
     refusal: Option<String>,
     tool_calls: BTreeMap<u64, ToolCall>,
+    /// The deprecated single `function_call` (the `functions` parameter): name and arguments.
+    function_call: Option<(String, String)>,
     /// `content` and `refusal` token logprobs, each list joined across chunks.
     logprobs: Option<Map<String, Value>>,
     finish_reason: Option<Value>,
@@ -71,6 +74,12 @@ impl Choice {
             into.name.push_str(text("/function/name"));
             into.arguments.push_str(text("/function/arguments"));
         }
+        if let Some(call) = delta.get("function_call").filter(|c| c.is_object()) {
+            let (name, arguments) = self.function_call.get_or_insert_default();
+            let text = |field: &str| call.get(field).and_then(Value::as_str).unwrap_or("");
+            name.push_str(text("name"));
+            arguments.push_str(text("arguments"));
+        }
         if let Some(logprobs) = c.get("logprobs").and_then(Value::as_object) {
             let into = self.logprobs.get_or_insert_default();
             for (field, list) in logprobs {
@@ -88,14 +97,16 @@ impl Choice {
         }
     }
 
-    /// The text generated (content, refusal, tool call names and arguments): what the tokenizer
-    /// counts when nobody reported usage.
+    /// The text generated (content, refusal, tool and function call names and arguments): what
+    /// the tokenizer counts when nobody reported usage.
     fn text(&self) -> String {
         let calls = self.tool_calls.values();
+        let function = self.function_call.iter();
         [self.content.as_deref(), self.refusal.as_deref()]
             .into_iter()
             .flatten()
             .chain(calls.flat_map(|t| [t.name.as_str(), t.arguments.as_str()]))
+            .chain(function.flat_map(|(name, arguments)| [name.as_str(), arguments.as_str()]))
             .collect()
     }
 
@@ -111,10 +122,12 @@ impl Choice {
                 })
             })
             .collect();
-        // A message that is only tool calls or a refusal has `content: null`, as OpenAI sends it.
+        // A message that is only tool calls, a function call or a refusal has `content: null`,
+        // as OpenAI sends it.
+        let called = !calls.is_empty() || self.function_call.is_some();
         let content = match self.content {
             Some(text) if !text.is_empty() => json!(text),
-            _ if !calls.is_empty() || self.refusal.is_some() => Value::Null,
+            _ if called || self.refusal.is_some() => Value::Null,
             text => json!(text.unwrap_or_default()),
         };
         let mut message = json!({
@@ -126,6 +139,9 @@ impl Choice {
         }
         if !calls.is_empty() {
             message["tool_calls"] = Value::Array(calls);
+        }
+        if let Some((name, arguments)) = self.function_call {
+            message["function_call"] = json!({"name": name, "arguments": arguments});
         }
         let mut choice = json!({
             "index": index,
@@ -314,6 +330,28 @@ mod tests {
         assert_eq!(refused["message"]["content"], Value::Null);
         assert_eq!(refused["logprobs"]["refusal"][1]["token"], " can");
         // The one-chunk form carries all of it back.
+        let mut again = Aggregator::default();
+        again.push(&completion_as_chunk(&done));
+        assert_eq!(again.finish(None), done);
+    }
+
+    #[test]
+    fn joins_a_legacy_function_call() {
+        let mut a = Aggregator::default();
+        for p in [
+            r#"{"id":"c4","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":null,"function_call":{"name":"get_weather","arguments":""}},"finish_reason":null}]}"#,
+            r#"{"id":"c4","choices":[{"index":0,"delta":{"function_call":{"arguments":"{\"city\":"}},"finish_reason":null}]}"#,
+            r#"{"id":"c4","choices":[{"index":0,"delta":{"function_call":{"arguments":"\"Oslo\"}"}},"finish_reason":"function_call"}]}"#,
+        ] {
+            a.push(p);
+        }
+        assert_eq!(a.text(), r#"get_weather{"city":"Oslo"}"#);
+        let done = a.finish(None);
+        let message = &done["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(message["function_call"]["name"], "get_weather");
+        assert_eq!(message["function_call"]["arguments"], r#"{"city":"Oslo"}"#);
+        assert_eq!(done["choices"][0]["finish_reason"], "function_call");
         let mut again = Aggregator::default();
         again.push(&completion_as_chunk(&done));
         assert_eq!(again.finish(None), done);
