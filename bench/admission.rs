@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use taogate::limits::holds::{Capture, Hold, LedgerSync};
+use taogate::billing::holds::{Capture, Hold, LedgerSync};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::redis::RedisBackend;
 use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Scope};
@@ -23,7 +23,7 @@ fn ask(tenant: &str, n: usize) -> Ask {
     };
     Ask {
         tenant: tenant.into(),
-        request_id: format!("req-{n}"),
+        admission_id: format!("req-{n}"),
         descriptors: vec![
             d(Scope::Key, "key-1", Kind::Rpm, 1_000_000_000),
             d(Scope::Key, "key-1", Kind::RequestsPerDay, 1_000_000_000),

@@ -16,13 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
+use taogate::billing::metering::writer::{
+    UsageWriter, max_batch, write_batch, write_batch_per_row,
+};
 use taogate::db::{Backend, Db, migrations};
 use taogate::domain::{AccountId, ApiKeyId, Nano, TenantId};
 use taogate::limits::Clock;
 use taogate::limits::guard::{Guard, LimitsConfig};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::shared::Shared;
-use taogate::metering::writer::{UsageWriter, max_batch, write_batch, write_batch_per_row};
 
 /// The allocator the `taogate` binary uses, so the writer path costs here what it costs there.
 #[global_allocator]
@@ -98,6 +100,7 @@ fn records(n: usize) -> Vec<UsageRecord> {
                 wholesale_cost_nano: Some(Nano(900)),
                 charged_nano: Nano(3_000 + k % 1_000),
                 tenant_charged_nano: Nano(1_000 + k % 300),
+                usage_source: taogate::domain::UsageSource::Upstream,
             }
         })
         .collect()

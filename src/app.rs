@@ -24,6 +24,35 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// SIGINT / SIGTERM: stop accepting, let in-flight requests finish for `billing.shutdown_grace_secs`,
+/// then drop the rest — each settles as `shutdown` for what it delivered (its guard's drop).
+fn spawn_shutdown_on_signal(
+    handle: actix_web::dev::ServerHandle,
+    meter: crate::billing::settle::Meter,
+) {
+    actix_web::rt::spawn(async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        meter.stopping();
+        handle.stop(true).await;
+    });
+}
+
 /// A running server and the address it listens on.
 pub struct Running {
     pub addr: std::net::SocketAddr,
@@ -41,6 +70,10 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     state.meter.spawn_writer();
     let limiter = state.limiter.clone();
     actix_web::rt::spawn(async move { limiter.warm_up().await });
+    let (meter, grace) = (
+        state.meter.clone(),
+        state.config.billing.shutdown_grace_secs,
+    );
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, _) = App::new()
@@ -60,10 +93,12 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
             .wrap(TracingLogger::default())
             .wrap(from_fn(request_id::assign))
     })
-    .on_connect(crate::http::no_delay)
+    .on_connect(crate::http::on_connect)
     .workers(workers)
-    .shutdown_timeout(5)
+    .shutdown_timeout(grace)
+    .disable_signals()
     .listen(listener)?
     .run();
+    spawn_shutdown_on_signal(server.handle(), meter);
     Ok(Running { addr, server })
 }

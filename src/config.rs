@@ -40,6 +40,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub idempotency: IdempotencyConfig,
     pub limits: crate::limits::guard::LimitsConfig,
+    pub billing: crate::billing::BillingConfig,
     pub pool: crate::pool::PoolConfig,
     pub worker: crate::worker::config::WorkerConfig,
     pub models: Vec<ModelConfig>,
@@ -152,6 +153,7 @@ impl Config {
         if l.first_line_per_key_per_sec == 0 {
             bail!("config key `limits.first_line_per_key_per_sec`: must be at least 1");
         }
+        self.billing.validate()?;
         if self.http.max_body_bytes < 1024 {
             bail!("config key `http.max_body_bytes`: must be at least 1024");
         }

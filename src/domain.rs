@@ -164,11 +164,20 @@ text_enum!(
 );
 
 text_enum!(
+    /// Where a usage record's billed token counts came from: the upstream's own `usage` (within
+    /// the bounds), the gateway's count (the upstream reported none, or the request was cut
+    /// short), or the gateway's count because the upstream's was out of bounds
+    /// (`crate::billing::bounds`).
+    UsageSource { Upstream = "upstream", Counted = "counted", Clamped = "clamped" }
+);
+
+text_enum!(
     /// How an account pays: from a balance, or on credit up to a limit.
     BillingMode { Prepaid = "prepaid", Postpaid = "postpaid" }
 );
 
-/// Money in nano-units: 1e-9 of the currency unit, as an `i64` (±9.2e9 units). Never a float.
+/// Money in nano-units: 1e-9 of the currency unit, as an `i64`. Never a float; ranges in
+/// [`crate::billing::amount`].
 #[derive(
     Clone,
     Copy,
@@ -179,7 +188,6 @@ text_enum!(
     PartialOrd,
     Ord,
     Serialize,
-    Deserialize,
     ToSchema,
     diesel::expression::AsExpression,
     diesel::deserialize::FromSqlRow,
@@ -187,6 +195,14 @@ text_enum!(
 #[diesel(sql_type = BigInt)]
 #[serde(transparent)]
 pub struct Nano(pub i64);
+
+/// A JSON integer; one beyond `i64` saturates so the range check names its field
+/// ([`crate::billing::amount::saturating`]).
+impl<'de> Deserialize<'de> for Nano {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        crate::billing::amount::saturating(de).map(Nano)
+    }
+}
 
 /// Currency units, exact: `1.5`, `-0.000000001`, `12`.
 impl fmt::Display for Nano {

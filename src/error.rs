@@ -53,6 +53,10 @@ pub enum ApiError {
     LimiterUnavailable,
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    /// The price book that would price this request is stored in a form this server cannot read:
+    /// the request is refused rather than served free.
+    #[error("pricing for this request is unavailable; retry shortly")]
+    PricingUnavailable,
     /// The model is not served here (OpenAI: 404 `model_not_found`).
     #[error("the model `{model}` does not exist or you do not have access to it")]
     ModelNotFound { model: String },
@@ -163,6 +167,7 @@ impl ApiError {
             Self::InsufficientQuota { .. } => ("insufficient_quota", "insufficient_quota"),
             Self::LimiterUnavailable => ("service_unavailable_error", "limiter_unavailable"),
             Self::Unavailable => ("service_unavailable_error", "service_unavailable"),
+            Self::PricingUnavailable => ("service_unavailable_error", "pricing_unavailable"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             Self::Upstream { .. } => ("api_error", "upstream_error"),
             Self::Overloaded { .. } => ("service_unavailable_error", "overloaded"),
@@ -216,7 +221,9 @@ impl ResponseError for ApiError {
             Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientQuota { .. } => StatusCode::PAYMENT_REQUIRED,
-            Self::Unavailable | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded { .. } | Self::PricingUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -236,7 +243,7 @@ impl ResponseError for ApiError {
             Self::LimitExceeded(r) => {
                 res.insert_header((header::RETRY_AFTER, r.retry_after_secs.to_string()));
             }
-            Self::Unavailable | Self::LimiterUnavailable => {
+            Self::Unavailable | Self::LimiterUnavailable | Self::PricingUnavailable => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}

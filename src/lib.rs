@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod breaker;
 pub mod commands;
 pub mod config;
@@ -12,12 +13,10 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod limits;
-pub mod metering;
 pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod pool;
-pub mod pricing;
 pub mod proxy;
 pub mod redis_link;
 pub mod routes;

@@ -33,6 +33,10 @@ pub struct GatewayMetrics {
     pub usage_batch_seconds: Histogram,
     pub pool_attempts: IntCounterVec,
     pub key_lookups: IntCounter,
+    /// Settled requests by answering upstream and where their billed token counts came from.
+    pub usage_source: IntCounterVec,
+    /// Usage records the writer could not post and set aside (dead letters).
+    pub usage_dead_letters: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -107,8 +111,23 @@ impl GatewayMetrics {
             "API keys looked up in the database (key cache misses)",
         )
         .expect("valid metric");
+        let usage_source = IntCounterVec::new(
+            Opts::new(
+                "taogate_usage_source_total",
+                "Settled requests by upstream and source of the billed counts (upstream, counted, clamped)",
+            ),
+            &["upstream", "source"],
+        )
+        .expect("valid metric");
+        let usage_dead_letters = IntCounter::new(
+            "taogate_usage_dead_letters_total",
+            "Usage records set aside in usage_dead_letters because they could not be posted",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(limiter_degraded.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(usage_source.clone()),
+            Box::new(usage_dead_letters.clone()),
             Box::new(limiter_transitions.clone()),
             Box::new(limiter_decisions.clone()),
             Box::new(admission_seconds.clone()),
@@ -133,6 +152,8 @@ impl GatewayMetrics {
             usage_batch_seconds,
             pool_attempts,
             key_lookups,
+            usage_source,
+            usage_dead_letters,
         }
     }
 

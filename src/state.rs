@@ -11,13 +11,13 @@ use crate::auth::invalidation::Invalidator;
 use crate::auth::jwt::Sessions;
 use crate::auth::key_cache::KeyCache;
 use crate::auth::login_limit::LoginLimiter;
+use crate::billing::settle::Meter;
 use crate::config::Config;
 use crate::db::Db;
 use crate::limits::Clock;
 use crate::limits::guard::{Guard, Shared};
 use crate::limits::memory::MemoryBackend;
 use crate::limits::redis::RedisBackend;
-use crate::metering::Meter;
 use crate::metrics::GatewayMetrics;
 use crate::pool::Pool;
 use crate::pool::registry::Registry;
@@ -78,6 +78,7 @@ impl AppState {
                 limiter.clone(),
                 &config.data_dir.join("usage-journal"),
                 config.database.usage_writer_lanes,
+                config.billing.tolerance(),
             )?,
             limiter,
             key_cache,

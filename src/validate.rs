@@ -63,15 +63,9 @@ pub fn limits(field: &str, value: &crate::limits::LimitSet) -> ApiResult<()> {
     }
 }
 
-/// A price book: no price may be negative.
-pub fn prices(field: &str, value: &crate::pricing::PriceBook) -> ApiResult<()> {
-    match value.invalid_model() {
-        Some(model) => Err(ApiError::invalid_param(
-            field,
-            format!("{field}: the prices of `{model}` must not be negative"),
-        )),
-        None => Ok(()),
-    }
+/// A price book: every price within `0 ..= MAX_PRICE_NANO` (400 naming the price).
+pub fn prices(field: &str, value: &crate::billing::prices::PriceBook) -> ApiResult<()> {
+    value.check(field)
 }
 
 /// serde helper for PATCH fields where `null` means "clear": absent → `None`, `null` →

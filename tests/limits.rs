@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use taogate::limits::holds::{BalanceReading, Capture, Hold, LedgerSync};
+use taogate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::redis::RedisBackend;
 use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Reading, Scope};
@@ -30,7 +30,7 @@ fn d(scope: Scope, kind: Kind, limit: i64) -> Descriptor {
 fn ask(descriptors: Vec<Descriptor>, tokens: i64, n: u32) -> Ask {
     Ask {
         tenant: "tenant-1".into(),
-        request_id: format!("req-{n}"),
+        admission_id: format!("req-{n}"),
         descriptors,
         tokens,
         hold: None,

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::billing::balance::{CacheReport, check_cached};
 use crate::config::Config;
 use crate::limits::Clock;
 use crate::limits::redis::RedisBackend;
-use crate::metering::balance::{CacheReport, check_cached};
 use crate::models::ledger;
 use crate::redis_link::RedisLink;
 

@@ -148,6 +148,18 @@ diesel::table! {
         wholesale_cost_nano -> Nullable<BigInt>,
         charged_nano -> BigInt,
         tenant_charged_nano -> BigInt,
+        usage_source -> Text,
+    }
+}
+
+diesel::table! {
+    usage_dead_letters (id) {
+        id -> Text,
+        tenant_id -> Text,
+        account_id -> Text,
+        record -> Text,
+        error -> Text,
+        created_at -> Timestamp,
     }
 }
 

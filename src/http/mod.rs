@@ -2,6 +2,7 @@
 
 pub mod extract;
 pub mod idempotency;
+pub mod peer;
 pub mod request_id;
 
 /// Disables Nagle's algorithm on every accepted connection: responses (SSE chunks above all) are
@@ -10,4 +11,11 @@ pub fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let _ = tcp.set_nodelay(true);
     }
+}
+
+/// `on_connect` of the gateway: [`no_delay`], and [`peer::watch`] so a handler can notice a client
+/// that left.
+pub fn on_connect(conn: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    no_delay(conn, data);
+    peer::watch(conn, data);
 }

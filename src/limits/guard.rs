@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::holds::{BalanceReading, Capture, Hold, LedgerSync};
 use super::memory::MemoryBackend;
 use super::response::RateInfo;
 pub use super::shared::Shared;
 use super::{Admission, Ask, Clock, Decision, Descriptor, Reading, Unavailable};
+use crate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
 use crate::metrics::GatewayMetrics;
 
 /// Settles waiting for Redis beyond this many are dropped (their slots expire with the lease).

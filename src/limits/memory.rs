@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::holds::{AccountBalance, BalanceReading, Capture, LedgerSync};
 use super::{
     Admission, Ask, Backend, CELL_MS, Clock, Decision, Descriptor, Reading, Shape, Unavailable,
     WINDOW_CELLS, period,
 };
+use crate::billing::holds::{AccountBalance, BalanceReading, Capture, LedgerSync};
 
 /// Every this many operations, entries with nothing left in them are dropped.
 const SWEEP_EVERY: u64 = 4096;
@@ -160,7 +160,7 @@ impl MemoryBackend {
                     balance: reading,
                 };
             }
-            balance.hold(&ask.request_id, hold.amount, now + lease_ms);
+            balance.hold(&ask.admission_id, hold.amount, now + lease_ms);
         }
         for (d, reading) in ask.descriptors.iter().zip(readings.iter_mut()) {
             let cost = d.cost(ask.tokens);
@@ -174,7 +174,7 @@ impl MemoryBackend {
                     reading.reset_ms = read(entry, d, now, 0).0.reset_ms;
                 }
                 Entry::Slots(slots) => {
-                    slots.insert(ask.request_id.clone(), now + lease_ms);
+                    slots.insert(ask.admission_id.clone(), now + lease_ms);
                 }
                 Entry::Counter { value, .. } => *value += cost,
                 Entry::Balance(_) => {}
@@ -201,7 +201,7 @@ impl MemoryBackend {
                 .entries
                 .get_mut(&balance_key(&admission.ask.tenant, &hold.account))
         {
-            balance.release(&admission.ask.request_id, capture);
+            balance.release(&admission.ask.admission_id, capture);
         }
         for d in &admission.ask.descriptors {
             let Some(entry) = state
@@ -212,7 +212,7 @@ impl MemoryBackend {
             };
             match entry {
                 Entry::Slots(slots) => {
-                    slots.remove(&admission.ask.request_id);
+                    slots.remove(&admission.ask.admission_id);
                 }
                 Entry::Window(cells) if delta != 0 && d.kind.counts_tokens() => {
                     let cell = at.div_euclid(CELL_MS);

@@ -21,11 +21,10 @@
 //! Tokens: the prompt estimate is charged at admission; settle adds the difference to the actual
 //! total in the same cells, so the window ends up holding what was really used.
 //!
-//! Money: a priced request also reserves a [`holds::Hold`] against the account's spendable balance
-//! in the same decision (see [`holds`]); settle captures what it cost and releases the rest.
+//! Money: a priced request also reserves a [`crate::billing::holds::Hold`] against the account's spendable balance
+//! in the same decision (see [`crate::billing::holds`]); settle captures what it cost and releases the rest.
 
 pub mod guard;
-pub mod holds;
 pub mod memory;
 pub mod redis;
 pub mod response;
@@ -37,7 +36,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use holds::{BalanceReading, Capture, Hold, LedgerSync};
+use crate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
 
 /// Width of one window cell and the number of cells a window spans (see the module docs).
 pub const CELL_MS: i64 = 1_000;
@@ -272,7 +271,9 @@ impl Descriptor {
 #[derive(Clone, Debug)]
 pub struct Ask {
     pub tenant: String,
-    pub request_id: String,
+    /// Minted by the server for this admission (UUID v7), never taken from the client: the
+    /// concurrency member, the hold id and the settle key.
+    pub admission_id: String,
     pub descriptors: Vec<Descriptor>,
     /// Tokens charged at admission (the prompt estimate).
     pub tokens: i64,

@@ -6,8 +6,8 @@
 
 use redis::Script;
 
-use super::holds::{BalanceReading, Capture, LedgerSync};
 use super::{Admission, Ask, Backend, Clock, Decision, Descriptor, Reading, Unavailable};
+use crate::billing::holds::{BalanceReading, Capture, LedgerSync};
 use crate::redis_link::RedisLink;
 
 pub struct RedisBackend {
@@ -66,7 +66,7 @@ impl RedisBackend {
         op: &str,
         tenant: &str,
         (descriptors, account): (&[Descriptor], Option<&str>),
-        request_id: &str,
+        admission_id: &str,
         (arg4, arg5): (i64, i64),
         extra: &[String],
     ) -> Result<T, Unavailable> {
@@ -80,12 +80,12 @@ impl RedisBackend {
             }
         }
         if op == "settle" {
-            invocation.key(self.key(tenant, &format!("settled:{request_id}")));
+            invocation.key(self.key(tenant, &format!("settled:{admission_id}")));
         }
         invocation
             .arg(op)
             .arg(self.clock.fixed().unwrap_or(-1))
-            .arg(request_id)
+            .arg(admission_id)
             .arg(arg4)
             .arg(arg5)
             .arg(descriptors.len());
@@ -117,7 +117,7 @@ impl Backend for RedisBackend {
                     &ask.descriptors,
                     ask.hold.as_ref().map(|h| h.account.as_str()),
                 ),
-                &ask.request_id,
+                &ask.admission_id,
                 (ask.tokens, lease_ms),
                 &hold_args,
             )
@@ -167,7 +167,7 @@ impl Backend for RedisBackend {
                 &ask.descriptors,
                 ask.hold.as_ref().map(|h| h.account.as_str()),
             ),
-            &ask.request_id,
+            &ask.admission_id,
             (actual_tokens - ask.tokens, admission.at_ms),
             &capture_args,
         )

@@ -2,10 +2,10 @@
 //! counts) or in process (the embedded mode) — behind one type, so the guard calls either the same
 //! way.
 
-use super::holds::{BalanceReading, Capture, LedgerSync};
 use super::memory::MemoryBackend;
 use super::redis::RedisBackend;
 use super::{Admission, Ask, Backend, Decision, Descriptor, Reading, Unavailable};
+use crate::billing::holds::{BalanceReading, Capture, LedgerSync};
 
 pub enum Shared {
     Redis(RedisBackend),

@@ -5,12 +5,12 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::billing::prices::{PriceBook, Unusable};
 use crate::db::DbConn;
 use crate::db::schema::{accounts, plans, tenants};
 use crate::domain::{AccountId, ActiveStatus, BillingMode, Nano, PlanId, TenantId};
 use crate::limits::{Descriptor, LimitSet, Scope};
 use crate::models::api_key::ApiKey;
-use crate::pricing::PriceBook;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = plans)]
@@ -50,10 +50,10 @@ pub struct KeyContext {
     pub key_limits: LimitSet,
     pub account_limits: LimitSet,
     pub tenant_limits: LimitSet,
-    /// The plan's retail prices (what the account pays).
-    pub retail: PriceBook,
-    /// The operator's wholesale prices to the tenant.
-    pub wholesale: PriceBook,
+    /// The plan's retail prices (what the account pays); unusable if the stored book is broken.
+    pub retail: Result<PriceBook, Unusable>,
+    /// The operator's wholesale prices to the tenant; unusable if the stored book is broken.
+    pub wholesale: Result<PriceBook, Unusable>,
     pub billing_mode: BillingMode,
     pub credit_limit: Nano,
     /// The plan's cap on one request's balance hold.
@@ -222,11 +222,18 @@ impl Plan {
                 (
                     p.key_limits(),
                     p.account_limits(),
-                    PriceBook::from_json(&p.prices),
+                    PriceBook::parse(&p.prices),
                     p.hold_cap_nano,
                 )
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| {
+                (
+                    LimitSet::default(),
+                    LimitSet::default(),
+                    Ok(PriceBook::default()),
+                    None,
+                )
+            });
         Ok(KeyContext {
             account_status,
             tenant_status,
@@ -234,7 +241,7 @@ impl Plan {
             account_limits: plan_account,
             tenant_limits: LimitSet::from_json(&tenant_limits),
             retail,
-            wholesale: PriceBook::from_json(&wholesale),
+            wholesale: PriceBook::parse(&wholesale),
             billing_mode,
             credit_limit,
             hold_cap,

@@ -19,7 +19,7 @@ pub struct Tenant {
     pub updated_at: NaiveDateTime,
     /// Caps on the whole tenant (JSON [`crate::limits::LimitSet`]), set by the operator.
     pub limits: String,
-    /// The operator's prices to this tenant (JSON [`crate::pricing::PriceBook`]).
+    /// The operator's prices to this tenant (JSON [`crate::billing::prices::PriceBook`]).
     pub wholesale_prices: String,
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::DbConn;
 use crate::db::schema::usage_records;
-use crate::domain::{AccountId, ApiKeyId, Nano, TenantId};
+use crate::domain::{AccountId, ApiKeyId, Nano, TenantId, UsageSource};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = usage_records)]
@@ -34,6 +34,14 @@ pub struct UsageRecord {
     pub charged_nano: Nano,
     /// What the tenant owes the operator for it (the tenant's wholesale price).
     pub tenant_charged_nano: Nano,
+    /// Where the billed token counts came from (journal lines of older versions: `upstream`
+    /// unless `estimated`, fixed up on replay).
+    #[serde(default = "unknown_source")]
+    pub usage_source: UsageSource,
+}
+
+fn unknown_source() -> UsageSource {
+    UsageSource::Upstream
 }
 
 /// The part of a usage record that usage reports aggregate.

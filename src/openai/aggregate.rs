@@ -193,6 +193,11 @@ impl Aggregator {
         self.usage
     }
 
+    /// Replaces the usage the completion will carry (the gateway answers with what it billed).
+    pub fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
     /// Text generated so far, over all choices (content, refusals and tool calls).
     pub fn text(&self) -> String {
         self.choices.values().map(Choice::text).collect()

@@ -8,34 +8,15 @@ use actix_web::{HttpMessage, HttpRequest};
 use governor::clock::{Clock as _, DefaultClock};
 
 use crate::auth::caller::KeyCaller;
+use crate::billing::balance::resync;
+use crate::billing::holds::hold_for;
+use crate::billing::settle::{Admission, Admitted};
 use crate::error::{ApiError, ApiResult, LimitRefusal};
 use crate::limits::Ask;
 use crate::limits::guard::Verdict;
-use crate::limits::holds::Hold;
 use crate::limits::response::{Headroom, RateInfo};
-use crate::metering::Admitted;
-use crate::metering::balance::resync;
 use crate::openai::{ChatRequest, DEFAULT_MAX_TOKENS_LIMIT, estimate_tokens};
 use crate::state::AppState;
-
-/// The balance hold of a priced request: its worst case (prompt estimate + the completion budget at
-/// the plan's retail price), capped by the plan; none for a free one.
-fn hold_for(
-    caller: &KeyCaller,
-    req: &ChatRequest,
-    prompt_estimate: i64,
-    budget: i64,
-) -> Option<Hold> {
-    let context = &caller.entry.context;
-    let price = context.retail.for_model(&req.model)?;
-    let completion = req.max_output_tokens().unwrap_or(budget);
-    let amount = context.hold_amount(price.cost(prompt_estimate, completion));
-    (amount > 0).then(|| Hold {
-        account: caller.key().account_id.to_string(),
-        amount,
-        floor: context.balance_floor(),
-    })
-}
 
 /// Checks scope, model and the request itself; returns the model's completion budget.
 fn check(state: &AppState, caller: &KeyCaller, req: &ChatRequest) -> ApiResult<i64> {
@@ -107,16 +88,36 @@ pub async fn admit(
     http: Option<&HttpRequest>,
 ) -> ApiResult<Admitted> {
     let budget = check(state, caller, req)?;
+    let context = &caller.entry.context;
+    // A stored price book that cannot be read prices nothing: refuse rather than serve free.
+    let (Ok(retail), Ok(wholesale)) = (&context.retail, &context.wholesale) else {
+        return Err(ApiError::PricingUnavailable);
+    };
+    let prices = (
+        retail.for_model(&req.model),
+        wholesale.for_model(&req.model),
+    );
     first_line(state, caller, http)?;
     let prompt_text = req.prompt_text();
     let prompt_estimate = estimate_tokens(&prompt_text);
+    let completion_cap = req.max_output_tokens().unwrap_or(budget).min(budget);
     let key = caller.key();
+    // The client's x-request-id is a correlation id only: two requests sending the same one must
+    // not share a slot, a hold or a settle key, so every admission gets an id of our own.
+    let admission_id = uuid::Uuid::now_v7().to_string();
     let ask = Ask {
         tenant: key.tenant_id.to_string(),
-        request_id: request_id.to_owned(),
+        admission_id: admission_id.clone(),
         descriptors: caller.entry.descriptors.clone(),
         tokens: prompt_estimate,
-        hold: hold_for(caller, req, prompt_estimate, budget),
+        hold: prices.0.and_then(|price| {
+            hold_for(
+                &price,
+                (prompt_estimate, completion_cap),
+                context,
+                &key.account_id,
+            )
+        }),
     };
     let unavailable = |_| ApiError::LimiterUnavailable;
     let mut verdict = state.limiter.admit(ask).await.map_err(unavailable)?;
@@ -133,19 +134,15 @@ pub async fn admit(
     match verdict {
         Verdict::Admitted(permit) => {
             remember(permit.info);
-            let context = &caller.entry.context;
-            let prices = (
-                context.retail.for_model(&req.model),
-                context.wholesale.for_model(&req.model),
-            );
-            Ok(Admitted::new(
-                request_id,
-                key,
-                req,
-                (prompt_text, prompt_estimate),
-                Some(permit),
+            let admission = Admission {
+                admission_id,
+                request_id: request_id.to_owned(),
+                prompt: (prompt_text, prompt_estimate),
+                completion_cap,
+                permit: Some(permit),
                 prices,
-            ))
+            };
+            Ok(Admitted::new(&state.meter, key, req, admission))
         }
         Verdict::Refused(refusal) => {
             remember(refusal.info);

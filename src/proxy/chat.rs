@@ -1,6 +1,8 @@
 //! `POST /v1/chat/completions`: validate like OpenAI, send to the worker pool (always streamed
 //! upstream; a non-stream request is collected by the worker, which answers one JSON completion
 //! instead of an event per token), answer as SSE or as one JSON completion, and settle the usage.
+//! A non-stream client that leaves before its answer (closed or reset) cancels the upstream at
+//! once and is settled `client_gone` (see `billing::settle`).
 
 use std::time::Duration;
 
@@ -10,12 +12,11 @@ use futures_util::StreamExt;
 use super::admission::admit;
 use super::stream::Metered;
 use crate::auth::caller::{KeyCaller, RequestMeta};
+use crate::billing::settle::{Admitted, Delivered, Status};
 use crate::error::{ApiError, ApiResult};
-use crate::metering::{Delivered, Status};
 use crate::openai::aggregate::Aggregator;
 use crate::openai::sse::DONE;
 use crate::openai::{ChatRequest, Usage};
-use crate::pool::Answer;
 use crate::state::AppState;
 
 /// Creates a chat completion (OpenAI-compatible; `stream: true` answers with server-sent events).
@@ -36,86 +37,107 @@ pub async fn create_chat_completion(
     body: web::Json<ChatRequest>,
 ) -> ApiResult<HttpResponse> {
     let req = body.into_inner();
-    let admitted = admit(&state, &caller, &req, &meta.request_id, Some(&http)).await?;
+    let mut admitted = admit(&state, &caller, &req, &meta.request_id, Some(&http)).await?;
     let deadline = Duration::from_secs(state.config.pool.request_timeout_secs);
     if req.wants_stream() {
         let upstream_req = req.for_upstream();
         let answer = match state.pool.send(&upstream_req, &meta.request_id).await {
             Ok(a) => a,
             Err(e) => {
-                state
-                    .meter
-                    .settle(admitted, Status::UpstreamError, Delivered::default());
+                admitted.settle(Status::UpstreamError);
                 return Err(e);
             }
         };
-        let stream = Metered::new(
-            answer,
-            req.wants_usage_chunk(),
-            deadline,
-            state.meter.clone(),
-            admitted,
-        )
-        .map(|payload| Ok::<_, actix_web::Error>(crate::openai::sse::event(&payload)));
+        let stream = Metered::new(answer, req.wants_usage_chunk(), deadline, admitted)
+            .map(|payload| Ok::<_, actix_web::Error>(crate::openai::sse::event(&payload)));
         return Ok(HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))
             .streaming(stream));
     }
-    // Nothing reaches a non-stream client before the answer is complete, so a stream that breaks
-    // midway is retried on another worker.
+    // Nothing reaches a non-stream client before the answer is complete: the client may leave
+    // meanwhile (then the upstream is cancelled by dropping it), and a stream that breaks midway
+    // is retried on another worker.
+    let outcome = {
+        let work = complete(&state, &req, &meta.request_id, deadline, &mut admitted);
+        tokio::pin!(work);
+        tokio::select! {
+            answered = &mut work => Some(answered),
+            () = crate::http::peer::gone(&http) => None,
+        }
+    };
+    match outcome {
+        Some(Ok(mut agg)) => {
+            let billed = admitted.settle(Status::Ok);
+            let usage = Usage {
+                prompt_tokens: billed.prompt_tokens,
+                completion_tokens: billed.completion_tokens,
+                total_tokens: billed.prompt_tokens + billed.completion_tokens,
+            };
+            agg.set_usage(usage);
+            Ok(HttpResponse::Ok().json(agg.finish(None)))
+        }
+        Some(Err(e)) => {
+            admitted.settle_with(Status::UpstreamError, Delivered::default());
+            Err(e)
+        }
+        None => {
+            admitted.settle(Status::ClientGone);
+            // Nobody reads this: the client has gone.
+            Ok(
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(499).expect("499"))
+                    .finish(),
+            )
+        }
+    }
+}
+
+/// Sends a non-stream request until one worker's answer is whole, reassembling it in
+/// `admitted.delivered` (so a client gone midway is billed for what had arrived).
+async fn complete(
+    state: &AppState,
+    req: &ChatRequest,
+    request_id: &str,
+    deadline: Duration,
+    admitted: &mut Admitted,
+) -> ApiResult<Aggregator> {
     let worker_req = req.for_worker_collect();
     let mut tried = Vec::new();
     let mut last_error = ApiError::Unavailable;
     let started = std::time::Instant::now();
     while tried.len() < state.pool.max_attempts() {
-        let answer = match state
+        let answer = state
             .pool
-            .send_avoiding(&worker_req, &meta.request_id, &mut tried)
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                last_error = e;
-                break;
-            }
-        };
+            .send_avoiding(&worker_req, request_id, &mut tried)
+            .await?;
+        admitted.delivered = Delivered::from_answer(&answer);
         let remaining = deadline.saturating_sub(started.elapsed());
-        match collect(answer, remaining, &admitted.prompt_text).await {
-            Ok((completion, delivered)) => {
-                state.meter.settle(admitted, Status::Ok, delivered);
-                return Ok(HttpResponse::Ok().json(completion));
+        match collect(answer.events, remaining, &mut admitted.delivered).await {
+            Ok(()) => {
+                let agg = admitted.delivered.collected.take().unwrap_or_default();
+                admitted.delivered.text = agg.text();
+                admitted.delivered.usage = agg.usage();
+                return Ok(agg);
             }
-            Err((worker, reason)) => {
-                tracing::warn!(worker = %worker, %reason, "answer broke before completion; retrying");
-                state.pool.report_broken(&worker);
+            Err(reason) => {
+                tracing::warn!(worker = %answer.worker, %reason, "answer broke before completion; retrying");
+                state.pool.report_broken(&answer.worker);
+                admitted.delivered = Delivered::default();
                 last_error = ApiError::Upstream {
                     message: "the upstream stream broke before the answer was complete".into(),
                 };
             }
         }
     }
-    state
-        .meter
-        .settle(admitted, Status::UpstreamError, Delivered::default());
     Err(last_error)
 }
 
-/// Reads a whole answer into one completion; on failure returns the worker and the reason.
+/// Reads a whole answer into `delivered.collected`; on failure, the reason.
 async fn collect(
-    answer: Answer,
+    mut events: crate::worker::transports::EventStream,
     deadline: Duration,
-    prompt_text: &str,
-) -> Result<(serde_json::Value, Delivered), (String, String)> {
-    let mut delivered = Delivered {
-        worker: Some(answer.worker.clone()),
-        upstream: answer.upstream.clone(),
-        miner_uid: answer.miner_uid.clone(),
-        upstream_cost: answer.cost,
-        ..Default::default()
-    };
-    let mut events = answer.events;
-    let mut agg = Aggregator::default();
+    delivered: &mut Delivered,
+) -> Result<(), String> {
     let read = async {
         while let Some(event) = events.next().await {
             match event {
@@ -124,7 +146,10 @@ async fn collect(
                     delivered
                         .first_byte
                         .get_or_insert_with(std::time::Instant::now);
-                    agg.push(&p);
+                    delivered
+                        .collected
+                        .get_or_insert_with(Aggregator::default)
+                        .push(&p);
                 }
                 Err(e) => return Err(e.to_string()),
             }
@@ -132,21 +157,7 @@ async fn collect(
         Err("the stream ended without [DONE]".to_owned())
     };
     match tokio::time::timeout(deadline, read).await {
-        Ok(Ok(())) => {}
-        Ok(Err(reason)) => return Err((answer.worker, reason)),
-        Err(_) => return Err((answer.worker, "deadline".into())),
+        Ok(result) => result,
+        Err(_) => Err("deadline".into()),
     }
-    delivered.text = agg.text();
-    delivered.usage = agg.usage();
-    // Counted only when the upstream reported no usage (the tokenizer is not free).
-    let usage = delivered.usage.unwrap_or_else(|| {
-        let completion_tokens = crate::openai::count_tokens(&delivered.text);
-        let prompt_tokens = crate::openai::count_tokens(prompt_text);
-        Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        }
-    });
-    Ok((agg.finish(Some(usage)), delivered))
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use futures_util::Stream;
 
-use crate::metering::{Admitted, Delivered, Meter, Status};
+use crate::billing::settle::{Admitted, Delivered, Status};
 use crate::openai::Usage;
 use crate::openai::sse::{self, DONE};
 use crate::pool::Answer;
@@ -20,7 +20,7 @@ pub struct Metered {
     include_usage: bool,
     deadline: Pin<Box<tokio::time::Sleep>>,
     delivered: Delivered,
-    settle: Option<(Meter, Admitted)>,
+    settle: Option<Admitted>,
     queued_done: bool,
     usage: Option<Usage>,
 }
@@ -30,22 +30,15 @@ impl Metered {
         answer: Answer,
         include_usage: bool,
         deadline: std::time::Duration,
-        meter: Meter,
         admitted: Admitted,
     ) -> Self {
-        let delivered = Delivered {
-            worker: Some(answer.worker.clone()),
-            upstream: answer.upstream.clone(),
-            miner_uid: answer.miner_uid.clone(),
-            upstream_cost: answer.cost,
-            ..Default::default()
-        };
+        let delivered = Delivered::from_answer(&answer);
         Self {
             answer,
             include_usage,
             deadline: Box::pin(tokio::time::sleep(deadline)),
             delivered,
-            settle: Some((meter, admitted)),
+            settle: Some(admitted),
             queued_done: false,
             usage: None,
         }
@@ -57,8 +50,8 @@ impl Metered {
     }
 
     fn finish(&mut self, status: Status) {
-        if let Some((meter, admitted)) = self.settle.take() {
-            meter.settle(admitted, status, std::mem::take(&mut self.delivered));
+        if let Some(admitted) = self.settle.take() {
+            admitted.settle_with(status, std::mem::take(&mut self.delivered));
         }
     }
 
@@ -122,6 +115,13 @@ impl Stream for Metered {
 
 impl Drop for Metered {
     fn drop(&mut self) {
-        self.finish(Status::ClientDisconnected);
+        // Dropped unfinished: the client went away, or the server is shutting down.
+        if let Some(status) = self
+            .settle
+            .as_ref()
+            .map(|a| a.dropped_status(Status::ClientDisconnected))
+        {
+            self.finish(status);
+        }
     }
 }

@@ -17,8 +17,8 @@ use serde_json::json;
 use super::admission::admit;
 use super::stream::Metered;
 use crate::auth::caller::{KeyCaller, RequestMeta};
+use crate::billing::settle::Status;
 use crate::error::ApiError;
-use crate::metering::{Delivered, Status};
 use crate::openai::ChatRequest;
 use crate::openai::sse::DONE;
 use crate::state::AppState;
@@ -105,18 +105,16 @@ async fn answer(
         Ok(a) => a,
         Err(e) => return send_error(session, request_id, &e).await,
     };
-    let ratelimit = admitted.permit.as_ref().map(|p| p.info);
+    let ratelimit = admitted.permit().map(|p| p.info);
     let answer = match state.pool.send(&req.for_upstream(), request_id).await {
         Ok(a) => a,
         Err(e) => {
-            state
-                .meter
-                .settle(admitted, Status::UpstreamError, Delivered::default());
+            admitted.settle(Status::UpstreamError);
             return send_error(session, request_id, &e).await;
         }
     };
     let deadline = Duration::from_secs(state.config.pool.request_timeout_secs);
-    let mut stream = Metered::new(answer, false, deadline, state.meter.clone(), admitted);
+    let mut stream = Metered::new(answer, false, deadline, admitted);
     while let Some(payload) = stream.next().await {
         if payload == DONE {
             let done = json!({"type": "done", "request_id": request_id, "usage": stream.usage(), "ratelimit": ratelimit});

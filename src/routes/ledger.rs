@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
+use crate::billing::balance::resync;
 use crate::domain::{AccountId, BillingMode, LedgerPurpose, Nano, Role, TransactionKind};
 use crate::error::{ApiError, ApiResult, ResultExt};
-use crate::metering::balance::resync;
 use crate::models::account::Account;
 use crate::models::audit::AuditEntry;
 use crate::models::ledger::{EntryLine, LedgerAccount, NewTransaction, PostError, Posted, Posting};

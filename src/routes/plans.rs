@@ -8,13 +8,13 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::key_cache::Invalidation;
+use crate::billing::prices::PriceBook;
 use crate::domain::{Nano, PlanId, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::limits::LimitSet;
 use crate::models::audit::AuditEntry;
 use crate::models::plan::{Plan, PlanChanges};
 use crate::models::{List, Page, utc};
-use crate::pricing::PriceBook;
 use crate::state::AppState;
 use crate::validate;
 
@@ -45,7 +45,7 @@ impl From<Plan> for PlanView {
         Self {
             key_limits: p.key_limits(),
             account_limits: p.account_limits(),
-            prices: PriceBook::from_json(&p.prices),
+            prices: PriceBook::parse(&p.prices).unwrap_or_default(),
             hold_cap_nano: p.hold_cap_nano,
             id: p.id,
             object: "plan",

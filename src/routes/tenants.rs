@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::key_cache::Invalidation;
 use crate::auth::password;
+use crate::billing::prices::PriceBook;
 use crate::domain::{ActiveStatus, Role, TenantId, UserId};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::limits::LimitSet;
@@ -15,7 +16,6 @@ use crate::models::audit::AuditEntry;
 use crate::models::tenant::{Tenant, TenantChanges};
 use crate::models::user::User;
 use crate::models::{List, Page, utc};
-use crate::pricing::PriceBook;
 use crate::state::AppState;
 use crate::validate;
 
@@ -45,7 +45,7 @@ impl From<Tenant> for TenantView {
             allow_signup: t.allow_signup,
             status: t.status,
             limits: LimitSet::from_json(&t.limits),
-            wholesale_prices: PriceBook::from_json(&t.wholesale_prices),
+            wholesale_prices: PriceBook::parse(&t.wholesale_prices).unwrap_or_default(),
             created_at: utc(t.created_at),
             updated_at: utc(t.updated_at),
         }

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 
 use chrono::{Duration, NaiveDateTime};
 use diesel::{Connection, RunQueryDsl};
+use taogate::billing::holds::LedgerSync;
+use taogate::billing::metering::bulk::partitions::{Partition, ensure_usage_partitions};
+use taogate::billing::metering::writer::{write_batch, write_batch_per_row};
 use taogate::db::{Db, DbConn};
 use taogate::domain::{AccountId, ApiKeyId, Nano, TenantId};
-use taogate::limits::holds::LedgerSync;
-use taogate::metering::bulk::partitions::{Partition, ensure_usage_partitions};
-use taogate::metering::writer::{write_batch, write_batch_per_row};
 use taogate::models::ledger::reconcile;
 use taogate::models::usage::UsageRecord;
 
@@ -47,6 +47,7 @@ fn records(n: usize, now: NaiveDateTime) -> Vec<UsageRecord> {
                 wholesale_cost_nano: Some(Nano(k)),
                 charged_nano: Nano(if i % 7 == 0 { 0 } else { 1_000 + 13 * k }),
                 tenant_charged_nano: Nano(if i % 11 == 0 { 0 } else { 400 + 5 * k }),
+                usage_source: taogate::domain::UsageSource::Upstream,
             }
         })
         .collect()
@@ -270,11 +271,11 @@ fn usage_is_partitioned_by_month_and_partitions_are_added_ahead() {
         // without failing the transaction; its rows stay (and are written) in the default.
         let far = now + Duration::days(1000);
         let early = records(1, far);
-        taogate::metering::bulk::write_batch_pg(pg, &early).unwrap();
+        taogate::billing::metering::bulk::write_batch_pg(pg, &early).unwrap();
         let made = ensure_usage_partitions(pg, far);
         assert_eq!(made[0].1, Partition::Refused, "{made:?}");
         assert_eq!(made[1].1, Partition::Created, "{made:?}");
-        taogate::metering::bulk::write_batch_pg(pg, &records(3, far)).unwrap();
+        taogate::billing::metering::bulk::write_batch_pg(pg, &records(3, far)).unwrap();
         Ok::<_, diesel::result::Error>(())
     })
     .unwrap();

@@ -658,6 +658,17 @@ pub fn burst(
     body: impl Fn(usize) -> Value,
     n: usize,
 ) -> Vec<(u16, String)> {
+    burst_with(bases, key, body, n, &[])
+}
+
+/// As [`burst`], every request also sending `headers`.
+pub fn burst_with(
+    bases: &[&str],
+    key: &str,
+    body: impl Fn(usize) -> Value,
+    n: usize,
+    headers: &[(&str, &str)],
+) -> Vec<(u16, String)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -666,9 +677,13 @@ pub fn burst(
         let client = reqwest::Client::new();
         let tasks: Vec<_> = (0..n)
             .map(|i| {
-                let req = client
+                let mut req = client
                     .post(format!("{}/v1/chat/completions", bases[i % bases.len()]))
-                    .bearer_auth(key)
+                    .bearer_auth(key);
+                for (name, value) in headers {
+                    req = req.header(*name, *value);
+                }
+                let req = req
                     .json(&body(i))
                     .timeout(std::time::Duration::from_secs(60));
                 tokio::spawn(async move {

@@ -52,7 +52,7 @@ fn chat(app: &TestApp, key: &str, n: usize) -> crate::helpers::Resp {
 /// The worst case of request `n`: its prompt estimate and MAX_TOKENS completion tokens.
 fn worst_case(n: usize) -> i64 {
     let req: taogate::openai::ChatRequest = serde_json::from_value(request(n)).unwrap();
-    let price = taogate::pricing::Price {
+    let price = taogate::billing::prices::Price {
         prompt_nano_per_mtok: PRICE.0,
         completion_nano_per_mtok: PRICE.1,
         request_nano: PRICE.2,

@@ -24,3 +24,4 @@ mod pool;
 mod procs;
 mod protocols;
 mod replicas;
+mod steering;

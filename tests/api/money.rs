@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use diesel::RunQueryDsl;
 use serde_json::json;
-use taogate::pricing::Price;
+use taogate::billing::prices::Price;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp};

@@ -16,8 +16,8 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 
+use crate::billing::holds::LedgerSync;
 use crate::domain::{AccountId, TenantId};
-use crate::limits::holds::LedgerSync;
 use crate::models::ledger::PostError;
 use crate::models::usage::UsageRecord;
 use accounts::Key;

@@ -16,11 +16,11 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+use crate::billing::holds::LedgerSync;
+use crate::billing::metering::journal::Journal;
 use crate::db::{Backend, Db, DbConn};
 use crate::domain::{AccountId, TenantId};
 use crate::limits::guard::Guard;
-use crate::limits::holds::LedgerSync;
-use crate::metering::journal::Journal;
 use crate::metrics::GatewayMetrics;
 use crate::models::ledger::{LedgerAccount, PostError, charge_usage};
 use crate::models::usage::UsageRecord;

@@ -13,9 +13,9 @@ use crate::models::usage::UsageRecord;
 const INSERT: &str = "INSERT INTO usage_records (id, request_id, tenant_id, account_id, api_key_id, \
     model, prompt_tokens, completion_tokens, estimated, status, worker, upstream, miner_uid, \
     started_at, ended_at, ttft_ms, latency_ms, wholesale_cost_nano, charged_nano, \
-    tenant_charged_nano) \
+    tenant_charged_nano, usage_source) \
     SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-    $17, $18, $19, $20) ORDER BY 1 \
+    $17, $18, $19, $20, $21) ORDER BY 1 \
     ON CONFLICT DO NOTHING";
 
 /// One column of `records`.
@@ -46,5 +46,6 @@ pub fn insert(pg: &mut PgConnection, r: &[UsageRecord]) -> QueryResult<usize> {
         .bind::<Array<Nullable<BigInt>>, _>(col(r, |r| r.wholesale_cost_nano))
         .bind::<Array<BigInt>, _>(col(r, |r| r.charged_nano))
         .bind::<Array<BigInt>, _>(col(r, |r| r.tenant_charged_nano))
+        .bind::<Array<Text>, _>(col(r, |r| r.usage_source))
         .execute(pg)
 }

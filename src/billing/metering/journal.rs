@@ -219,6 +219,7 @@ mod tests {
             wholesale_cost_nano: None,
             charged_nano: Nano(5),
             tenant_charged_nano: Nano(1),
+            usage_source: crate::domain::UsageSource::Upstream,
         }
     }
 

@@ -18,6 +18,10 @@
 
 use std::collections::HashMap;
 
+use super::prices::Price;
+use crate::domain::AccountId;
+use crate::models::plan::KeyContext;
+
 /// How long a retired usage event is remembered (a late capture arrives well within it).
 pub const RETIRED_MS: i64 = 600_000;
 
@@ -29,6 +33,23 @@ pub struct Hold {
     pub amount: i64,
     /// The lowest the spendable balance may go: `0` prepaid, `−credit_limit` postpaid.
     pub floor: i64,
+}
+
+/// The hold of a priced request: its worst case — the prompt estimate and its completion cap
+/// (`max_tokens`, else the model's limit) at the plan's retail `price` — capped by the plan's
+/// `hold_cap_nano`, against the account's floor; none when that comes to nothing.
+pub fn hold_for(
+    price: &Price,
+    (prompt_estimate, completion_cap): (i64, i64),
+    context: &KeyContext,
+    account: &AccountId,
+) -> Option<Hold> {
+    let amount = context.hold_amount(price.cost(prompt_estimate, completion_cap));
+    (amount > 0).then(|| Hold {
+        account: account.to_string(),
+        amount,
+        floor: context.balance_floor(),
+    })
 }
 
 /// What settle turns a hold into: the usage event and what it charged.

@@ -2,16 +2,16 @@
 //! ledger: on first use (an admission that finds no cached balance), after a top-up or adjustment,
 //! after every batch the usage writer commits, and on a timer for accounts in use. A sync carries
 //! the ledger balance with its version and the usage events it includes, so nothing in flight is
-//! counted twice or missed (see [`crate::limits::holds`]).
+//! counted twice or missed (see [`crate::billing::holds`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::billing::holds::LedgerSync;
 use crate::db::{Db, DbError};
 use crate::domain::{AccountId, TenantId};
 use crate::limits::Backend;
 use crate::limits::guard::Guard;
-use crate::limits::holds::LedgerSync;
 use crate::models::ledger::LedgerAccount;
 use crate::models::usage::UsageRecord;
 
