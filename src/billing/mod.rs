@@ -14,10 +14,12 @@
 //!
 //! Handlers call into this module; they never build postings themselves.
 
+pub mod adjust;
 pub mod amount;
 pub mod balance;
 pub mod bounds;
 pub mod holds;
+pub mod lines;
 pub mod metering;
 pub mod prices;
 pub mod settle;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::limits::Clock;
 use crate::limits::redis::RedisBackend;
 use crate::models::ledger;
+use crate::models::usage::DeadLetter;
 use crate::redis_link::RedisLink;
 
 #[derive(Serialize)]
@@ -23,6 +24,18 @@ struct Output {
     ledger: ledger::Report,
     /// `null` without Redis: the embedded mode's cache lives in the server process.
     cached_balances: Option<CacheReport>,
+    /// Usage records the writer could not post, set aside with their error: not drift (the
+    /// ledger never saw them) but charges someone must look at. They do not fail the exit code.
+    usage_dead_letters: Vec<DeadLetterView>,
+}
+
+#[derive(Serialize)]
+struct DeadLetterView {
+    id: String,
+    tenant_id: String,
+    account_id: String,
+    error: String,
+    created_at: String,
 }
 
 /// Returns whether the ledger (and the cache) was clean.
@@ -30,6 +43,24 @@ pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
     config.validate(false)?;
     let db = super::open_db(&config, false)?;
     let report = db.run(move |c| ledger::reconcile(c, rebuild)).await?;
+    let dead: Vec<DeadLetterView> = db
+        .run(DeadLetter::all)
+        .await?
+        .into_iter()
+        .map(|d| DeadLetterView {
+            id: d.id,
+            tenant_id: d.tenant_id.to_string(),
+            account_id: d.account_id.to_string(),
+            error: d.error,
+            created_at: d.created_at.and_utc().to_rfc3339(),
+        })
+        .collect();
+    if !dead.is_empty() {
+        eprintln!(
+            "{} usage record(s) could not be posted and were dead-lettered (usage_dead_letters)",
+            dead.len()
+        );
+    }
     let cache = if config.redis_url.is_empty() {
         None
     } else {
@@ -62,6 +93,7 @@ pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
     let output = Output {
         ledger: report,
         cached_balances: cache,
+        usage_dead_letters: dead,
     };
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(clean)

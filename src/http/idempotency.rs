@@ -1,8 +1,8 @@
 //! `Idempotency-Key` on creating POSTs (draft-ietf-httpapi-idempotency-key-header): the first
 //! request runs; a retry with the same key and body gets the stored response (with
 //! `idempotent-replayed: true`); the same key with another body gets 422; a retry while the first
-//! is still running gets 409. Keys are scoped to the caller (the JWT subject) and remembered for
-//! `idempotency.ttl_secs`. A 5xx is not stored, so the request can be retried.
+//! is still running gets 409. Keys are scoped to the caller (the JWT subject) and the route (method
+//! and path), and remembered for `idempotency.ttl_secs`. A 5xx is not stored, so the request can be retried.
 //!
 //! Stored responses may hold secrets (a new API key is shown once), so they are sealed with
 //! AES-256-GCM under a key derived from the pepper and the client's Idempotency-Key, which is
@@ -137,7 +137,11 @@ pub async fn handle(
     };
     req.set_payload(actix_web::dev::Payload::from(body.clone()));
 
-    let record_id = secrets::sha256_hex(format!("{scope}\n{idem_key}").as_bytes());
+    // Scoped to the caller and the route: another user's (or another route's) use of the same key
+    // is a request of its own, never a replay of someone else's response.
+    let record_id = secrets::sha256_hex(
+        format!("{scope}\n{} {}\n{idem_key}", req.method(), req.path()).as_bytes(),
+    );
     let fingerprint = secrets::sha256_hex(
         &[
             req.path().as_bytes(),

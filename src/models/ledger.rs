@@ -8,10 +8,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
+use crate::billing::amount::MAX_BALANCE_NANO;
 use crate::db::DbConn;
 use crate::db::schema::{ledger_accounts, ledger_balances, ledger_entries, ledger_transactions};
 use crate::domain::{AccountId, LedgerOwner, LedgerPurpose, Nano, TenantId, TransactionKind};
-use crate::models::usage::UsageRecord;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = ledger_accounts)]
@@ -44,6 +44,21 @@ pub struct LedgerEntry {
     pub account_id: String,
     pub amount_nano: Nano,
     pub created_at: NaiveDateTime,
+}
+
+impl LedgerEntry {
+    /// What transaction `txn` moved on ledger account `account` (0 if nothing).
+    pub fn amount_in(conn: &mut DbConn, txn: &str, account: &str) -> QueryResult<Nano> {
+        ledger_entries::table
+            .filter(
+                ledger_entries::transaction_id
+                    .eq(txn)
+                    .and(ledger_entries::account_id.eq(account)),
+            )
+            .select(ledger_entries::amount_nano)
+            .load::<Nano>(conn)
+            .map(|amounts| Nano(amounts.iter().map(|a| a.0).sum()))
+    }
 }
 
 /// The operator's own ledger accounts have this owner id.
@@ -222,6 +237,10 @@ pub enum Posted {
 pub enum PostError {
     #[error("a transaction needs at least two non-zero entries that sum to zero")]
     Unbalanced,
+    /// A balance would leave `±MAX_BALANCE_NANO` (`billing::amount`), or an amount cannot be
+    /// negated: nothing is posted.
+    #[error("an amount or a resulting balance is out of range")]
+    OutOfRange,
     #[error(transparent)]
     Db(#[from] diesel::result::Error),
 }
@@ -283,71 +302,38 @@ impl NewTransaction {
                 .execute(conn)?;
         }
         for p in &postings {
-            let updated = diesel::update(ledger_balances::table.find(&p.account))
-                .set((
-                    ledger_balances::balance_nano.eq(ledger_balances::balance_nano + p.amount.0),
-                    ledger_balances::updated_at.eq(now),
-                    ledger_balances::version.eq(ledger_balances::version + 1),
-                ))
-                .execute(conn)?;
+            // The balance may only move within ±MAX_BALANCE_NANO: `balance + amount` in range
+            // ⇔ `balance` in `[-MAX - amount, MAX - amount]` (computed here, so SQL never
+            // overflows — SQLite would turn the sum into a float).
+            let max = i128::from(MAX_BALANCE_NANO);
+            let bound = |v: i128| v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            let amount = i128::from(p.amount.0);
+            let (low, high) = (bound(-max - amount), bound(max - amount));
+            let updated = diesel::update(
+                ledger_balances::table
+                    .find(&p.account)
+                    .filter(ledger_balances::balance_nano.between(low, high)),
+            )
+            .set((
+                ledger_balances::balance_nano.eq(ledger_balances::balance_nano + p.amount.0),
+                ledger_balances::updated_at.eq(now),
+                ledger_balances::version.eq(ledger_balances::version + 1),
+            ))
+            .execute(conn)?;
             if updated != 1 {
-                return Err(diesel::result::Error::NotFound.into());
+                let exists = ledger_balances::table
+                    .find(&p.account)
+                    .count()
+                    .get_result::<i64>(conn)?;
+                return Err(if exists == 1 {
+                    PostError::OutOfRange
+                } else {
+                    diesel::result::Error::NotFound.into()
+                });
             }
         }
         Ok(Posted::New(txn))
     }
-}
-
-/// Posts what a usage record charged, once (`usage:<record id>`): the account pays its plan's retail
-/// price to the tenant (`customer_balance` → `tenant_revenue`), the tenant owes the operator the
-/// wholesale price (`tenant_payable` → `operator_revenue`). Nothing is posted for a free request.
-pub fn charge_usage(conn: &mut DbConn, record: &UsageRecord) -> Result<Option<Posted>, PostError> {
-    let (retail, wholesale) = (record.charged_nano.0, record.tenant_charged_nano.0);
-    let tenant = &record.tenant_id;
-    let mut postings = Vec::with_capacity(4);
-    if retail != 0 {
-        let customer = LedgerAccount::customer(conn, tenant, &record.account_id)?;
-        let revenue = LedgerAccount::of_tenant(conn, tenant, LedgerPurpose::TenantRevenue)?;
-        postings.push(Posting {
-            account: customer.id,
-            amount: Nano(-retail),
-        });
-        postings.push(Posting {
-            account: revenue.id,
-            amount: Nano(retail),
-        });
-    }
-    if wholesale != 0 {
-        let payable = LedgerAccount::of_tenant(conn, tenant, LedgerPurpose::TenantPayable)?;
-        let operator = LedgerAccount::ensure(
-            conn,
-            None,
-            LedgerOwner::Operator,
-            OPERATOR,
-            LedgerPurpose::OperatorRevenue,
-        )?;
-        postings.push(Posting {
-            account: payable.id,
-            amount: Nano(-wholesale),
-        });
-        postings.push(Posting {
-            account: operator.id,
-            amount: Nano(wholesale),
-        });
-    }
-    if postings.is_empty() {
-        return Ok(None);
-    }
-    NewTransaction {
-        tenant_id: Some(tenant.clone()),
-        idempotency_key: format!("usage:{}", record.id),
-        kind: TransactionKind::Usage,
-        reference: Some(record.id.clone()),
-        memo: Some(record.model.clone()),
-        postings,
-    }
-    .post(conn)
-    .map(Some)
 }
 
 /// An entry with its transaction, for statements.

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::db::DbConn;
-use crate::db::schema::usage_records;
+use crate::db::schema::{usage_dead_letters, usage_records};
 use crate::domain::{AccountId, ApiKeyId, Nano, TenantId, UsageSource};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
@@ -107,6 +107,52 @@ impl UsageRecord {
         usage_records::table
             .filter(usage_records::api_key_id.eq(key))
             .order(usage_records::id.asc())
+            .select(Self::as_select())
+            .load(conn)
+    }
+}
+
+/// A usage record the writer could not post (see `billing::metering::writer`), with its error.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+#[diesel(table_name = usage_dead_letters)]
+pub struct DeadLetter {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub account_id: AccountId,
+    /// The record as JSON (as journaled).
+    pub record: String,
+    pub error: String,
+    pub created_at: NaiveDateTime,
+}
+
+impl DeadLetter {
+    /// Sets `record` aside with `error` (once: a second time changes nothing).
+    pub fn record(conn: &mut DbConn, record: &UsageRecord, error: &str) -> QueryResult<()> {
+        let letter = Self {
+            id: record.id.clone(),
+            tenant_id: record.tenant_id.clone(),
+            account_id: record.account_id.clone(),
+            record: serde_json::to_string(record).unwrap_or_default(),
+            error: error.chars().take(2000).collect(),
+            created_at: crate::db::now(),
+        };
+        match diesel::insert_into(usage_dead_letters::table)
+            .values(&letter)
+            .execute(conn)
+        {
+            Ok(_) => Ok(()),
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every dead letter, oldest first.
+    pub fn all(conn: &mut DbConn) -> QueryResult<Vec<Self>> {
+        usage_dead_letters::table
+            .order(usage_dead_letters::id.asc())
             .select(Self::as_select())
             .load(conn)
     }

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::key_cache::Invalidation;
+use crate::billing::amount::{self, Sign};
 use crate::domain::{AccountId, ActiveStatus, BillingMode, Nano, PlanId, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::models::account::{Account, AccountChanges};
@@ -79,13 +80,9 @@ pub struct UpdateAccount {
 }
 
 fn credit_limit(value: Option<Nano>) -> ApiResult<Option<Nano>> {
-    match value {
-        Some(Nano(n)) if n < 0 => Err(ApiError::invalid_param(
-            "credit_limit_nano",
-            "credit_limit_nano must not be negative",
-        )),
-        other => Ok(other),
-    }
+    value
+        .map(|v| amount::input("credit_limit_nano", v, Sign::NonNegative))
+        .transpose()
 }
 
 /// Lists the tenant's accounts (a developer: only their own).

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
+use crate::billing::adjust::Adjustment;
+use crate::billing::amount::{self, Sign};
 use crate::billing::balance::resync;
-use crate::domain::{AccountId, BillingMode, LedgerPurpose, Nano, Role, TransactionKind};
+use crate::domain::{AccountId, BillingMode, Nano, Role, TransactionKind};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::models::account::Account;
 use crate::models::audit::AuditEntry;
-use crate::models::ledger::{EntryLine, LedgerAccount, NewTransaction, PostError, Posted, Posting};
+use crate::models::ledger::{EntryLine, LedgerAccount, PostError, Posted};
 use crate::models::{List, Page, utc};
 use crate::state::AppState;
 use crate::validate;
@@ -207,12 +209,7 @@ pub async fn create_adjustment(
     let tenant = caller.managed_tenant()?.clone();
     let id = AccountId::parse(&id).ok_or(ApiError::NotFound { what: "account" })?;
     let body = body.into_inner();
-    if body.amount_nano.0 == 0 {
-        return Err(ApiError::invalid_param(
-            "amount_nano",
-            "amount_nano must not be zero",
-        ));
-    }
+    let amount = amount::input("amount_nano", body.amount_nano, Sign::NonZero)?;
     let reason = validate::name("reason", &body.reason, 500)?;
     let key = req
         .headers()
@@ -220,38 +217,37 @@ pub async fn create_adjustment(
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let actor = caller.actor(&meta);
-    let (amount, account_id, tenant_id) = (body.amount_nano, id.clone(), tenant.clone());
-    let (posted, balance) = state
+    let (account_id, tenant_id) = (id.clone(), tenant.clone());
+    let adjusted = state
         .db
         .write(move |c| {
             Account::find_in_tenant(c, &tenant, &id).not_found_as("account")?;
-            let customer = LedgerAccount::customer(c, &tenant, &id)?;
-            let counter = LedgerAccount::of_tenant(c, &tenant, LedgerPurpose::Adjustments)?;
-            let txn = NewTransaction {
-                tenant_id: Some(tenant.clone()),
-                idempotency_key: format!("adjustment:{id}:{key}"),
-                kind: TransactionKind::Adjustment,
-                reference: actor.user_id.as_ref().map(|u| u.to_string()),
-                memo: Some(reason.clone()),
-                postings: vec![
-                    Posting { account: customer.id.clone(), amount },
-                    Posting { account: counter.id, amount: Nano(-amount.0) },
-                ],
-            };
-            let posted = match txn.post(c) {
-                Ok(p) => p,
-                Err(PostError::Db(e)) => return Err(e.into()),
-                Err(PostError::Unbalanced) => return Err(ApiError::internal_msg("unbalanced adjustment")),
-            };
-            if let Posted::New(t) = &posted {
+            let adjusted = Adjustment {
+                tenant: &tenant,
+                account: &id,
+                by: actor.user_id.as_ref(),
+                key: &key,
+                amount,
+                reason: &reason,
+            }
+            .post(c)
+            .map_err(|e| match e {
+                PostError::Db(e) => e.into(),
+                PostError::OutOfRange => ApiError::BadRequest {
+                    code: "amount_out_of_range",
+                    message: "amount_nano would take a balance out of range".into(),
+                    param: Some("amount_nano".into()),
+                },
+                PostError::Unbalanced => ApiError::internal_msg("unbalanced adjustment"),
+            })?;
+            if let Posted::New(t) = &adjusted.posted {
                 AuditEntry::record(c, &actor, Some(&tenant), "ledger.adjustment", ("account", id.as_str()),
                     serde_json::json!({"transaction_id": t.id, "amount_nano": amount, "reason": reason}))?;
             }
-            let balance = LedgerAccount::balance(c, &customer.id)?;
-            Ok::<_, ApiError>((posted, balance))
+            Ok::<_, ApiError>(adjusted)
         })
         .await?;
-    let txn = match posted {
+    let txn = match adjusted.posted {
         Posted::New(t) | Posted::Replayed(t) => t,
     };
     // Requests see the new balance at once (not only at the next re-sync).
@@ -260,8 +256,8 @@ pub async fn create_adjustment(
         object: "adjustment",
         transaction_id: txn.id,
         account_id,
-        amount_nano: amount,
+        amount_nano: adjusted.amount,
         reason: txn.memo.unwrap_or_default(),
-        balance_nano: balance,
+        balance_nano: adjusted.balance,
     }))
 }

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::key_cache::Invalidation;
+use crate::billing::amount::{self, Sign};
 use crate::billing::prices::PriceBook;
 use crate::domain::{Nano, PlanId, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
@@ -94,13 +95,9 @@ pub struct UpdatePlan {
 }
 
 fn hold_cap(value: Option<Nano>) -> ApiResult<Option<Nano>> {
-    match value {
-        Some(Nano(n)) if n <= 0 => Err(ApiError::invalid_param(
-            "hold_cap_nano",
-            "hold_cap_nano must be positive (null: no cap)",
-        )),
-        other => Ok(other),
-    }
+    value
+        .map(|v| amount::input("hold_cap_nano", v, Sign::Positive))
+        .transpose()
 }
 
 fn checked(field: &str, limits: Option<LimitSet>) -> ApiResult<Option<String>> {

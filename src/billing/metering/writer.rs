@@ -11,18 +11,20 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diesel::Connection;
+use diesel::{Connection, RunQueryDsl};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::billing::holds::LedgerSync;
+use crate::billing::lines::post_usage;
 use crate::billing::metering::journal::Journal;
 use crate::db::{Backend, Db, DbConn};
 use crate::domain::{AccountId, TenantId};
 use crate::limits::guard::Guard;
 use crate::metrics::GatewayMetrics;
-use crate::models::ledger::{LedgerAccount, PostError, charge_usage};
+use crate::models::ledger::{LedgerAccount, PostError};
+use crate::models::usage::DeadLetter;
 use crate::models::usage::UsageRecord;
 
 /// Records per batch at most: PostgreSQL's set-based path gains from large batches; SQLite's
@@ -65,7 +67,7 @@ pub fn write_batch(
     }
 }
 
-/// [`write_batch`] one record at a time (a savepoint per usage row, then `charge_usage`), on
+/// [`write_batch`] one record at a time (a savepoint per usage row, then [`post_usage`]), on
 /// either backend.
 pub fn write_batch_per_row(
     conn: &mut DbConn,
@@ -82,7 +84,7 @@ pub fn write_batch_per_row(
             )) => {}
             Err(e) => return Err(e.into()),
         }
-        charge_usage(conn, record)?;
+        post_usage(conn, record)?;
         if record.charged_nano.0 != 0 {
             charged
                 .entry((record.tenant_id.clone(), record.account_id.clone()))
@@ -227,19 +229,25 @@ async fn off_executor(what: &str, work: impl FnOnce() -> std::io::Result<()> + S
     }
 }
 
+/// Writes a batch, waiting out database outages. A batch that fails for another reason (bad data:
+/// an overflow, a missing row…) is split in halves, each written alone, until the records that
+/// fail on their own are found; each of those is set aside in `usage_dead_letters` with its error
+/// (counted by `taogate_usage_dead_letters_total`, listed by `taogate reconcile`), and everything
+/// else posts. Bad money never halts money.
 async fn write_with_retry(
     db: &Db,
     batch: Arc<Vec<UsageRecord>>,
     metrics: &GatewayMetrics,
 ) -> Vec<(TenantId, LedgerSync)> {
     let mut backoff = Duration::from_millis(100);
+    let mut alone_failures = 0;
     loop {
         let records = batch.clone();
         let started = std::time::Instant::now();
         let written = db
             .write(move |c| write_batch(c, &records).map_err(WriteError::from))
             .await;
-        match written {
+        let e = match written {
             Ok(syncs) => {
                 metrics
                     .usage_batch_seconds
@@ -247,15 +255,58 @@ async fn write_with_retry(
                 metrics.usage_written.inc_by(batch.len() as u64);
                 return syncs;
             }
+            Err(e) => e,
+        };
+        metrics.usage_write_failures.inc();
+        if !reachable(db).await {
+            tracing::warn!(error = %e, records = batch.len(), retry_in = ?backoff,
+                "could not write usage (database unreachable); retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        if batch.len() > 1 {
+            tracing::warn!(error = %e, records = batch.len(), "a usage batch failed; splitting it to find the bad records");
+            let (left, right) = batch.split_at(batch.len() / 2);
+            let (left, right) = (Arc::new(left.to_vec()), Arc::new(right.to_vec()));
+            let mut syncs = Box::pin(write_with_retry(db, left, metrics)).await;
+            syncs.extend(Box::pin(write_with_retry(db, right, metrics)).await);
+            return syncs;
+        }
+        // One record, failing on its own with the database up: after a few tries, set it aside.
+        alone_failures += 1;
+        if alone_failures < DEAD_LETTER_AFTER {
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        let record = batch[0].clone();
+        let error = e.to_string();
+        tracing::error!(record = %record.id, error = %error, "usage record cannot be posted; dead-lettered");
+        let set_aside = db
+            .write(move |c| DeadLetter::record(c, &record, &error).map_err(WriteError::from))
+            .await;
+        match set_aside {
+            Ok(()) => {
+                metrics.usage_dead_letters.inc();
+                return Vec::new();
+            }
             Err(e) => {
-                metrics.usage_write_failures.inc();
-                tracing::warn!(error = %e, records = batch.len(), retry_in = ?backoff,
-                    "could not write usage; retrying");
+                tracing::warn!(error = %e, "could not dead-letter a usage record; retrying");
+                alone_failures = 0;
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
+}
+
+/// How often a lone record must fail, with the database reachable, before it is set aside.
+const DEAD_LETTER_AFTER: u32 = 3;
+
+/// Whether the database answers at all (a failed batch is then the batch's fault).
+async fn reachable(db: &Db) -> bool {
+    db.run(|c| diesel::sql_query("SELECT 1").execute(c))
+        .await
+        .is_ok()
 }
 
 #[derive(Debug, thiserror::Error)]

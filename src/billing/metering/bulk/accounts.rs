@@ -11,69 +11,19 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Nullable, Text, Timestamp};
 
-use crate::domain::{AccountId, LedgerOwner, LedgerPurpose, TenantId};
-use crate::models::ledger::OPERATOR;
+pub use crate::billing::lines::LedgerRef as Key;
+use crate::billing::lines::usage_lines;
+use crate::domain::TenantId;
 use crate::models::usage::UsageRecord;
 
-/// Which ledger account: its owner and purpose (unique together).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, QueryableByName)]
-pub struct Key {
-    #[diesel(sql_type = Text, column_name = owner_kind)]
-    pub owner: LedgerOwner,
-    #[diesel(sql_type = Text)]
-    pub owner_id: String,
-    #[diesel(sql_type = Text)]
-    pub purpose: LedgerPurpose,
-}
-
-impl Key {
-    pub fn customer(account: &AccountId) -> Self {
-        Self::new(
-            LedgerOwner::Account,
-            account.as_str(),
-            LedgerPurpose::CustomerBalance,
-        )
-    }
-
-    pub fn tenant(tenant: &TenantId, purpose: LedgerPurpose) -> Self {
-        Self::new(LedgerOwner::Tenant, tenant.as_str(), purpose)
-    }
-
-    pub fn operator() -> Self {
-        Self::new(
-            LedgerOwner::Operator,
-            OPERATOR,
-            LedgerPurpose::OperatorRevenue,
-        )
-    }
-
-    fn new(owner: LedgerOwner, owner_id: &str, purpose: LedgerPurpose) -> Self {
-        Self {
-            owner,
-            owner_id: owner_id.to_owned(),
-            purpose,
-        }
-    }
-}
-
-/// The accounts `records` post to (as `charge_usage` does), each with the tenant it belongs to.
+/// The accounts `records` post to (their [`usage_lines`]), each with the tenant it belongs to.
 pub fn wanted(records: &[UsageRecord]) -> HashMap<Key, Option<TenantId>> {
     let mut wanted = HashMap::new();
     for r in records {
-        let tenant = Some(r.tenant_id.clone());
-        if r.charged_nano.0 != 0 {
-            wanted.insert(Key::customer(&r.account_id), tenant.clone());
-            wanted.insert(
-                Key::tenant(&r.tenant_id, LedgerPurpose::TenantRevenue),
-                tenant.clone(),
-            );
-        }
-        if r.tenant_charged_nano.0 != 0 {
-            wanted.insert(
-                Key::tenant(&r.tenant_id, LedgerPurpose::TenantPayable),
-                tenant,
-            );
-            wanted.insert(Key::operator(), None);
+        // A record whose lines cannot be built fails where they are posted.
+        for (ledger, _) in usage_lines(r).unwrap_or_default() {
+            let tenant = ledger.tenant_of(&r.tenant_id);
+            wanted.insert(ledger, tenant);
         }
     }
     wanted

@@ -2,7 +2,7 @@
 //! statement (`ON CONFLICT (idempotency_key) DO NOTHING RETURNING id` tells which are new), the
 //! entries of the new ones copied in (`COPY … BINARY`), and each touched balance moved once by the
 //! sum of its new entries, its version bumped once, rows locked in account-id order first.
-//! The postings are those of [`charge_usage`](crate::models::ledger::charge_usage).
+//! The lines are [`usage_lines`], as the per-row writer posts them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,8 +12,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text, Timestamp};
 
 use super::accounts::Key;
+use crate::billing::amount::MAX_BALANCE_NANO;
+use crate::billing::lines::{usage_key, usage_lines};
 use crate::db::schema::ledger_entries;
-use crate::domain::{LedgerPurpose, TransactionKind};
+use crate::domain::TransactionKind;
 use crate::models::ledger::PostError;
 use crate::models::usage::UsageRecord;
 
@@ -45,40 +47,20 @@ pub fn post(
     move_balances(pg, &fresh, now)
 }
 
-/// The lines of one record, as `charge_usage` posts them (none for a free request).
+/// The lines of one record ([`usage_lines`]) on their ledger account ids (none for a free request).
 fn charge<'a>(
     record: &'a UsageRecord,
     accounts: &'a HashMap<Key, String>,
 ) -> Result<Option<Charge<'a>>, PostError> {
-    let id = |key: Key| {
-        accounts
-            .get(&key)
-            .map(String::as_str)
-            .ok_or(PostError::Db(diesel::result::Error::NotFound))
-    };
-    let pair = |amount: i64| {
-        amount
-            .checked_neg()
-            .map(|neg| (neg, amount))
-            .ok_or(PostError::Unbalanced)
-    };
-    let (tenant, mut lines) = (&record.tenant_id, Vec::with_capacity(4));
-    if record.charged_nano.0 != 0 {
-        let (debit, credit) = pair(record.charged_nano.0)?;
-        lines.push((id(Key::customer(&record.account_id))?, debit));
-        lines.push((
-            id(Key::tenant(tenant, LedgerPurpose::TenantRevenue))?,
-            credit,
-        ));
-    }
-    if record.tenant_charged_nano.0 != 0 {
-        let (debit, credit) = pair(record.tenant_charged_nano.0)?;
-        lines.push((
-            id(Key::tenant(tenant, LedgerPurpose::TenantPayable))?,
-            debit,
-        ));
-        lines.push((id(Key::operator())?, credit));
-    }
+    let mut lines = usage_lines(record)?
+        .into_iter()
+        .map(|(ledger, amount)| {
+            accounts
+                .get(&ledger)
+                .map(|id| (id.as_str(), amount.0))
+                .ok_or(PostError::Db(diesel::result::Error::NotFound))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if lines.is_empty() {
         return Ok(None);
     }
@@ -116,7 +98,7 @@ fn claim(
     .bind::<Array<Text>, _>(
         charges
             .iter()
-            .map(|c| format!("usage:{}", c.record.id))
+            .map(|c| usage_key(&c.record.id))
             .collect::<Vec<_>>(),
     )
     .bind::<Array<Text>, _>(
@@ -204,14 +186,17 @@ fn move_balances(
     let moved = diesel::sql_query(
         "UPDATE ledger_balances AS b SET balance_nano = b.balance_nano + d.amount, \
          version = b.version + 1, updated_at = $3 \
-         FROM unnest($1, $2) AS d (account_id, amount) WHERE b.account_id = d.account_id",
+         FROM unnest($1, $2) AS d (account_id, amount) WHERE b.account_id = d.account_id \
+         AND b.balance_nano BETWEEN -$4::bigint - d.amount AND $4::bigint - d.amount",
     )
     .bind::<Array<Text>, _>(&accounts)
     .bind::<Array<BigInt>, _>(&amounts)
     .bind::<Timestamp, _>(now)
+    .bind::<BigInt, _>(MAX_BALANCE_NANO)
     .execute(pg)?;
     if moved != accounts.len() {
-        return Err(diesel::result::Error::NotFound.into());
+        // Every row exists (resolved above and locked): one would leave its range.
+        return Err(PostError::OutOfRange);
     }
     Ok(())
 }
