@@ -39,7 +39,7 @@ fn malformed_bodies_are_refused_without_writes(b: Backend) {
         br#"{"name": "x", "credit_limit_nano": 99999999999999999999}"#,
         "application/json",
     )
-    .expect(400, "invalid_request");
+    .expect(400, "amount_out_of_range");
     post(br#"{"name": "x", "is_admin": true}"#, "application/json").expect(400, "invalid_request");
     post(
         br#"{"name": "x", "billing_mode": "free"}"#,

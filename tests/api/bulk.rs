@@ -304,3 +304,67 @@ fn usage_is_partitioned_by_month_and_partitions_are_added_ahead() {
         54
     );
 }
+
+/// Bad money never halts money: a record that cannot be posted (its charge cannot be negated) is
+/// found by splitting its batch, set aside in `usage_dead_letters` with its error, and every other
+/// record of that batch and of later batches posts; `taogate reconcile` lists it and stays clean.
+fn a_poisoned_record_is_dead_lettered_and_the_rest_posts(b: Backend) {
+    use std::sync::Arc;
+    use taogate::billing::metering::writer::UsageWriter;
+    use taogate::limits::guard::Guard;
+    use taogate::limits::memory::MemoryBackend;
+    use taogate::limits::{Clock, shared::Shared};
+    use taogate::metrics::GatewayMetrics;
+
+    let test_db = TestDb::new(b);
+    let db = Db::connect(&test_db.url, 4).unwrap();
+    let now = taogate::db::now();
+    let mut first = records(40, now);
+    first[17].charged_nano = Nano(i64::MIN);
+    let poisoned = first[17].id.clone();
+    let later = records(10, now);
+    let config = taogate::config::Config::load(None, figment::Figment::new()).unwrap();
+    let metrics = Arc::new(GatewayMetrics::new());
+    let memory = Shared::Memory(MemoryBackend::new(Clock::System));
+    let guard = Guard::new(memory, Clock::System, config.limits, metrics.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let writer = UsageWriter::new(db.clone(), guard, dir.path(), 2).unwrap();
+    actix_web::rt::System::new().block_on(async {
+        writer.spawn();
+        first.iter().cloned().for_each(|r| writer.submit(r));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while metrics.usage_written.get() < 39 || metrics.usage_dead_letters.get() < 1 {
+            assert!(std::time::Instant::now() < deadline, "the writer stalled");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        later.iter().cloned().for_each(|r| writer.submit(r));
+        while metrics.usage_written.get() < 49 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "later batches stalled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    assert_eq!(scalar(&db, "SELECT COUNT(*) AS n FROM usage_records"), 49);
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) AS n FROM usage_dead_letters"),
+        1
+    );
+    let (clean, report) = crate::ledger::reconcile_with_cache(&test_db.url, false, None);
+    assert!(clean, "{report}");
+    assert_eq!(
+        report["usage_dead_letters"][0]["id"],
+        poisoned.as_str(),
+        "{report}"
+    );
+    assert!(
+        report["usage_dead_letters"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("out of range"),
+        "{report}"
+    );
+}
+
+crate::both_backends!(a_poisoned_record_is_dead_lettered_and_the_rest_posts);

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod bounds;
 mod bulk;
 mod chain;
 mod chat;
