@@ -150,6 +150,9 @@ impl Config {
                 "config key `limits`: redis_timeout_ms, probe_interval_ms and concurrency_lease_secs must be at least 1"
             );
         }
+        if !(0..=crate::billing::amount::MAX_AMOUNT_NANO).contains(&l.outage_budget_nano) {
+            bail!("config key `limits.outage_budget_nano`: must be between 0 and 10^18");
+        }
         if l.first_line_per_key_per_sec == 0 {
             bail!("config key `limits.first_line_per_key_per_sec`: must be at least 1");
         }

@@ -39,8 +39,24 @@ fn ask(descriptors: Vec<Descriptor>, tokens: i64, n: u32) -> Ask {
 
 const LEASE: i64 = 10_000;
 
-async fn admitted<B: Backend>(b: &B, a: &Ask) -> Option<Admission> {
+/// Admits, seeding missing quota counters the way the gateway does from its usage records (here:
+/// an empty history, zero).
+async fn decide<B: Backend>(b: &B, a: &Ask) -> Decision {
     match b.admit(a, LEASE).await.unwrap() {
+        Decision::Unseeded { at_ms, indexes } => {
+            let seeds: Vec<(Descriptor, i64)> = indexes
+                .iter()
+                .map(|i| (a.descriptors[*i].clone(), 0))
+                .collect();
+            b.seed(&a.tenant, &seeds, at_ms).await.unwrap();
+            b.admit(a, LEASE).await.unwrap()
+        }
+        decided => decided,
+    }
+}
+
+async fn admitted<B: Backend>(b: &B, a: &Ask) -> Option<Admission> {
+    match decide(b, a).await {
         Decision::Admitted { at_ms, .. } => Some(Admission {
             ask: a.clone(),
             at_ms,
@@ -50,7 +66,7 @@ async fn admitted<B: Backend>(b: &B, a: &Ask) -> Option<Admission> {
 }
 
 async fn refused_after<B: Backend>(b: &B, a: &Ask) -> (usize, i64) {
-    match b.admit(a, LEASE).await.unwrap() {
+    match decide(b, a).await {
         Decision::Refused {
             index,
             retry_after_ms,
@@ -282,7 +298,38 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
     assert_eq!(b.balance("tenant-1", "acct-2").await.unwrap(), None);
 }
 
+async fn lost_quota_counters_are_rebuilt<B: Backend>(b: &B, clock: &Clock) {
+    clock.set(ms("2026-11-27T12:00:00Z"));
+    let limits = vec![
+        d(Scope::Key, Kind::RequestsPerDay, 3),
+        d(Scope::Key, Kind::Rpm, 100),
+    ];
+    // A store without today's counter (Redis restarted empty, a new process): nothing is decided
+    // or counted until it is rebuilt.
+    let a = ask(limits.clone(), 0, 1);
+    let at = match b.admit(&a, LEASE).await.unwrap() {
+        Decision::Unseeded { at_ms, indexes } => {
+            assert_eq!(indexes, vec![0], "only the quota counter is rebuilt");
+            at_ms
+        }
+        other => panic!("expected Unseeded, got {other:?}"),
+    };
+    assert_eq!(b.peek("tenant-1", &limits).await.unwrap()[1].used, 0);
+    // The usage records say three were served today: the quota stays spent.
+    b.seed("tenant-1", &[(limits[0].clone(), 3)], at)
+        .await
+        .unwrap();
+    let (index, _) = refused_after(b, &a).await;
+    assert_eq!(index, 0);
+    // A seed never lowers a counter (another replica may have counted on top of its own seed).
+    b.seed("tenant-1", &[(limits[0].clone(), 1)], at)
+        .await
+        .unwrap();
+    assert_eq!(b.peek("tenant-1", &limits).await.unwrap()[0].used, 3);
+}
+
 async fn suite<B: Backend>(make: impl Fn() -> B, clock: &Clock) {
+    lost_quota_counters_are_rebuilt(&make(), clock).await;
     rpm_window_edges(&make(), clock).await;
     tokens_are_corrected_at_settle(&make(), clock).await;
     all_or_nothing(&make(), clock).await;

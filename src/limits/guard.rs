@@ -5,7 +5,7 @@
 //! as soon as Redis answers, replaying the settles (slot releases, token corrections) that could
 //! not be delivered meanwhile, so no concurrency slot stays taken.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +41,10 @@ pub struct LimitsConfig {
     pub concurrency_lease_secs: u64,
     pub first_line_per_key_per_sec: u32,
     pub key_cache_max_age_secs: u64,
+    /// `fail_open` only: what this replica may reserve per account, in nano-units, while the shared
+    /// balance cannot be checked (from the outage's start until Redis answers again). With N
+    /// replicas an outage can overdraw an account by at most N × this, whatever its balance.
+    pub outage_budget_nano: i64,
 }
 
 /// Which backend counted an admission (so settle goes to the same one).
@@ -98,6 +102,13 @@ pub enum Verdict {
     Insufficient(Shortfall),
     /// The account's balance is not cached yet: [`Guard::sync`] it and ask again.
     Unsynced(Ask),
+    /// Quota counters of the current period are missing: [`Guard::seed`] them from the usage
+    /// records (for the period of `at_ms`) and ask again.
+    Unseeded {
+        ask: Ask,
+        at_ms: i64,
+        descriptors: Vec<Descriptor>,
+    },
 }
 
 pub struct Guard {
@@ -108,6 +119,8 @@ pub struct Guard {
     pending: Mutex<Vec<Parked>>,
     /// (tenant, account) of holds taken since the last [`Guard::take_touched`].
     touched: Mutex<HashSet<(String, String)>>,
+    /// While degraded: what this replica reserved per account since the outage began.
+    outage_spent: Mutex<HashMap<String, i64>>,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -125,6 +138,7 @@ impl Guard {
             degraded: AtomicBool::new(false),
             pending: Mutex::default(),
             touched: Mutex::default(),
+            outage_spent: Mutex::default(),
             metrics,
         })
     }
@@ -184,7 +198,19 @@ impl Guard {
         }
         match self.config.on_redis_down {
             FailMode::FailOpen => {
+                let mut spent = self.outage_spent.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(hold) = &ask.hold {
+                    let so_far = spent.get(&hold.account).copied().unwrap_or(0);
+                    if so_far.saturating_add(hold.amount) > self.config.outage_budget_nano {
+                        self.count("local", "outage_budget");
+                        return Err(Unavailable("outage budget spent".into()));
+                    }
+                }
                 let decision = self.local.admit_now(&ask, self.lease_ms());
+                if let (Decision::Admitted { .. }, Some(hold)) = (&decision, &ask.hold) {
+                    *spent.entry(hold.account.clone()).or_default() += hold.amount;
+                }
+                drop(spent);
                 Ok(self.verdict(ask, decision, Counted::Local, "local"))
             }
             FailMode::FailClosed => {
@@ -234,6 +260,26 @@ impl Guard {
                 })
             }
             Decision::Unsynced => Verdict::Unsynced(ask),
+            Decision::Unseeded { at_ms, indexes } => Verdict::Unseeded {
+                descriptors: indexes
+                    .iter()
+                    .filter_map(|i| ask.descriptors.get(*i).cloned())
+                    .collect(),
+                ask,
+                at_ms,
+            },
+        }
+    }
+
+    /// Rebuilds quota counters (see [`Verdict::Unseeded`]) where admissions read them now.
+    pub async fn seed(self: &Arc<Self>, tenant: &str, seeds: &[(Descriptor, i64)], at_ms: i64) {
+        if self.is_degraded() {
+            self.local.seed_now(tenant, seeds, at_ms);
+            return;
+        }
+        if let Err(e) = self.shared.seed(tenant, seeds, at_ms).await {
+            self.degrade(&e);
+            self.local.seed_now(tenant, seeds, at_ms);
         }
     }
 
@@ -370,6 +416,10 @@ impl Guard {
                 continue;
             }
             self.degraded.store(false, Ordering::Release);
+            self.outage_spent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
             self.metrics.limiter_degraded.set(0);
             self.metrics
                 .limiter_transitions

@@ -9,7 +9,7 @@
 --           usage events the ledger already holds (retired; a late capture of one is ignored).
 -- KEYS[#KEYS] settle only: marks the request's token correction as applied, so it applies once
 --           even when a timed-out call is both run late by Redis and replayed.
--- ARGV[1]   op: 'admit' | 'settle' | 'peek' | 'sync' | 'balance'
+-- ARGV[1]   op: 'admit' | 'settle' | 'peek' | 'sync' | 'balance' | 'seed'
 -- ARGV[2]   now in ms, or -1 for Redis server time (TIME)
 -- ARGV[3]   request id (concurrency member, hold id)
 -- ARGV[4]   admit: tokens charged; settle: actual - charged; sync: ledger balance
@@ -17,10 +17,12 @@
 -- ARGV[6]   n, the number of descriptors
 -- ARGV[5+2i], ARGV[6+2i]   descriptor i: kind tag (rpm tpm conc rpd tpd rpmo tpmo), limit
 -- then, with a hold: admit: amount, floor; settle: usage event id ('' none), captured amount;
--- sync: the committed usage event ids.
+-- sync: the committed usage event ids; seed: one value per descriptor (the period's usage).
 --
 -- Returns admit/peek: {1, now, used_1, reset_1, …}; refused: {0, now, index, retry_ms, used_1, reset_1, …};
 -- balance not cached: {2, now}; balance short: {3, now, ledger, version, pending, held};
+-- quota counters of this period missing (first use, or Redis lost them): {4, now, index…} — the
+-- caller rebuilds them from the usage records ('seed', with ARGV[2] = that now) and asks again;
 -- settle, sync: {1}; balance: {} or {ledger, version, pending, held, pending event id…} as strings.
 
 local CELL, CELLS, DAY = 1000, 61, 86400000
@@ -152,9 +154,10 @@ local function read(key, kind, limit, cost)
     return used, 0, nil
   else
     local p, pend = period(kind, now)
-    local used = tonumber(redis.call('GET', key .. ':' .. p) or '0')
-    if used + cost > limit then return used, pend - now, pend - now end
-    return used, pend - now, nil
+    local raw = redis.call('GET', key .. ':' .. p)
+    local used = tonumber(raw or '0')
+    if used + cost > limit then return used, pend - now, pend - now, nil, not raw end
+    return used, pend - now, nil, nil, not raw
   end
 end
 
@@ -228,6 +231,22 @@ if op == 'settle' then
 end
 local function kind_of(i) return ARGV[5 + 2 * i] end
 local function limit_of(i) return tonumber(ARGV[6 + 2 * i]) end
+
+if op == 'seed' then
+  -- a quota counter rebuilt from the usage records: never lowered (a replica that seeded first
+  -- may already have counted admissions on top)
+  for i = 1, n do
+    local kind = kind_of(i)
+    local p, pend = period(kind, now)
+    local pkey = KEYS[i] .. ':' .. p
+    local value = tonumber(ARGV[h + i - 1])
+    local current = tonumber(redis.call('GET', pkey) or '-1')
+    if current < value then
+      redis.call('SET', pkey, value, 'PX', pend - now + CELLS * CELL)
+    end
+  end
+  return {1}
+end
 local function cost_of(i)
   if counts_tokens(kind_of(i)) then return tokens end
   return 1
@@ -256,12 +275,13 @@ if op == 'settle' then
   return {1}
 end
 
-local out, lows = {}, {}
+local out, lows, unseeded = {}, {}, {}
 local refused, refused_retry = 0, -1
 for i = 1, n do
   local cost = (op == 'admit') and cost_of(i) or 0
-  local used, reset, retry, lo = read(KEYS[i], kind_of(i), limit_of(i), cost)
+  local used, reset, retry, lo, missing = read(KEYS[i], kind_of(i), limit_of(i), cost)
   lows[i] = lo or false
+  if missing then unseeded[#unseeded + 1] = i end
   out[#out + 1] = used
   out[#out + 1] = reset
   if op == 'admit' and retry ~= nil and retry > refused_retry then
@@ -272,6 +292,11 @@ if op == 'peek' then
   table.insert(out, 1, now)
   table.insert(out, 1, 1)
   return out
+end
+if #unseeded > 0 then
+  table.insert(unseeded, 1, now)
+  table.insert(unseeded, 1, 4)
+  return unseeded
 end
 if refused > 0 then
   table.insert(out, 1, refused_retry)

@@ -48,8 +48,9 @@ fn fresh(d: &Descriptor) -> Entry {
     match d.kind.shape() {
         Shape::Window => Entry::Window(BTreeMap::new()),
         Shape::Slots => Entry::Slots(HashMap::new()),
+        // No period yet: seeded from the usage records on first use.
         Shape::Day | Shape::Month => Entry::Counter {
-            period: 0,
+            period: -1,
             value: 0,
         },
     }
@@ -86,14 +87,13 @@ fn read(entry: &mut Entry, d: &Descriptor, now: i64, cost: i64) -> (Reading, Opt
         }
         Entry::Counter { period: p, value } => {
             let (current, end) = period(d.kind.shape(), now);
-            if *p != current {
-                (*p, *value) = (current, 0);
-            }
+            // Another period's counter reads as zero (admission seeds the current one first).
+            let used = if *p == current { *value } else { 0 };
             let reading = Reading {
-                used: *value,
+                used,
                 reset_ms: end - now,
             };
-            (reading, (*value + cost > d.limit).then_some(end - now))
+            (reading, (used + cost > d.limit).then_some(end - now))
         }
         Entry::Balance(_) => (Reading::default(), None),
     }
@@ -126,11 +126,17 @@ impl MemoryBackend {
         Self::sweep(&mut state, now);
         let mut readings = Vec::with_capacity(ask.descriptors.len());
         let mut refusal: Option<(usize, i64)> = None;
+        let mut unseeded = Vec::new();
         for (i, d) in ask.descriptors.iter().enumerate() {
             let entry = state
                 .entries
                 .entry(storage_key(&ask.tenant, d))
                 .or_insert_with(|| fresh(d));
+            if let Entry::Counter { period: p, .. } = entry
+                && *p != period(d.kind.shape(), now).0
+            {
+                unseeded.push(i);
+            }
             let (reading, retry) = read(entry, d, now, d.cost(ask.tokens));
             readings.push(reading);
             if let Some(retry) = retry
@@ -138,6 +144,12 @@ impl MemoryBackend {
             {
                 refusal = Some((i, retry));
             }
+        }
+        if !unseeded.is_empty() {
+            return Decision::Unseeded {
+                at_ms: now,
+                indexes: unseeded,
+            };
         }
         if let Some((index, retry_after_ms)) = refusal {
             return Decision::Refused {
@@ -263,6 +275,25 @@ impl MemoryBackend {
         state.entries.retain(|_, e| !matches!(e, Entry::Balance(_)));
     }
 
+    /// Sets the counters of the period of `at_ms` to at least the given values.
+    pub fn seed_now(&self, tenant: &str, seeds: &[(Descriptor, i64)], at_ms: i64) {
+        let mut state = self.state.lock().expect("limiter state");
+        for (d, seeded) in seeds {
+            let current = period(d.kind.shape(), at_ms).0;
+            let entry = state
+                .entries
+                .entry(storage_key(tenant, d))
+                .or_insert_with(|| fresh(d));
+            if let Entry::Counter { period: p, value } = entry {
+                if *p != current {
+                    (*p, *value) = (current, *seeded);
+                } else {
+                    *value = (*value).max(*seeded);
+                }
+            }
+        }
+    }
+
     pub fn peek_now(&self, tenant: &str, descriptors: &[Descriptor]) -> Vec<Reading> {
         let now = self.clock.now_ms();
         let mut state = self.state.lock().expect("limiter state");
@@ -302,6 +333,16 @@ impl Backend for MemoryBackend {
         account: &str,
     ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
         Ok(self.balance_now(tenant, account))
+    }
+
+    async fn seed(
+        &self,
+        tenant: &str,
+        seeds: &[(Descriptor, i64)],
+        at_ms: i64,
+    ) -> Result<(), Unavailable> {
+        self.seed_now(tenant, seeds, at_ms);
+        Ok(())
     }
 
     async fn peek(

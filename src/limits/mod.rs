@@ -14,7 +14,11 @@
 //!   count per window. Memory is bounded (≤ 61 cells per descriptor) and `Retry-After` is exact:
 //!   the time until enough old cells leave the window.
 //! - **Quotas** (per UTC day, per calendar month): one counter per period, keyed by the period,
-//!   expiring after it ends; so they reset exactly at the boundary.
+//!   expiring after it ends; so they reset exactly at the boundary. A counter the backend does not
+//!   have (the period's first request, or Redis restarted without persistence, or a new process)
+//!   is rebuilt from the usage records before the request is decided ([`Decision::Unseeded`]), so
+//!   a spent quota stays spent; what was in flight or not yet written at the loss (seconds of
+//!   usage) is not in the records and is not counted.
 //! - **Concurrency**: a set of in-flight request ids, each with a lease; released at settle, a
 //!   leaked slot (crashed replica) expires with its lease.
 //!
@@ -26,6 +30,7 @@
 
 pub mod guard;
 pub mod memory;
+pub mod quotas;
 pub mod redis;
 pub mod response;
 pub mod shared;
@@ -305,6 +310,10 @@ pub enum Decision {
     Insufficient { at_ms: i64, balance: BalanceReading },
     /// The account's balance is not cached here yet: sync it from the ledger and ask again.
     Unsynced,
+    /// These descriptors' quota counters for the current period are missing (first use of the
+    /// period, or the backend lost them — a Redis restart, a new process): rebuild them from the
+    /// usage records ([`Backend::seed`], at `at_ms`) and ask again. Nothing was counted.
+    Unseeded { at_ms: i64, indexes: Vec<usize> },
 }
 
 /// What settle needs to release an admission.
@@ -347,6 +356,14 @@ pub trait Backend: Send + Sync {
         tenant: &str,
         account: &str,
     ) -> impl Future<Output = Result<Option<(BalanceReading, Vec<String>)>, Unavailable>> + Send;
+    /// Sets quota counters of the period of `at_ms` to at least the given values (the usage the
+    /// records show for that period).
+    fn seed(
+        &self,
+        tenant: &str,
+        seeds: &[(Descriptor, i64)],
+        at_ms: i64,
+    ) -> impl Future<Output = Result<(), Unavailable>> + Send;
     /// Current readings, counting nothing.
     fn peek(
         &self,
@@ -389,6 +406,25 @@ impl Clock {
 }
 
 /// The period a quota counts in: its id and when it ends (ms since the epoch).
+/// When the quota period of `shape` holding `now_ms` began (UTC midnight, or the 1st of the month).
+pub fn period_start(shape: Shape, now_ms: i64) -> i64 {
+    use chrono::{Datelike, NaiveDate};
+    match shape {
+        Shape::Month => {
+            let date = chrono::DateTime::from_timestamp_millis(now_ms)
+                .expect("time in range")
+                .date_naive();
+            NaiveDate::from_ymd_opt(date.year(), date.month(), 1)
+                .expect("valid date")
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .timestamp_millis()
+        }
+        _ => now_ms.div_euclid(DAY_MS) * DAY_MS,
+    }
+}
+
 pub fn period(shape: Shape, now_ms: i64) -> (i64, i64) {
     use chrono::{Datelike, NaiveDate};
     let day = now_ms.div_euclid(DAY_MS);

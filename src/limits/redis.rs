@@ -84,7 +84,12 @@ impl RedisBackend {
         }
         invocation
             .arg(op)
-            .arg(self.clock.fixed().unwrap_or(-1))
+            // A seed is for the period of the admission that asked for it: its time is the seed's now.
+            .arg(if op == "seed" {
+                arg4
+            } else {
+                self.clock.fixed().unwrap_or(-1)
+            })
             .arg(admission_id)
             .arg(arg4)
             .arg(arg5)
@@ -135,6 +140,10 @@ impl Backend for RedisBackend {
                 readings: readings(rest),
             }),
             [2, _] => Ok(Decision::Unsynced),
+            [4, at_ms, indexes @ ..] if !indexes.is_empty() => Ok(Decision::Unseeded {
+                at_ms: *at_ms,
+                indexes: indexes.iter().map(|i| (*i - 1) as usize).collect(),
+            }),
             [3, at_ms, ledger, version, pending, held] => Ok(Decision::Insufficient {
                 at_ms: *at_ms,
                 balance: BalanceReading {
@@ -170,6 +179,26 @@ impl Backend for RedisBackend {
             &ask.admission_id,
             (actual_tokens - ask.tokens, admission.at_ms),
             &capture_args,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn seed(
+        &self,
+        tenant: &str,
+        seeds: &[(Descriptor, i64)],
+        at_ms: i64,
+    ) -> Result<(), Unavailable> {
+        let descriptors: Vec<Descriptor> = seeds.iter().map(|(d, _)| d.clone()).collect();
+        let values: Vec<String> = seeds.iter().map(|(_, v)| v.to_string()).collect();
+        self.call::<Vec<i64>>(
+            "seed",
+            tenant,
+            (&descriptors, None),
+            "",
+            (at_ms, 0),
+            &values,
         )
         .await
         .map(drop)

@@ -50,6 +50,18 @@ impl Shared {
         }
     }
 
+    pub(super) async fn seed(
+        &self,
+        tenant: &str,
+        seeds: &[(Descriptor, i64)],
+        at_ms: i64,
+    ) -> Result<(), Unavailable> {
+        match self {
+            Shared::Redis(b) => b.seed(tenant, seeds, at_ms).await,
+            Shared::Memory(b) => b.seed(tenant, seeds, at_ms).await,
+        }
+    }
+
     pub(super) async fn peek(
         &self,
         tenant: &str,

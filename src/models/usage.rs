@@ -56,7 +56,50 @@ pub struct UsageLine {
     pub charged_nano: Nano,
 }
 
+/// Whose usage a quota counts.
+#[derive(Clone, Copy, Debug)]
+pub enum QuotaScope<'a> {
+    Key(&'a str),
+    Account(&'a str),
+    Tenant,
+}
+
+#[derive(QueryableByName)]
+struct QuotaUsage {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    requests: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    tokens: i64,
+}
+
 impl UsageRecord {
+    /// Requests and tokens (prompt + completion) recorded for `scope` of `tenant` since `since`.
+    pub fn quota_usage(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        scope: QuotaScope<'_>,
+        since: NaiveDateTime,
+    ) -> QueryResult<(i64, i64)> {
+        use diesel::sql_types::{Text, Timestamp};
+        let select = "SELECT COUNT(*) AS requests, \
+            CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS tokens \
+            FROM usage_records WHERE tenant_id = $1 AND started_at >= $2";
+        let query = diesel::sql_query(match scope {
+            QuotaScope::Key(_) => format!("{select} AND api_key_id = $3"),
+            QuotaScope::Account(_) => format!("{select} AND account_id = $3"),
+            QuotaScope::Tenant => select.to_owned(),
+        })
+        .into_boxed()
+        .bind::<Text, _>(tenant.as_str())
+        .bind::<Timestamp, _>(since);
+        let query = match scope {
+            QuotaScope::Key(id) | QuotaScope::Account(id) => query.bind::<Text, _>(id),
+            QuotaScope::Tenant => query,
+        };
+        let row: QuotaUsage = query.get_result(conn)?;
+        Ok((row.requests, row.tokens))
+    }
+
     /// Which of `ids` are recorded (a record commits with its ledger posting).
     pub fn existing_ids(conn: &mut DbConn, ids: &[String]) -> QueryResult<Vec<String>> {
         let mut found = Vec::new();

@@ -12,9 +12,9 @@ use crate::billing::balance::resync;
 use crate::billing::holds::hold_for;
 use crate::billing::settle::{Admission, Admitted};
 use crate::error::{ApiError, ApiResult, LimitRefusal};
-use crate::limits::Ask;
 use crate::limits::guard::Verdict;
 use crate::limits::response::{Headroom, RateInfo};
+use crate::limits::{Ask, quotas};
 use crate::openai::{ChatRequest, DEFAULT_MAX_TOKENS_LIMIT, estimate_tokens};
 use crate::state::AppState;
 
@@ -121,10 +121,31 @@ pub async fn admit(
     };
     let unavailable = |_| ApiError::LimiterUnavailable;
     let mut verdict = state.limiter.admit(ask).await.map_err(unavailable)?;
-    if let Verdict::Unsynced(ask) = verdict {
-        // First use of this account's balance here: load it from the ledger, then decide.
-        resync(&state.db, &state.limiter, &key.tenant_id, &key.account_id).await?;
-        verdict = state.limiter.admit(ask).await.map_err(unavailable)?;
+    // First use of a quota period, or counters the limiter lost: rebuild them from the usage
+    // records; first use of this account's balance here: load it from the ledger. Then decide.
+    for _ in 0..2 {
+        verdict = match verdict {
+            Verdict::Unseeded {
+                ask,
+                at_ms,
+                descriptors,
+            } => {
+                quotas::rebuild(
+                    &state.db,
+                    &state.limiter,
+                    &key.tenant_id,
+                    descriptors,
+                    at_ms,
+                )
+                .await?;
+                state.limiter.admit(ask).await.map_err(unavailable)?
+            }
+            Verdict::Unsynced(ask) => {
+                resync(&state.db, &state.limiter, &key.tenant_id, &key.account_id).await?;
+                state.limiter.admit(ask).await.map_err(unavailable)?
+            }
+            decided => decided,
+        };
     }
     let remember = |info: RateInfo| {
         if let Some(http) = http {
@@ -152,6 +173,6 @@ pub async fn admit(
             remember(shortfall.info);
             Err(shortfall.to_error(caller.entry.context.billing_mode))
         }
-        Verdict::Unsynced(_) => Err(ApiError::LimiterUnavailable),
+        Verdict::Unsynced(_) | Verdict::Unseeded { .. } => Err(ApiError::LimiterUnavailable),
     }
 }

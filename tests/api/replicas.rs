@@ -25,6 +25,17 @@ struct Cluster {
 /// One gateway per entry of `modes` (`fail_open` / `fail_closed`), all on `redis`, each counting
 /// Redis as unreachable after `redis_timeout_ms`.
 fn cluster(redis: &str, modes: &[&str], owner_delay_ms: u64, redis_timeout_ms: u64) -> Cluster {
+    cluster_with(redis, modes, owner_delay_ms, redis_timeout_ms, "")
+}
+
+/// As [`cluster`], with more `[limits]` lines.
+fn cluster_with(
+    redis: &str,
+    modes: &[&str],
+    owner_delay_ms: u64,
+    redis_timeout_ms: u64,
+    extra_limits: &str,
+) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(Backend::Postgres);
     let prefix = format!("tg-test-{}:", short_id());
@@ -35,7 +46,7 @@ fn cluster(redis: &str, modes: &[&str], owner_delay_ms: u64, redis_timeout_ms: u
         .enumerate()
         .map(|(i, mode)| {
             let limits = format!(
-                "on_redis_down = \"{mode}\"\nredis_timeout_ms = {redis_timeout_ms}\nprobe_interval_ms = 100"
+                "on_redis_down = \"{mode}\"\nredis_timeout_ms = {redis_timeout_ms}\nprobe_interval_ms = 100\n{extra_limits}"
             );
             let setup = procs::GatewaySetup {
                 data_dir: &dir.path().join(format!("gateway{i}")),
@@ -432,4 +443,114 @@ fn redis_outage_follows_fail_open_and_fail_closed_then_recovers() {
     chat(closed).expect(200, "");
     settled();
     chat(open).expect(200, "");
+}
+
+/// Quotas survive Redis (issue 17): a daily quota spent before Redis restarts empty (no
+/// persistence) is rebuilt from the usage records on first use, and stays spent.
+#[test]
+fn a_spent_daily_quota_survives_a_redis_restart() {
+    let redis = PrivateRedis::start(free_port());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let c = cluster(&url, &["fail_open"], 0, 200);
+    let app = &c.views[0];
+    let (owner, account) = c.owner_and_account();
+    let (_, key) = c.key(&owner, &account, json!({"requests_per_day": 3}));
+    let chat = || {
+        app.post("/v1/chat/completions")
+            .bearer(&key)
+            .json(chat_body("hi"))
+    };
+    for _ in 0..3 {
+        chat().expect(200, "");
+    }
+    let spent = chat().expect(429, "quota_exceeded");
+    assert_eq!(spent.body["error"]["limit"], "key requests_per_day");
+    app.wait_for_rows("usage_records", 3);
+    let port = redis.port;
+    drop(redis);
+    let _redis = PrivateRedis::start(port);
+    wait_recovered(&[app]);
+    let after = chat();
+    assert_eq!(
+        after.status, 429,
+        "a spent quota stays spent: {}",
+        after.text
+    );
+    assert_eq!(after.body["error"]["limit"], "key requests_per_day");
+    // (That first call may have found the old connection dead and served it locally: again,
+    // through the new Redis.)
+    wait_recovered(&[app]);
+    chat().expect(429, "quota_exceeded");
+    assert_eq!(
+        metric(app, "taogate_limiter_degraded").as_deref(),
+        Some("0")
+    );
+}
+
+/// With `fail_open`, every replica enforces the balance it last saw on its own while Redis is down;
+/// `limits.outage_budget_nano` bounds what each may reserve per account meanwhile, so three
+/// replicas spend at most 3 × the budget of a large balance (without it: up to 3 × the balance).
+#[test]
+fn fail_open_spends_at_most_the_outage_budget_per_replica() {
+    const HOLD: i64 = 1_000_000;
+    let mut redis = PrivateRedis::start(free_port());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let budget = 2 * HOLD + HOLD / 2;
+    let c = cluster_with(
+        &url,
+        &["fail_open", "fail_open", "fail_open"],
+        0,
+        200,
+        &format!("outage_budget_nano = {budget}"),
+    );
+    let (owner, account) = c.owner_and_account();
+    let app = &c.views[0];
+    app.post("/api/v1/plans")
+        .bearer(&owner.token)
+        .json(json!({"name": "per request", "is_default": true, "prices": {"*": {"request_nano": HOLD}}}))
+        .expect(201, "");
+    let funded = 100 * HOLD;
+    app.post(&format!("/api/v1/accounts/{account}/adjustments"))
+        .bearer(&owner.token)
+        .json(json!({"amount_nano": funded, "reason": "top-up"}))
+        .expect(201, "");
+    let (_, key) = c.key(&owner, &account, json!({}));
+    for view in &c.views {
+        view.post("/v1/chat/completions")
+            .bearer(&key)
+            .json(chat_body("before"))
+            .expect(200, "");
+    }
+    app.wait_for_rows("usage_records", 3);
+    redis.proc.kill();
+    let mut served = Vec::new();
+    for view in &c.views {
+        let mut n = 0;
+        for _ in 0..5 {
+            let res = view
+                .post("/v1/chat/completions")
+                .bearer(&key)
+                .json(chat_body("during"));
+            match res.status {
+                200 => n += 1,
+                503 => assert_eq!(res.body["error"]["code"], "limiter_unavailable"),
+                other => panic!("unexpected {other}: {}", res.text),
+            }
+        }
+        served.push(n);
+    }
+    eprintln!("served per replica during the outage: {served:?} (budget {budget}, hold {HOLD})");
+    assert_eq!(served, vec![2, 2, 2], "each replica stops at its budget");
+    app.wait_for_rows("usage_records", 9);
+    let balance = app
+        .get(&format!("/api/v1/balance?account_id={account}"))
+        .bearer(&owner.token)
+        .send()
+        .ok();
+    let spent_in_outage = funded - 3 * HOLD - balance["balance_nano"].as_i64().unwrap();
+    assert!(
+        spent_in_outage <= 3 * budget,
+        "spent {spent_in_outage} during the outage, bound {}",
+        3 * budget
+    );
 }
