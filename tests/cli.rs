@@ -307,3 +307,105 @@ fn openapi_command_prints_the_committed_document() {
         "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
     );
 }
+
+/// The dev demo shows money and roles (issue 17): a priced plan with key limits, a starting
+/// credit, an owner and a finance user; requests carry `x-ratelimit-*`, the balance moves, and
+/// the credit runs out with 402.
+#[test]
+fn dev_demo_shows_money_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _dev = start_dev(dir.path(), port);
+    let demo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/demo.json")).unwrap())
+            .unwrap();
+    let base = demo["base_url"].as_str().unwrap();
+    let key = demo["api_key"].as_str().unwrap();
+    let login = |email: &serde_json::Value, password: &serde_json::Value| {
+        let (status, res) = http(
+            "POST",
+            &format!("{base}/api/v1/auth/login"),
+            None,
+            Some(
+                serde_json::json!({"email": email, "password": password, "tenant": demo["tenant"]}),
+            ),
+        );
+        assert_eq!(status, 200, "{res}");
+        (
+            res["access_token"].as_str().unwrap().to_owned(),
+            res["user"]["role"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (developer, role) = login(&demo["email"], &demo["password"]);
+    assert_eq!(role, "developer");
+    let (owner, role) = login(&demo["owner_email"], &demo["owner_password"]);
+    assert_eq!(role, "owner");
+    let (finance, role) = login(&demo["finance_email"], &demo["finance_password"]);
+    assert_eq!(role, "finance");
+    let (_, me) = http(
+        "GET",
+        &format!("{base}/api/v1/balance"),
+        Some(&developer),
+        None,
+    );
+    let account = me["account_id"].as_str().unwrap().to_owned();
+    let start = me["balance_nano"].as_i64().unwrap();
+    assert!(start > 0, "a starting credit: {me}");
+    let (_, plans) = http("GET", &format!("{base}/api/v1/plans"), Some(&owner), None);
+    assert!(
+        plans["data"][0]["prices"]["*"]["request_nano"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let res = ureq::post(&format!("{base}/v1/chat/completions"))
+            .set("Authorization", &format!("Bearer {key}"))
+            .send_json(serde_json::json!({"model": "taogate-demo",
+                "messages": [{"role": "user", "content": format!("hello {i}")}]}));
+        let res = match res {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let status = res.status();
+        if status == 200 {
+            assert!(
+                res.header("x-ratelimit-limit-requests").is_some(),
+                "rate-limit headers on every answer"
+            );
+        }
+        statuses.push(status);
+        if status == 402 {
+            let body: serde_json::Value = res.into_json().unwrap();
+            assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&402),
+        "the credit runs out: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 2,
+        "{statuses:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, b) = http(
+            "GET",
+            &format!("{base}/api/v1/balance?account_id={account}"),
+            Some(&finance),
+            None,
+        );
+        let now = b["balance_nano"].as_i64().unwrap();
+        if now < start && b["pending_nano"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the balance never moved: {b}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -12,11 +12,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{api_key, password, secrets};
+use crate::billing::adjust::Adjustment;
+use crate::billing::prices::{Price, PriceBook};
 use crate::config::{Config, ModelConfig};
 use crate::db::Db;
+use crate::domain::{Nano, Role};
 use crate::error::ApiError;
+use crate::limits::LimitSet;
 use crate::models::api_key::{ApiKey, NewKey};
 use crate::models::audit::{Actor, AuditEntry};
+use crate::models::plan::Plan;
 use crate::models::tenant::Tenant;
 use crate::models::user::User;
 use crate::pool::registry::Registry;
@@ -26,6 +31,18 @@ use crate::worker::Worker;
 
 const DEMO_SLUG: &str = "demo";
 const DEMO_EMAIL: &str = "developer@demo.taogate.local";
+const OWNER_EMAIL: &str = "owner@demo.taogate.local";
+const FINANCE_EMAIL: &str = "finance@demo.taogate.local";
+/// The demo plan: 1 unit per 1M prompt tokens, 2 per 1M completion tokens, 0.0001 per request;
+/// each request reserves at most 0.0002 (its hold cap), so the starting credit of 0.001 pays for
+/// a handful of requests and then answers 402.
+const DEMO_PRICE: Price = Price {
+    prompt_nano_per_mtok: 1_000_000_000,
+    completion_nano_per_mtok: 2_000_000_000,
+    request_nano: 100_000,
+};
+const DEMO_HOLD_CAP: Nano = Nano(200_000);
+const DEMO_CREDIT: Nano = Nano(1_000_000);
 
 #[derive(Serialize, Deserialize)]
 struct DevSecrets {
@@ -33,7 +50,8 @@ struct DevSecrets {
     api_key_pepper: String,
 }
 
-/// What a developer needs to try the API, as written to `demo.json`.
+/// What a developer needs to try the API, as written to `demo.json`: the developer (`email`,
+/// `password`, `api_key`), the tenant's owner and its finance user.
 #[derive(Serialize, Deserialize)]
 pub struct Demo {
     pub base_url: String,
@@ -41,6 +59,15 @@ pub struct Demo {
     pub tenant: String,
     pub email: String,
     pub password: String,
+    /// Absent in a data dir seeded by an older version.
+    #[serde(default)]
+    pub owner_email: String,
+    #[serde(default)]
+    pub owner_password: String,
+    #[serde(default)]
+    pub finance_email: String,
+    #[serde(default)]
+    pub finance_password: String,
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -78,12 +105,23 @@ fn load_dev_secrets(config: &mut Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seeds the demo tenant on first start; returns the demo credentials.
+/// Seeds the demo tenant on first start — a priced default plan with key limits, a prepaid account
+/// with a starting credit, its developer and key, an owner and a finance user — and returns the
+/// demo credentials.
 async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> {
-    let password = secrets::random_token(16);
-    let hash = password::hash(password.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let passwords = [
+        secrets::random_token(16),
+        secrets::random_token(16),
+        secrets::random_token(16),
+    ];
+    let mut hashes = Vec::new();
+    for p in &passwords {
+        hashes.push(
+            password::hash(p.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+    }
     let secret = api_key::generate(pepper);
     let key_secret = secret.secret.clone();
     db.write(move |c| {
@@ -93,13 +131,47 @@ async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> 
         };
         let tenant = Tenant::new("Demo reseller".into(), DEMO_SLUG.into(), true);
         tenant.insert(c)?;
+        let key_limits = LimitSet {
+            rpm: Some(60),
+            tpm: Some(100_000),
+            concurrency: Some(4),
+            ..Default::default()
+        };
+        let prices = PriceBook([("*".to_owned(), DEMO_PRICE)].into_iter().collect());
+        let mut plan = Plan::new(
+            tenant.id.clone(),
+            "Demo pay-as-you-go".into(),
+            (key_limits, LimitSet::default()),
+            &prices,
+        );
+        plan.hold_cap_nano = Some(DEMO_HOLD_CAP);
+        plan.insert(c)?;
+        Plan::make_default(c, &tenant.id, &plan.id)?;
+        let [developer_hash, owner_hash, finance_hash]: [String; 3] =
+            hashes.try_into().expect("three hashes");
         let (account, user) = User::create_developer_with_account(
             c,
             &tenant.id,
             "Demo account".into(),
             DEMO_EMAIL,
-            hash,
+            developer_hash,
         )?;
+        let owner = User::new(
+            Some(tenant.id.clone()),
+            None,
+            OWNER_EMAIL,
+            owner_hash,
+            Role::Owner,
+        );
+        owner.insert(c)?;
+        User::new(
+            Some(tenant.id.clone()),
+            None,
+            FINANCE_EMAIL,
+            finance_hash,
+            Role::Finance,
+        )
+        .insert(c)?;
         let new = NewKey {
             tenant_id: tenant.id.clone(),
             account_id: account.id.clone(),
@@ -111,24 +183,40 @@ async fn seed(db: &Db, pepper: &[u8], base_url: String) -> anyhow::Result<Demo> 
         };
         let key = ApiKey::new(new, &secret);
         key.insert(c)?;
+        Adjustment {
+            tenant: &tenant.id,
+            account: &account.id,
+            by: Some(&owner.id),
+            key: "dev-seed-credit",
+            amount: DEMO_CREDIT,
+            reason: "demo starting credit",
+        }
+        .post(c)
+        .map_err(|e| ApiError::internal_msg(e.to_string()))?;
         AuditEntry::record(
             c,
             &actor,
             Some(&tenant.id),
             "dev.seed",
             ("tenant", tenant.id.as_str()),
-            serde_json::json!({"account_id": account.id, "user_id": user.id, "api_key_id": key.id}),
+            serde_json::json!({"account_id": account.id, "user_id": user.id, "api_key_id": key.id,
+                "plan_id": plan.id, "credit_nano": DEMO_CREDIT}),
         )?;
         Ok::<_, ApiError>(())
     })
     .await
     .map_err(|e| anyhow::anyhow!("seeding the demo tenant: {e}"))?;
+    let [password, owner_password, finance_password] = passwords;
     Ok(Demo {
         base_url,
         api_key: key_secret,
         tenant: DEMO_SLUG.into(),
         email: DEMO_EMAIL.into(),
         password,
+        owner_email: OWNER_EMAIL.into(),
+        owner_password,
+        finance_email: FINANCE_EMAIL.into(),
+        finance_password,
     })
 }
 
@@ -211,6 +299,16 @@ pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> 
         "  tenant {}  ·  developer {}  ·  password {}",
         demo.tenant, demo.email, demo.password
     );
+    if !demo.owner_email.is_empty() {
+        println!(
+            "  owner {} / {}  ·  finance {} / {}",
+            demo.owner_email, demo.owner_password, demo.finance_email, demo.finance_password
+        );
+        println!(
+            "  plan: 0.0001 per request + 1 per 1M prompt / 2 per 1M completion tokens; rpm 60, tpm 100000, \
+             concurrency 4; starting credit 0.001 (then 402)"
+        );
+    }
     println!("  API key {}", demo.api_key);
     println!(
         "  try:  curl -H \"Authorization: Bearer {}\" {}/v1/models",

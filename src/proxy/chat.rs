@@ -23,10 +23,11 @@ use crate::state::AppState;
 #[utoipa::path(tag = "data plane", request_body(content = Object, description = "OpenAI chat.completions request"),
     responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 402, description = "insufficient_quota: the account's balance or credit limit cannot cover the request's hold; names what bit", body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
               (status = 429, description = "rate_limit_exceeded or quota_exceeded; names the limit", body = crate::error::ErrorBody),
               (status = 502, body = crate::error::ErrorBody),
-              (status = 503, body = crate::error::ErrorBody)),
+              (status = 503, description = "service_unavailable, overloaded, limiter_unavailable, or pricing_unavailable (the model's stored price book cannot be read: refused, never served free)", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 #[post("/chat/completions")]
 pub async fn create_chat_completion(
