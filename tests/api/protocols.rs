@@ -466,6 +466,18 @@ fn legacy_axon_through_the_gateway(b: Backend) {
         "You said: via the gateway [done]"
     );
     assert!(res["usage"]["completion_tokens"].as_i64().unwrap() > 0);
+    // A synapse has no max_tokens: the worker cuts the answer there and says so.
+    let res = app
+        .post("/v1/chat/completions")
+        .bearer(&key)
+        .json(json!({"model": "m", "max_tokens": 1,
+            "messages": [{"role": "user", "content": "via the gateway"}]}))
+        .expect(200, "")
+        .ok();
+    let content = res["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(taogate::openai::count_tokens(content), 1, "{res}");
+    assert_eq!(res["choices"][0]["finish_reason"], "length", "{res}");
+    assert_eq!(res["usage"]["completion_tokens"], 1, "{res}");
 }
 
 /// Runs a worker in its own actix system; returns its URL.

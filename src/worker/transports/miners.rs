@@ -177,7 +177,15 @@ impl MinerPool {
             request = request.header(k, v);
         }
         let prompt = crate::openai::count_tokens(&req.prompt_text());
-        super::axon::open(request, mapping.streaming, &req.model, prompt, first_byte).await
+        let budget = super::axon::Budget::new(req.max_output_tokens());
+        super::axon::open(
+            request,
+            (mapping.streaming, budget),
+            &req.model,
+            prompt,
+            first_byte,
+        )
+        .await
     }
 }
 
