@@ -25,10 +25,11 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 /// SIGINT / SIGTERM: stop accepting, let in-flight requests finish for `billing.shutdown_grace_secs`,
-/// then drop the rest — each settles as `shutdown` for what it delivered (its guard's drop).
+/// then have the rest settle as `shutdown` for what they delivered (`Meter::drain`).
 fn spawn_shutdown_on_signal(
     handle: actix_web::dev::ServerHandle,
     meter: crate::billing::settle::Meter,
+    grace: u64,
 ) {
     actix_web::rt::spawn(async move {
         let interrupt = tokio::signal::ctrl_c();
@@ -49,7 +50,9 @@ fn spawn_shutdown_on_signal(
         }
         tracing::info!("shutting down: finishing in-flight requests");
         meter.stopping();
-        handle.stop(true).await;
+        let grace = std::time::Duration::from_secs(grace);
+        // Stop accepting at once; requests still running when the grace ends settle themselves.
+        tokio::join!(handle.stop(true), meter.drain(grace));
     });
 }
 
@@ -95,10 +98,12 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     })
     .on_connect(crate::http::on_connect)
     .workers(workers)
-    .shutdown_timeout(grace)
+    // Past the grace the requests still running settle themselves (`Meter::drain`); actix drops
+    // whatever is left a few seconds later.
+    .shutdown_timeout(grace + 5)
     .disable_signals()
     .listen(listener)?
     .run();
-    spawn_shutdown_on_signal(server.handle(), meter);
+    spawn_shutdown_on_signal(server.handle(), meter, grace);
     Ok(Running { addr, server })
 }

@@ -17,7 +17,7 @@
 //! The slot and the hold are released at once in every case, never left to the lease.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::NaiveDateTime;
@@ -42,6 +42,10 @@ pub struct Meter {
     tolerance: Tolerance,
     /// Set when the process begins shutting down: requests dropped from then on are `shutdown`.
     stopping: Arc<AtomicBool>,
+    /// Admissions not settled yet (what a graceful shutdown waits for).
+    in_flight: Arc<AtomicUsize>,
+    /// Set when the shutdown grace ran out: requests still running settle themselves as `shutdown`.
+    cancel: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// How a request ended (see the module docs for what each is billed).
@@ -133,6 +137,7 @@ pub struct Admission {
 
 impl Admitted {
     pub fn new(meter: &Meter, key: &ApiKey, req: &ChatRequest, admission: Admission) -> Self {
+        meter.in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
             admission_id: admission.admission_id,
             request_id: admission.request_id,
@@ -174,9 +179,25 @@ impl Admitted {
         }
     }
 
+    /// Resolves when the shutdown grace has run out (never, once settled).
+    pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = self.meter.as_ref().map(|m| m.cancel.subscribe());
+        async move {
+            match rx {
+                Some(mut rx) => {
+                    if rx.wait_for(|c| *c).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Settles once (later calls do nothing and return `None`).
     pub fn finish(&mut self, status: Status) -> Option<Billed> {
         let meter = self.meter.take()?;
+        meter.in_flight.fetch_sub(1, Ordering::AcqRel);
         let mut delivered = std::mem::take(&mut self.delivered);
         if let Some(agg) = delivered.collected.take() {
             if delivered.text.is_empty() {
@@ -213,6 +234,8 @@ impl Meter {
             db,
             tolerance,
             stopping: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            cancel: Arc::new(tokio::sync::watch::channel(false).0),
         })
     }
 
@@ -226,6 +249,29 @@ impl Meter {
     /// From now on, requests that end because they were dropped are recorded as `shutdown`.
     pub fn stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// A graceful shutdown's end: waits up to `grace` for every admission to settle, then tells the
+    /// rest to settle themselves as `shutdown` (while the runtime still runs, so their slots and
+    /// holds are released in Redis too) and waits a moment for them.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        let idle = |m: &Self| m.in_flight.load(Ordering::Acquire) == 0;
+        let deadline = Instant::now() + grace;
+        while !idle(self) && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if idle(self) {
+            return;
+        }
+        tracing::warn!(
+            in_flight = self.in_flight.load(Ordering::Acquire),
+            "shutdown grace over: settling the requests still running"
+        );
+        self.cancel.send_replace(true);
+        let settle_deadline = Instant::now() + std::time::Duration::from_secs(2);
+        while !idle(self) && Instant::now() < settle_deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Builds the usage record, journals it, then releases the slot and captures the hold.

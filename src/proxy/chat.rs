@@ -59,16 +59,22 @@ pub async fn create_chat_completion(
     // Nothing reaches a non-stream client before the answer is complete: the client may leave
     // meanwhile (then the upstream is cancelled by dropping it), and a stream that breaks midway
     // is retried on another worker.
+    let cancelled = admitted.cancelled();
     let outcome = {
         let work = complete(&state, &req, &meta.request_id, deadline, &mut admitted);
         tokio::pin!(work);
         tokio::select! {
-            answered = &mut work => Some(answered),
-            () = crate::http::peer::gone(&http) => None,
+            answered = &mut work => Outcome::Answered(answered),
+            () = crate::http::peer::gone(&http) => Outcome::ClientGone,
+            () = cancelled => Outcome::ShuttingDown,
         }
     };
     match outcome {
-        Some(Ok(mut agg)) => {
+        Outcome::ShuttingDown => {
+            admitted.settle(Status::Shutdown);
+            Err(ApiError::Unavailable)
+        }
+        Outcome::Answered(Ok(mut agg)) => {
             let billed = admitted.settle(Status::Ok);
             let usage = Usage {
                 prompt_tokens: billed.prompt_tokens,
@@ -78,11 +84,11 @@ pub async fn create_chat_completion(
             agg.set_usage(usage);
             Ok(HttpResponse::Ok().json(agg.finish(None)))
         }
-        Some(Err(e)) => {
+        Outcome::Answered(Err(e)) => {
             admitted.settle_with(Status::UpstreamError, Delivered::default());
             Err(e)
         }
-        None => {
+        Outcome::ClientGone => {
             admitted.settle(Status::ClientGone);
             // Nobody reads this: the client has gone.
             Ok(
@@ -91,6 +97,15 @@ pub async fn create_chat_completion(
             )
         }
     }
+}
+
+/// How a non-stream request's wait for its answer ended.
+enum Outcome {
+    Answered(ApiResult<Aggregator>),
+    /// The client closed or reset its connection.
+    ClientGone,
+    /// The shutdown grace ran out.
+    ShuttingDown,
 }
 
 /// Sends a non-stream request until one worker's answer is whole, reassembling it in

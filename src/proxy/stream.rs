@@ -19,6 +19,8 @@ pub struct Metered {
     answer: Answer,
     include_usage: bool,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The shutdown grace ran out: end the stream, settled as `shutdown`.
+    cancelled: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     delivered: Delivered,
     settle: Option<Admitted>,
     queued_done: bool,
@@ -37,6 +39,7 @@ impl Metered {
             answer,
             include_usage,
             deadline: Box::pin(tokio::time::sleep(deadline)),
+            cancelled: Box::pin(admitted.cancelled()),
             delivered,
             settle: Some(admitted),
             queued_done: false,
@@ -56,7 +59,11 @@ impl Metered {
     }
 
     fn fail(&mut self, message: &str) -> String {
-        self.finish(Status::UpstreamError);
+        self.fail_as(Status::UpstreamError, message)
+    }
+
+    fn fail_as(&mut self, status: Status, message: &str) -> String {
+        self.finish(status);
         self.queued_done = true;
         serde_json::json!({"error": {"message": message, "type": "api_error", "code": "upstream_error", "param": null}}).to_string()
     }
@@ -74,6 +81,12 @@ impl Stream for Metered {
         }
         if this.settle.is_none() {
             return Poll::Ready(None);
+        }
+        if this.cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(this.fail_as(
+                Status::Shutdown,
+                "the server is shutting down; retry the request",
+            )));
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(

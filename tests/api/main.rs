@@ -25,4 +25,5 @@ mod pool;
 mod procs;
 mod protocols;
 mod replicas;
+mod shutdown;
 mod steering;
