@@ -12,7 +12,12 @@ use taogate::billing::holds::{Capture, Hold, LedgerSync};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::redis::RedisBackend;
 use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Scope};
+use taogate::domain::{AccountId, Nano};
 use taogate::redis_link::RedisLink;
+
+fn account() -> AccountId {
+    AccountId::parse("00000000-0000-7000-8000-000000000001").unwrap()
+}
 
 fn ask(tenant: &str, n: usize) -> Ask {
     let d = |scope, id: &str, kind, limit| Descriptor {
@@ -27,14 +32,14 @@ fn ask(tenant: &str, n: usize) -> Ask {
         descriptors: vec![
             d(Scope::Key, "key-1", Kind::Rpm, 1_000_000_000),
             d(Scope::Key, "key-1", Kind::RequestsPerDay, 1_000_000_000),
-            d(Scope::Account, "acct-1", Kind::Tpm, 1_000_000_000_000),
+            d(Scope::Account, account().as_str(), Kind::Tpm, 1_000_000_000_000),
             d(Scope::Tenant, "tenant-1", Kind::Concurrency, 1_000_000),
         ],
         tokens: 20,
         hold: Some(Hold {
-            account: "acct-1".into(),
-            amount: 1_000,
-            floor: 0,
+            account: account(),
+            amount: Nano(1_000),
+            floor: Nano(0),
         }),
     }
 }
@@ -105,8 +110,8 @@ async fn ping(link: RedisLink, n: usize, c: usize) {
 async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usize) {
     let tenant = Arc::new(format!("bench-{}", uuid::Uuid::new_v4().simple()));
     let funded = LedgerSync {
-        account: "acct-1".into(),
-        balance: 1_000_000_000_000_000,
+        account: account(),
+        balance: Nano(1_000_000_000_000_000),
         version: 1,
         committed: vec![],
     };
@@ -124,7 +129,7 @@ async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usi
             let admission = Admission { ask: a, at_ms };
             let capture = Capture {
                 event_id: format!("event-{i}"),
-                amount: 10,
+                amount: Nano(10),
             };
             backend
                 .settle(&admission, 30, Some(&capture))

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use taogate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
+use taogate::domain::{AccountId, Nano};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::redis::RedisBackend;
 use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Reading, Scope};
@@ -207,21 +208,22 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
     let t0 = ms("2026-11-25T14:00:00Z");
     clock.set(t0);
     let limits = vec![d(Scope::Key, Kind::Concurrency, 5)];
+    let account = AccountId::parse("00000000-0000-7000-8000-000000000001").unwrap();
     let held = |n: u32, amount: i64, floor: i64| Ask {
         hold: Some(Hold {
-            account: "acct-1".into(),
-            amount,
-            floor,
+            account: account.clone(),
+            amount: Nano(amount),
+            floor: Nano(floor),
         }),
         ..ask(limits.clone(), 0, n)
     };
     let sync = |balance, version, committed: &[&str]| LedgerSync {
-        account: "acct-1".into(),
-        balance,
+        account: account.clone(),
+        balance: Nano(balance),
         version,
         committed: committed.iter().map(|s| s.to_string()).collect(),
     };
-    let reading = || async { b.balance("tenant-1", "acct-1").await.unwrap() };
+    let reading = || async { b.balance("tenant-1", account.as_str()).await.unwrap() };
     let in_flight = || async { b.peek("tenant-1", &limits).await.unwrap()[0].used };
 
     assert_eq!(
@@ -237,10 +239,10 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
         Decision::Insufficient { balance, .. } => assert_eq!(
             balance,
             BalanceReading {
-                ledger: 100,
+                ledger: Nano(100),
                 version: 1,
-                pending: 0,
-                held: 80
+                pending: Nano(0),
+                held: Nano(80)
             }
         ),
         other => panic!("expected a shortfall, got {other:?}"),
@@ -250,12 +252,15 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
     // r1 cost 25: its hold goes, 25 is pending until the ledger has it; a replay changes nothing.
     let capture = Capture {
         event_id: "e1".into(),
-        amount: 25,
+        amount: Nano(25),
     };
     b.settle(&r1, 0, Some(&capture)).await.unwrap();
     b.settle(&r1, 0, Some(&capture)).await.unwrap();
     let (r, pending) = reading().await.unwrap();
-    assert_eq!((r.held, r.pending, r.spendable()), (40, 25, 35));
+    assert_eq!(
+        (r.held, r.pending, r.spendable()),
+        (Nano(40), Nano(25), Nano(35))
+    );
     assert_eq!(pending, vec!["e1".to_string()]);
     assert!(
         admitted(b, &held(3, 40, 0)).await.is_none(),
@@ -268,12 +273,15 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
 
     // An older ledger reading never wins; the one that includes e1 retires its pending entry.
     b.sync("tenant-1", &sync(60, 0, &[])).await.unwrap();
-    assert_eq!(reading().await.unwrap().0.ledger, 100);
+    assert_eq!(reading().await.unwrap().0.ledger, Nano(100));
     b.sync("tenant-1", &sync(75, 2, &["e1", "e9"]))
         .await
         .unwrap();
     let (r, pending) = reading().await.unwrap();
-    assert_eq!((r.ledger, r.version, r.pending, r.held), (75, 2, 0, 80));
+    assert_eq!(
+        (r.ledger, r.version, r.pending, r.held),
+        (Nano(75), 2, Nano(0), Nano(80))
+    );
     assert!(pending.is_empty());
     // r2's capture (event e9) arrives after the writer committed and retired e9: not pending again.
     let r2 = Admission {
@@ -282,19 +290,19 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
     };
     let late = Capture {
         event_id: "e9".into(),
-        amount: 30,
+        amount: Nano(30),
     };
     b.settle(&r2, 0, Some(&late)).await.unwrap();
     let (r, _) = reading().await.unwrap();
     assert_eq!(
         (r.pending, r.held),
-        (0, 40),
+        (Nano(0), Nano(40)),
         "r2's hold released, e9 not counted twice"
     );
 
     // r3 never settles (its replica crashed): its hold expires with the lease.
     clock.set(t0 + LEASE + 1);
-    assert_eq!(reading().await.unwrap().0.held, 0);
+    assert_eq!(reading().await.unwrap().0.held, Nano(0));
     assert_eq!(b.balance("tenant-1", "acct-2").await.unwrap(), None);
 }
 

@@ -40,8 +40,8 @@ pub async fn resync(
             let committed = UsageRecord::existing_ids(c, &pending)?;
             let (balance, version) = LedgerAccount::customer_state(c, &id)?;
             Ok(LedgerSync {
-                account: id.to_string(),
-                balance: balance.0,
+                account: id,
+                balance,
                 version,
                 committed,
             })
@@ -101,15 +101,15 @@ pub async fn check_cached<B: Backend>(db: &Db, backend: &B) -> anyhow::Result<Ca
             continue;
         };
         report.checked += 1;
-        report.held += cached.held;
+        report.held = report.held.saturating_add(cached.held.0);
         if cached.version < version {
             report.behind.push(account);
             continue;
         }
-        if cached.ledger != balance || cached.version > version {
+        if cached.ledger.0 != balance || cached.version > version {
             report
                 .mismatched
-                .push((account.clone(), cached.ledger, balance));
+                .push((account.clone(), cached.ledger.0, balance));
         }
         let committed = db
             .run(move |c| UsageRecord::existing_ids(c, &pending))

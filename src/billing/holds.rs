@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use super::prices::Price;
-use crate::domain::AccountId;
+use crate::domain::{AccountId, Nano};
 use crate::models::plan::KeyContext;
 
 /// How long a retired usage event is remembered (a late capture arrives well within it).
@@ -28,11 +28,11 @@ pub const RETIRED_MS: i64 = 600_000;
 /// What an admission reserves against an account's balance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hold {
-    pub account: String,
-    /// Nano-units reserved (the worst case, capped by the plan).
-    pub amount: i64,
+    pub account: AccountId,
+    /// Reserved: the worst case, capped by the plan.
+    pub amount: Nano,
     /// The lowest the spendable balance may go: `0` prepaid, `−credit_limit` postpaid.
-    pub floor: i64,
+    pub floor: Nano,
 }
 
 /// The hold of a priced request: its worst case — the prompt estimate and its completion cap
@@ -45,8 +45,8 @@ pub fn hold_for(
     account: &AccountId,
 ) -> Option<Hold> {
     let amount = context.hold_amount(price.cost(prompt_estimate, completion_cap));
-    (amount > 0).then(|| Hold {
-        account: account.to_string(),
+    (amount.0 > 0).then(|| Hold {
+        account: account.clone(),
         amount,
         floor: context.balance_floor(),
     })
@@ -56,14 +56,14 @@ pub fn hold_for(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Capture {
     pub event_id: String,
-    pub amount: i64,
+    pub amount: Nano,
 }
 
 /// A ledger reading to bring a cached balance up to date.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerSync {
-    pub account: String,
-    pub balance: i64,
+    pub account: AccountId,
+    pub balance: Nano,
     pub version: i64,
     /// Usage events whose postings `version` includes (their pending entries are dropped).
     pub committed: Vec<String>,
@@ -72,15 +72,21 @@ pub struct LedgerSync {
 /// The parts of an account's cached spendable balance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BalanceReading {
-    pub ledger: i64,
+    pub ledger: Nano,
     pub version: i64,
-    pub pending: i64,
-    pub held: i64,
+    pub pending: Nano,
+    pub held: Nano,
 }
 
 impl BalanceReading {
-    pub fn spendable(&self) -> i64 {
-        self.ledger - self.pending - self.held
+    /// `ledger − pending − held` (saturating: every part is within the ledger's range).
+    pub fn spendable(&self) -> Nano {
+        Nano(
+            self.ledger
+                .0
+                .saturating_sub(self.pending.0)
+                .saturating_sub(self.held.0),
+        )
     }
 }
 
@@ -114,10 +120,10 @@ impl AccountBalance {
     pub fn reading(&mut self, now: i64) -> BalanceReading {
         self.sweep(now);
         BalanceReading {
-            ledger: self.ledger,
+            ledger: Nano(self.ledger),
             version: self.version,
-            pending: self.pending,
-            held: self.held,
+            pending: Nano(self.pending),
+            held: Nano(self.held),
         }
     }
 
@@ -129,19 +135,19 @@ impl AccountBalance {
     /// Whether `hold` fits; the reading when it does not.
     pub fn check(&mut self, hold: &Hold, now: i64) -> Result<(), BalanceReading> {
         let reading = self.reading(now);
-        if reading.spendable() - hold.amount < hold.floor {
+        if reading.spendable().0.saturating_sub(hold.amount.0) < hold.floor.0 {
             return Err(reading);
         }
         Ok(())
     }
 
-    pub fn hold(&mut self, request_id: &str, amount: i64, expiry: i64) {
+    pub fn hold(&mut self, request_id: &str, amount: Nano, expiry: i64) {
         if self
             .holds
-            .insert(request_id.to_owned(), (amount, expiry))
+            .insert(request_id.to_owned(), (amount.0, expiry))
             .is_none()
         {
-            self.held += amount;
+            self.held += amount.0;
         }
     }
 
@@ -150,18 +156,18 @@ impl AccountBalance {
         if let Some((amount, _)) = self.holds.remove(request_id) {
             self.held -= amount;
         }
-        if let Some(c) = capture.filter(|c| c.amount != 0)
+        if let Some(c) = capture.filter(|c| c.amount.0 != 0)
             && !self.pend.contains_key(&c.event_id)
             && !self.retired.contains_key(&c.event_id)
         {
-            self.pend.insert(c.event_id.clone(), c.amount);
-            self.pending += c.amount;
+            self.pend.insert(c.event_id.clone(), c.amount.0);
+            self.pending += c.amount.0;
         }
     }
 
     pub fn sync(&mut self, sync: &LedgerSync, now: i64) {
         if sync.version > self.version {
-            (self.ledger, self.version) = (sync.balance, sync.version);
+            (self.ledger, self.version) = (sync.balance.0, sync.version);
         }
         self.retired.retain(|_, at| *at > now - RETIRED_MS);
         for id in &sync.committed {
@@ -179,51 +185,52 @@ mod tests {
 
     #[test]
     fn spendable_is_ledger_minus_pending_minus_holds() {
+        let a = AccountId::generate();
         let mut b = AccountBalance::default();
         b.sync(
             &LedgerSync {
-                account: "a".into(),
-                balance: 100,
+                account: a.clone(),
+                balance: Nano(100),
                 version: 3,
                 committed: vec![],
             },
             0,
         );
         let hold = Hold {
-            account: "a".into(),
-            amount: 40,
-            floor: 0,
+            account: a.clone(),
+            amount: Nano(40),
+            floor: Nano(0),
         };
         assert!(b.check(&hold, 0).is_ok());
-        b.hold("r1", 40, 1000);
-        b.hold("r2", 40, 2000);
-        assert_eq!(b.check(&hold, 0).unwrap_err().held, 80);
+        b.hold("r1", Nano(40), 1000);
+        b.hold("r2", Nano(40), 2000);
+        assert_eq!(b.check(&hold, 0).unwrap_err().held, Nano(80));
         let capture = Capture {
             event_id: "e1".into(),
-            amount: 25,
+            amount: Nano(25),
         };
         b.release("r1", Some(&capture));
         b.release("r1", Some(&capture));
-        assert_eq!(b.reading(0).spendable(), 100 - 25 - 40);
+        assert_eq!(b.reading(0).spendable(), Nano(100 - 25 - 40));
         // An older reading never wins; a newer one that includes e1 retires its pending entry.
         let stale = |v, committed: Vec<String>| LedgerSync {
-            account: "a".into(),
-            balance: 75,
+            account: a.clone(),
+            balance: Nano(75),
             version: v,
             committed,
         };
         b.sync(&stale(2, vec![]), 0);
-        assert_eq!(b.reading(0).ledger, 100);
+        assert_eq!(b.reading(0).ledger, Nano(100));
         b.sync(&stale(4, vec!["e1".into(), "e2".into()]), 0);
-        assert_eq!(b.reading(0).spendable(), 75 - 40);
+        assert_eq!(b.reading(0).spendable(), Nano(75 - 40));
         // e2 was committed (and retired) before its capture arrived: it is not pending again.
         let late = Capture {
             event_id: "e2".into(),
-            amount: 30,
+            amount: Nano(30),
         };
         b.release("r9", Some(&late));
-        assert_eq!(b.reading(0).pending, 0);
+        assert_eq!(b.reading(0).pending, Nano(0));
         // r2's hold expires at 2000 and is swept.
-        assert_eq!(b.reading(2000).held, 0);
+        assert_eq!(b.reading(2000).held, Nano(0));
     }
 }

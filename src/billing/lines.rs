@@ -10,7 +10,9 @@ use diesel::QueryableByName;
 use diesel::sql_types::Text;
 
 use crate::db::DbConn;
-use crate::domain::{AccountId, LedgerOwner, LedgerPurpose, Nano, TenantId, TransactionKind};
+use crate::domain::{
+    AccountId, LedgerAccountId, LedgerOwner, LedgerPurpose, Nano, TenantId, TransactionKind,
+};
 use crate::models::ledger::{LedgerAccount, NewTransaction, OPERATOR, PostError, Posted, Posting};
 use crate::models::usage::UsageRecord;
 
@@ -60,7 +62,11 @@ impl LedgerRef {
     }
 
     /// The ledger account, created on first use.
-    fn resolve(&self, conn: &mut DbConn, tenant: &TenantId) -> diesel::QueryResult<String> {
+    fn resolve(
+        &self,
+        conn: &mut DbConn,
+        tenant: &TenantId,
+    ) -> diesel::QueryResult<LedgerAccountId> {
         LedgerAccount::ensure(
             conn,
             self.tenant_of(tenant).as_ref(),

@@ -342,7 +342,7 @@ impl Meter {
             latency_ms = record.latency_ms, "settled");
         let capture = Capture {
             event_id: record.id.clone(),
-            amount: record.charged_nano.0,
+            amount: record.charged_nano,
         };
         // Journaled first: a hold is only captured for an event that cannot be lost.
         self.writer.submit(record);

@@ -17,6 +17,7 @@ use super::response::RateInfo;
 pub use super::shared::Shared;
 use super::{Admission, Ask, Clock, Decision, Descriptor, Reading, Unavailable};
 use crate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
+use crate::domain::AccountId;
 use crate::metrics::GatewayMetrics;
 
 /// Settles waiting for Redis beyond this many are dropped (their slots expire with the lease).
@@ -120,7 +121,7 @@ pub struct Guard {
     /// (tenant, account) of holds taken since the last [`Guard::take_touched`].
     touched: Mutex<HashSet<(String, String)>>,
     /// While degraded: what this replica reserved per account since the outage began.
-    outage_spent: Mutex<HashMap<String, i64>>,
+    outage_spent: Mutex<HashMap<AccountId, i64>>,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -201,14 +202,14 @@ impl Guard {
                 let mut spent = self.outage_spent.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(hold) = &ask.hold {
                     let so_far = spent.get(&hold.account).copied().unwrap_or(0);
-                    if so_far.saturating_add(hold.amount) > self.config.outage_budget_nano {
+                    if so_far.saturating_add(hold.amount.0) > self.config.outage_budget_nano {
                         self.count("local", "outage_budget");
                         return Err(Unavailable("outage budget spent".into()));
                     }
                 }
                 let decision = self.local.admit_now(&ask, self.lease_ms());
                 if let (Decision::Admitted { .. }, Some(hold)) = (&decision, &ask.hold) {
-                    *spent.entry(hold.account.clone()).or_default() += hold.amount;
+                    *spent.entry(hold.account.clone()).or_default() += hold.amount.0;
                 }
                 drop(spent);
                 Ok(self.verdict(ask, decision, Counted::Local, "local"))
@@ -226,7 +227,7 @@ impl Guard {
                 self.count(backend, "admitted");
                 if let Some(hold) = &ask.hold {
                     let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-                    touched.insert((ask.tenant.clone(), hold.account.clone()));
+                    touched.insert((ask.tenant.clone(), hold.account.to_string()));
                 }
                 let info = RateInfo::new(&ask.descriptors, &readings);
                 Verdict::Admitted(Permit {

@@ -162,7 +162,7 @@ impl MemoryBackend {
         if let Some(hold) = &ask.hold {
             let Some(Entry::Balance(balance)) = state
                 .entries
-                .get_mut(&balance_key(&ask.tenant, &hold.account))
+                .get_mut(&balance_key(&ask.tenant, hold.account.as_str()))
             else {
                 return Decision::Unsynced;
             };
@@ -211,7 +211,7 @@ impl MemoryBackend {
         if let Some(hold) = &admission.ask.hold
             && let Some(Entry::Balance(balance)) = state
                 .entries
-                .get_mut(&balance_key(&admission.ask.tenant, &hold.account))
+                .get_mut(&balance_key(&admission.ask.tenant, hold.account.as_str()))
         {
             balance.release(&admission.ask.admission_id, capture);
         }
@@ -249,7 +249,7 @@ impl MemoryBackend {
         let mut state = self.state.lock().expect("limiter state");
         let entry = state
             .entries
-            .entry(balance_key(tenant, &sync.account))
+            .entry(balance_key(tenant, sync.account.as_str()))
             .or_insert_with(|| Entry::Balance(AccountBalance::default()));
         if let Entry::Balance(balance) = entry {
             balance.sync(sync, now);

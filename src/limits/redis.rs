@@ -7,6 +7,7 @@
 use redis::Script;
 
 use super::{Admission, Ask, Backend, Clock, Decision, Descriptor, Reading, Unavailable};
+use crate::domain::Nano;
 use crate::billing::holds::{BalanceReading, Capture, LedgerSync};
 use crate::redis_link::RedisLink;
 
@@ -112,7 +113,7 @@ impl Backend for RedisBackend {
         let hold_args = ask
             .hold
             .as_ref()
-            .map(|h| vec![h.amount.to_string(), h.floor.to_string()])
+            .map(|h| vec![h.amount.0.to_string(), h.floor.0.to_string()])
             .unwrap_or_default();
         let out: Vec<i64> = self
             .call(
@@ -147,10 +148,10 @@ impl Backend for RedisBackend {
             [3, at_ms, ledger, version, pending, held] => Ok(Decision::Insufficient {
                 at_ms: *at_ms,
                 balance: BalanceReading {
-                    ledger: *ledger,
+                    ledger: Nano(*ledger),
                     version: *version,
-                    pending: *pending,
-                    held: *held,
+                    pending: Nano(*pending),
+                    held: Nano(*held),
                 },
             }),
             _ => Err(bad()),
@@ -166,7 +167,7 @@ impl Backend for RedisBackend {
         let ask = &admission.ask;
         let capture_args = match (&ask.hold, capture) {
             (None, _) => vec![],
-            (Some(_), Some(c)) => vec![c.event_id.clone(), c.amount.to_string()],
+            (Some(_), Some(c)) => vec![c.event_id.clone(), c.amount.0.to_string()],
             (Some(_), None) => vec![String::new(), "0".into()],
         };
         self.call::<Vec<i64>>(
@@ -208,9 +209,9 @@ impl Backend for RedisBackend {
         self.call::<Vec<i64>>(
             "sync",
             tenant,
-            (&[], Some(&sync.account)),
+            (&[], Some(sync.account.as_str())),
             "",
-            (sync.balance, sync.version),
+            (sync.balance.0, sync.version),
             &sync.committed,
         )
         .await
@@ -234,10 +235,10 @@ impl Backend for RedisBackend {
                 .ok_or_else(|| Unavailable(format!("unexpected script answer {out:?}")))
         };
         let reading = BalanceReading {
-            ledger: num(0)?,
+            ledger: Nano(num(0)?),
             version: num(1)?,
-            pending: num(2)?,
-            held: num(3)?,
+            pending: Nano(num(2)?),
+            held: Nano(num(3)?),
         };
         Ok(Some((reading, out[4..].to_vec())))
     }

@@ -171,8 +171,9 @@ impl Shortfall {
     /// requests still in flight when the balance alone would have covered it — with the figures.
     pub fn to_error(&self, mode: BillingMode) -> ApiError {
         let b = &self.balance;
-        let need = self.hold.amount;
-        let limit = if b.ledger - b.pending - need >= self.hold.floor {
+        let (need, floor) = (self.hold.amount.0, self.hold.floor.0);
+        let (ledger, pending, held) = (b.ledger.0, b.pending.0, b.held.0);
+        let limit = if ledger.saturating_sub(pending).saturating_sub(need) >= floor {
             "in-flight holds"
         } else if mode == BillingMode::Postpaid {
             "account credit limit"
@@ -183,15 +184,15 @@ impl Shortfall {
             "Insufficient quota ({limit}): this request may cost up to {} and the account has {} \
              available (balance {}",
             Nano(need),
-            Nano(b.spendable() - self.hold.floor),
-            Nano(b.ledger - b.pending),
+            Nano(b.spendable().0.saturating_sub(floor)),
+            Nano(ledger.saturating_sub(pending)),
         );
         if mode == BillingMode::Postpaid {
-            message.push_str(&format!(", credit limit {}", Nano(-self.hold.floor)));
+            message.push_str(&format!(", credit limit {}", Nano(-floor)));
         }
         message.push_str(&format!(
             ", in-flight holds {}). Add funds to the account or lower max_tokens.",
-            Nano(b.held)
+            Nano(held)
         ));
         ApiError::InsufficientQuota {
             limit: limit.into(),

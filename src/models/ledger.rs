@@ -11,12 +11,14 @@ use diesel::sql_types::{BigInt, Text};
 use crate::billing::amount::MAX_BALANCE_NANO;
 use crate::db::DbConn;
 use crate::db::schema::{ledger_accounts, ledger_balances, ledger_entries, ledger_transactions};
-use crate::domain::{AccountId, LedgerOwner, LedgerPurpose, Nano, TenantId, TransactionKind};
+use crate::domain::{
+    AccountId, LedgerAccountId, LedgerOwner, LedgerPurpose, Nano, TenantId, TransactionKind,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = ledger_accounts)]
 pub struct LedgerAccount {
-    pub id: String,
+    pub id: LedgerAccountId,
     pub tenant_id: Option<TenantId>,
     pub owner_kind: LedgerOwner,
     pub owner_id: String,
@@ -41,14 +43,14 @@ pub struct LedgerTransaction {
 pub struct LedgerEntry {
     pub id: String,
     pub transaction_id: String,
-    pub account_id: String,
+    pub account_id: LedgerAccountId,
     pub amount_nano: Nano,
     pub created_at: NaiveDateTime,
 }
 
 impl LedgerEntry {
     /// What transaction `txn` moved on ledger account `account` (0 if nothing).
-    pub fn amount_in(conn: &mut DbConn, txn: &str, account: &str) -> QueryResult<Nano> {
+    pub fn amount_in(conn: &mut DbConn, txn: &str, account: &LedgerAccountId) -> QueryResult<Nano> {
         ledger_entries::table
             .filter(
                 ledger_entries::transaction_id
@@ -103,7 +105,7 @@ impl LedgerAccount {
         }
         let now = crate::db::now();
         let account = Self {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: LedgerAccountId::generate(),
             tenant_id: tenant.cloned(),
             owner_kind: owner,
             owner_id: owner_id.to_owned(),
@@ -198,7 +200,7 @@ impl LedgerAccount {
     }
 
     /// The cached balance (kept in step with the entries in every posting transaction).
-    pub fn balance(conn: &mut DbConn, id: &str) -> QueryResult<Nano> {
+    pub fn balance(conn: &mut DbConn, id: &LedgerAccountId) -> QueryResult<Nano> {
         ledger_balances::table
             .find(id)
             .select(ledger_balances::balance_nano)
@@ -210,7 +212,7 @@ impl LedgerAccount {
 /// One line of a transaction: `amount` credits (positive) or debits (negative) `account`.
 #[derive(Debug, Clone)]
 pub struct Posting {
-    pub account: String,
+    pub account: LedgerAccountId,
     pub amount: Nano,
 }
 
@@ -347,7 +349,7 @@ impl EntryLine {
     /// Entries of one ledger account, oldest first, after `after` (keyset on the entry id).
     pub fn of_account(
         conn: &mut DbConn,
-        account: &str,
+        account: &LedgerAccountId,
         after: &str,
         limit: i64,
     ) -> QueryResult<Vec<Self>> {

@@ -62,17 +62,17 @@ pub struct KeyContext {
 
 impl KeyContext {
     /// The lowest an account's spendable balance may go: zero prepaid, minus the credit limit postpaid.
-    pub fn balance_floor(&self) -> i64 {
+    pub fn balance_floor(&self) -> Nano {
         match self.billing_mode {
-            BillingMode::Prepaid => 0,
-            BillingMode::Postpaid => -self.credit_limit.0,
+            BillingMode::Prepaid => Nano(0),
+            // In range: a credit limit is at most 10^18 (`billing::amount`).
+            BillingMode::Postpaid => Nano(-self.credit_limit.0),
         }
     }
 
     /// What a request priced `worst_case` reserves: the worst case, capped by the plan.
-    pub fn hold_amount(&self, worst_case: Nano) -> i64 {
-        self.hold_cap
-            .map_or(worst_case.0, |cap| worst_case.0.min(cap.0))
+    pub fn hold_amount(&self, worst_case: Nano) -> Nano {
+        self.hold_cap.map_or(worst_case, |cap| worst_case.min(cap))
     }
 
     /// Every descriptor that applies to a request with this key: key, then account, then tenant.

@@ -141,14 +141,14 @@ pub async fn get_balance(
         .unwrap_or_default();
     Ok(web::Json(BalanceView {
         object: "balance",
-        held_nano: Nano(cached.held),
-        pending_nano: Nano(cached.pending),
+        held_nano: cached.held,
+        pending_nano: cached.pending,
         spendable_nano: Nano(
             balance
                 .0
                 .saturating_add(credit)
-                .saturating_sub(cached.held)
-                .saturating_sub(cached.pending),
+                .saturating_sub(cached.held.0)
+                .saturating_sub(cached.pending.0),
         ),
         account_id: account.id,
         balance_nano: balance,

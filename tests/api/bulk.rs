@@ -127,8 +127,8 @@ fn reported(syncs: &[(TenantId, LedgerSync)]) -> Vec<(String, String, i64, Vec<S
         .map(|(t, s)| {
             (
                 t.to_string(),
-                s.account.clone(),
-                s.balance,
+                s.account.to_string(),
+                s.balance.0,
                 s.committed.clone(),
             )
         })
@@ -187,7 +187,7 @@ fn bulk_writes_each_record_and_charge_once_and_replays_change_nothing() {
     }
     let last: HashMap<&str, i64> = first
         .iter()
-        .map(|(_, s)| (s.account.as_str(), s.balance))
+        .map(|(_, s)| (s.account.as_str(), s.balance.0))
         .collect();
     assert_eq!(
         last, retail,
@@ -210,7 +210,7 @@ fn bulk_writes_each_record_and_charge_once_and_replays_change_nothing() {
     assert!(
         replay
             .iter()
-            .all(|(_, s)| last[s.account.as_str()] == s.balance),
+            .all(|(_, s)| last[s.account.as_str()] == s.balance.0),
         "… at the balances they already made"
     );
     let mut doubled = records.clone();

@@ -17,7 +17,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 
 use crate::billing::holds::LedgerSync;
-use crate::domain::{AccountId, TenantId};
+use crate::domain::{AccountId, Nano, TenantId};
 use crate::models::ledger::PostError;
 use crate::models::usage::UsageRecord;
 use accounts::Key;
@@ -82,8 +82,8 @@ fn syncs(
                 .copied()
                 .unwrap_or((0, 0));
             let sync = LedgerSync {
-                account: account.to_string(),
-                balance,
+                account: account.clone(),
+                balance: Nano(balance),
                 version,
                 committed,
             };

@@ -97,8 +97,8 @@ pub fn write_batch_per_row(
         .map(|((tenant, account), committed)| {
             let (balance, version) = LedgerAccount::customer_state(conn, &account)?;
             let sync = LedgerSync {
-                account: account.to_string(),
-                balance: balance.0,
+                account,
+                balance,
                 version,
                 committed,
             };
