@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use taogate::billing::holds::{Capture, Hold, LedgerSync};
+use taogate::domain::{AccountId, Nano, TenantId};
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::redis::RedisBackend;
 use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Scope};
-use taogate::domain::{AccountId, Nano};
 use taogate::redis_link::RedisLink;
 
 fn account() -> AccountId {
     AccountId::parse("00000000-0000-7000-8000-000000000001").unwrap()
 }
 
-fn ask(tenant: &str, n: usize) -> Ask {
+fn ask(tenant: &TenantId, n: usize) -> Ask {
     let d = |scope, id: &str, kind, limit| Descriptor {
         scope,
         id: id.into(),
@@ -27,12 +27,17 @@ fn ask(tenant: &str, n: usize) -> Ask {
         limit,
     };
     Ask {
-        tenant: tenant.into(),
+        tenant: tenant.clone(),
         admission_id: format!("req-{n}"),
         descriptors: vec![
             d(Scope::Key, "key-1", Kind::Rpm, 1_000_000_000),
             d(Scope::Key, "key-1", Kind::RequestsPerDay, 1_000_000_000),
-            d(Scope::Account, account().as_str(), Kind::Tpm, 1_000_000_000_000),
+            d(
+                Scope::Account,
+                account().as_str(),
+                Kind::Tpm,
+                1_000_000_000_000,
+            ),
             d(Scope::Tenant, "tenant-1", Kind::Concurrency, 1_000_000),
         ],
         tokens: 20,
@@ -108,14 +113,17 @@ async fn ping(link: RedisLink, n: usize, c: usize) {
 
 /// Admits then settles `n` requests; counts the admission latency.
 async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usize) {
-    let tenant = Arc::new(format!("bench-{}", uuid::Uuid::new_v4().simple()));
+    let tenant = Arc::new(TenantId::generate());
     let funded = LedgerSync {
         account: account(),
         balance: Nano(1_000_000_000_000_000),
         version: 1,
         committed: vec![],
     };
-    backend.sync(&tenant, &funded).await.expect("synced");
+    backend
+        .sync(tenant.as_str(), &funded)
+        .await
+        .expect("synced");
     let measured = measure(n, c, move |i| {
         let (backend, tenant) = (backend.clone(), tenant.clone());
         async move {

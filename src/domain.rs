@@ -76,7 +76,14 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(TenantId, AccountId, UserId, ApiKeyId, PlanId, LedgerAccountId);
+id_type!(
+    TenantId,
+    AccountId,
+    UserId,
+    ApiKeyId,
+    PlanId,
+    LedgerAccountId
+);
 
 /// A closed set of lowercase string values stored as `TEXT`.
 macro_rules! text_enum {

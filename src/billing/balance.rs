@@ -57,11 +57,6 @@ pub fn spawn_resync_timer(db: Db, limiter: Arc<Guard>) {
         loop {
             tokio::time::sleep(RESYNC_EVERY).await;
             for (tenant, account) in limiter.take_touched() {
-                let (Some(tenant), Some(account)) =
-                    (TenantId::parse(&tenant), AccountId::parse(&account))
-                else {
-                    continue;
-                };
                 if let Err(e) = resync(&db, &limiter, &tenant, &account).await {
                     tracing::warn!(error = %e, "could not re-synchronise a cached balance");
                 }

@@ -17,7 +17,7 @@ use super::response::RateInfo;
 pub use super::shared::Shared;
 use super::{Admission, Ask, Clock, Decision, Descriptor, Reading, Unavailable};
 use crate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
-use crate::domain::AccountId;
+use crate::domain::{AccountId, TenantId};
 use crate::metrics::GatewayMetrics;
 
 /// Settles waiting for Redis beyond this many are dropped (their slots expire with the lease).
@@ -119,7 +119,7 @@ pub struct Guard {
     degraded: AtomicBool,
     pending: Mutex<Vec<Parked>>,
     /// (tenant, account) of holds taken since the last [`Guard::take_touched`].
-    touched: Mutex<HashSet<(String, String)>>,
+    touched: Mutex<HashSet<(TenantId, AccountId)>>,
     /// While degraded: what this replica reserved per account since the outage began.
     outage_spent: Mutex<HashMap<AccountId, i64>>,
     metrics: Arc<GatewayMetrics>,
@@ -227,7 +227,7 @@ impl Guard {
                 self.count(backend, "admitted");
                 if let Some(hold) = &ask.hold {
                     let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-                    touched.insert((ask.tenant.clone(), hold.account.to_string()));
+                    touched.insert((ask.tenant.clone(), hold.account.clone()));
                 }
                 let info = RateInfo::new(&ask.descriptors, &readings);
                 Verdict::Admitted(Permit {
@@ -318,7 +318,7 @@ impl Guard {
     }
 
     /// The accounts that took holds since the last call.
-    pub fn take_touched(&self) -> Vec<(String, String)> {
+    pub fn take_touched(&self) -> Vec<(TenantId, AccountId)> {
         let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *touched).into_iter().collect()
     }

@@ -130,7 +130,7 @@ impl MemoryBackend {
         for (i, d) in ask.descriptors.iter().enumerate() {
             let entry = state
                 .entries
-                .entry(storage_key(&ask.tenant, d))
+                .entry(storage_key(ask.tenant.as_str(), d))
                 .or_insert_with(|| fresh(d));
             if let Entry::Counter { period: p, .. } = entry
                 && *p != period(d.kind.shape(), now).0
@@ -162,7 +162,7 @@ impl MemoryBackend {
         if let Some(hold) = &ask.hold {
             let Some(Entry::Balance(balance)) = state
                 .entries
-                .get_mut(&balance_key(&ask.tenant, hold.account.as_str()))
+                .get_mut(&balance_key(ask.tenant.as_str(), hold.account.as_str()))
             else {
                 return Decision::Unsynced;
             };
@@ -178,7 +178,7 @@ impl MemoryBackend {
             let cost = d.cost(ask.tokens);
             let entry = state
                 .entries
-                .get_mut(&storage_key(&ask.tenant, d))
+                .get_mut(&storage_key(ask.tenant.as_str(), d))
                 .expect("read above");
             match entry {
                 Entry::Window(cells) => {
@@ -209,16 +209,17 @@ impl MemoryBackend {
         let delta = actual_tokens - admission.ask.tokens;
         let mut state = self.state.lock().expect("limiter state");
         if let Some(hold) = &admission.ask.hold
-            && let Some(Entry::Balance(balance)) = state
-                .entries
-                .get_mut(&balance_key(&admission.ask.tenant, hold.account.as_str()))
+            && let Some(Entry::Balance(balance)) = state.entries.get_mut(&balance_key(
+                admission.ask.tenant.as_str(),
+                hold.account.as_str(),
+            ))
         {
             balance.release(&admission.ask.admission_id, capture);
         }
         for d in &admission.ask.descriptors {
             let Some(entry) = state
                 .entries
-                .get_mut(&storage_key(&admission.ask.tenant, d))
+                .get_mut(&storage_key(admission.ask.tenant.as_str(), d))
             else {
                 continue;
             };

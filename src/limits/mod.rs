@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
+use crate::domain::TenantId;
 
 /// Width of one window cell and the number of cells a window spans (see the module docs).
 pub const CELL_MS: i64 = 1_000;
@@ -275,7 +276,7 @@ impl Descriptor {
 /// A request asking to be admitted. All descriptors share `tenant` (the Redis Cluster hash tag).
 #[derive(Clone, Debug)]
 pub struct Ask {
-    pub tenant: String,
+    pub tenant: TenantId,
     /// Minted by the server for this admission (UUID v7), never taken from the client: the
     /// concurrency member, the hold id and the settle key.
     pub admission_id: String,

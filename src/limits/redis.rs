@@ -7,8 +7,8 @@
 use redis::Script;
 
 use super::{Admission, Ask, Backend, Clock, Decision, Descriptor, Reading, Unavailable};
-use crate::domain::Nano;
 use crate::billing::holds::{BalanceReading, Capture, LedgerSync};
+use crate::domain::Nano;
 use crate::redis_link::RedisLink;
 
 pub struct RedisBackend {
@@ -118,7 +118,7 @@ impl Backend for RedisBackend {
         let out: Vec<i64> = self
             .call(
                 "admit",
-                &ask.tenant,
+                ask.tenant.as_str(),
                 (
                     &ask.descriptors,
                     ask.hold.as_ref().map(|h| h.account.as_str()),
@@ -172,7 +172,7 @@ impl Backend for RedisBackend {
         };
         self.call::<Vec<i64>>(
             "settle",
-            &ask.tenant,
+            ask.tenant.as_str(),
             (
                 &ask.descriptors,
                 ask.hold.as_ref().map(|h| h.account.as_str()),

@@ -106,7 +106,7 @@ pub async fn admit(
     // not share a slot, a hold or a settle key, so every admission gets an id of our own.
     let admission_id = uuid::Uuid::now_v7().to_string();
     let ask = Ask {
-        tenant: key.tenant_id.to_string(),
+        tenant: key.tenant_id.clone(),
         admission_id: admission_id.clone(),
         descriptors: caller.entry.descriptors.clone(),
         tokens: prompt_estimate,
