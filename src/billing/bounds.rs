@@ -5,7 +5,10 @@
 //! - billed completion tokens are `0 ..= cap`, where `cap` is the request's own `max_tokens` /
 //!   `max_completion_tokens` (else the model's limit) — a charge never exceeds what was asked for;
 //! - billed prompt tokens are `≥ 0` and within the configured tolerance of the gateway's own count
-//!   (`billing.prompt_tolerance_pct` / `billing.prompt_tolerance_tokens`; tokenizers differ).
+//!   (`billing.prompt_tolerance_pct` / `billing.prompt_tolerance_tokens`; tokenizers differ). The
+//!   gateway's count is its admission estimate (≈ 4 characters a token) when the report agrees
+//!   with it within the tolerance — the common, honest case costs no tokenizer pass — and the
+//!   o200k tokenizer's count otherwise.
 //!
 //! Usage inside the bounds is billed as reported ([`UsageSource::Upstream`]). Usage outside them is
 //! replaced by the gateway's own count of what was delivered ([`UsageSource::Clamped`]); with no
@@ -40,6 +43,8 @@ pub struct Billed {
 
 /// The gateway's own counts, computed only when needed (the tokenizer is not free).
 pub struct Counts<P, C> {
+    /// The admission estimate of the prompt (free: already known).
+    pub prompt_estimate: i64,
     pub prompt: P,
     pub completion: C,
 }
@@ -56,26 +61,34 @@ where
     C: FnOnce() -> i64,
 {
     let cap = cap.max(0);
-    let counted_prompt = (counts.prompt)().max(0);
-    let counted = |source| Billed {
-        prompt_tokens: counted_prompt,
-        completion_tokens: (counts.completion)().clamp(0, cap),
+    let Counts {
+        prompt_estimate,
+        prompt,
+        completion,
+    } = counts;
+    let mut prompt = Some(prompt);
+    let mut exact = None;
+    let mut count_prompt =
+        move || *exact.get_or_insert_with(|| prompt.take().map_or(0, |count| count().max(0)));
+    let gateway = |prompt_tokens: i64, source| Billed {
+        prompt_tokens,
+        completion_tokens: completion().clamp(0, cap),
         source,
     };
-    match reported {
-        None => counted(UsageSource::Counted),
-        Some(u)
-            if (0..=cap).contains(&u.completion_tokens)
-                && tolerance.accepts(u.prompt_tokens, counted_prompt) =>
-        {
-            Billed {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                source: UsageSource::Upstream,
-            }
-        }
-        Some(_) => counted(UsageSource::Clamped),
+    let Some(u) = reported else {
+        return gateway(count_prompt(), UsageSource::Counted);
+    };
+    // The estimate agrees with the report: no tokenizer pass. Otherwise the tokenizer decides.
+    let prompt_ok = tolerance.accepts(u.prompt_tokens, prompt_estimate.max(0))
+        || tolerance.accepts(u.prompt_tokens, count_prompt());
+    if prompt_ok && (0..=cap).contains(&u.completion_tokens) {
+        return Billed {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            source: UsageSource::Upstream,
+        };
     }
+    gateway(count_prompt(), UsageSource::Clamped)
 }
 
 #[cfg(test)]
@@ -96,6 +109,7 @@ mod tests {
         billed(
             reported,
             Counts {
+                prompt_estimate: counted.0,
                 prompt: || counted.0,
                 completion: || counted.1,
             },
@@ -128,6 +142,30 @@ mod tests {
             );
             assert_eq!(b.source, UsageSource::Clamped);
         }
+    }
+
+    #[test]
+    fn the_tokenizer_runs_only_when_the_estimate_disagrees() {
+        let with = |estimate: i64, exact: i64, reported: i64| {
+            let ran = std::cell::Cell::new(false);
+            let b = billed(
+                usage(reported, 1),
+                Counts {
+                    prompt_estimate: estimate,
+                    prompt: || {
+                        ran.set(true);
+                        exact
+                    },
+                    completion: || 1,
+                },
+                5,
+                TOL,
+            );
+            (b.prompt_tokens, b.source, ran.get())
+        };
+        assert_eq!(with(100, 10, 100), (100, UsageSource::Upstream, false));
+        assert_eq!(with(10, 100, 100), (100, UsageSource::Upstream, true));
+        assert_eq!(with(10, 10, 1000), (10, UsageSource::Clamped, true));
     }
 
     #[test]

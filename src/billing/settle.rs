@@ -285,6 +285,7 @@ impl Meter {
         let billed = bounds::billed(
             reported,
             Counts {
+                prompt_estimate: admitted.prompt_estimate,
                 prompt: || count_tokens(prompt_text),
                 completion: || count_tokens(text),
             },
