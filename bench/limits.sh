@@ -46,6 +46,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null &
 sleep 3 # the in-process worker joins through Redis at the next registry sync
 json() { python3 -c "import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 key=$(json "$dir/data/demo.json" api_key)
+python3 bench/free_demo.py "http://127.0.0.1:$port" "$dir/data/demo.json" # the demo plan is priced
 owner=$(json "$dir/data/devnet/subnet.json" owner_url)
 owner_key=$(json "$dir/data/devnet/subnet.json" owner_api_key)
 evalsha() { redis-cli -u "$redis" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'; }
@@ -90,6 +91,7 @@ sleep 1 # settles run just after the responses
 after=$(evalsha)
 row "taogate limited" "$rps" "$p50" "$p99" "$errs" "$b50" "$b99" "$cpu"
 # Prices and a postpaid credit line: holds, captures and ledger postings on every request.
+psql -q "$pg/$db" -c "UPDATE plans SET is_default = false" >/dev/null
 psql -q "$pg/$db" -c "INSERT INTO plans (id, tenant_id, name, key_limits, account_limits, is_default, created_at, updated_at, prices)
   VALUES ('bench-plan', '$tenant', 'bench', '{}', '{}', true, now(), now(),
   '{\"*\": {\"prompt_nano_per_mtok\": 1000000000, \"completion_nano_per_mtok\": 2000000000, \"request_nano\": 1000}}')" >/dev/null

@@ -20,6 +20,7 @@ RUST_LOG=warn target/release/taogate dev --listen "127.0.0.1:$port" --data-dir "
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 key=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['api_key'])" "$dir/data/demo.json")
+python3 bench/free_demo.py "http://127.0.0.1:$port" "$dir/data/demo.json" # the demo plan is priced
 owner=$(python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print(d['owner_url'])" "$dir/data/devnet/subnet.json")
 owner_key=$(python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print(d['owner_api_key'])" "$dir/data/devnet/subnet.json")
 targets=("direct|$owner/v1/chat/completions|$owner_key")
