@@ -120,10 +120,7 @@ async fn run<B: Backend + 'static>(name: &str, backend: Arc<B>, n: usize, c: usi
         version: 1,
         committed: vec![],
     };
-    backend
-        .sync(tenant.as_str(), &funded)
-        .await
-        .expect("synced");
+    backend.sync(&tenant, &funded).await.expect("synced");
     let measured = measure(n, c, move |i| {
         let (backend, tenant) = (backend.clone(), tenant.clone());
         async move {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use taogate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
 use taogate::domain::{AccountId, Nano, TenantId};
 
-const TENANT: &str = "00000000-0000-7000-8000-0000000000aa";
+fn tenant() -> TenantId {
+    TenantId::parse("00000000-0000-7000-8000-0000000000aa").unwrap()
+}
 use taogate::limits::memory::MemoryBackend;
 use taogate::limits::redis::RedisBackend;
 use taogate::limits::{Admission, Ask, Backend, Clock, Decision, Descriptor, Kind, Reading, Scope};
@@ -32,7 +34,7 @@ fn d(scope: Scope, kind: Kind, limit: i64) -> Descriptor {
 
 fn ask(descriptors: Vec<Descriptor>, tokens: i64, n: u32) -> Ask {
     Ask {
-        tenant: TenantId::parse(TENANT).unwrap(),
+        tenant: tenant(),
         admission_id: format!("req-{n}"),
         descriptors,
         tokens,
@@ -51,7 +53,7 @@ async fn decide<B: Backend>(b: &B, a: &Ask) -> Decision {
                 .iter()
                 .map(|i| (a.descriptors[*i].clone(), 0))
                 .collect();
-            b.seed(a.tenant.as_str(), &seeds, at_ms).await.unwrap();
+            b.seed(&a.tenant, &seeds, at_ms).await.unwrap();
             b.admit(a, LEASE).await.unwrap()
         }
         decided => decided,
@@ -105,7 +107,7 @@ async fn rpm_window_edges<B: Backend>(b: &B, clock: &Clock) {
         "exactly at the edge"
     );
     assert!(admitted(b, &ask(limits.clone(), 0, 0)).await.is_none());
-    let readings = b.peek(TENANT, &limits).await.unwrap();
+    let readings = b.peek(&tenant(), &limits).await.unwrap();
     assert_eq!(readings[0].used, 3);
 }
 
@@ -122,11 +124,11 @@ async fn tokens_are_corrected_at_settle<B: Backend>(b: &B, clock: &Clock) {
     // The first request really used 10 tokens: 30 come back.
     clock.set(ms("2026-11-25T11:00:05Z"));
     b.settle(&first, 10, None).await.unwrap();
-    assert_eq!(b.peek(TENANT, &limits).await.unwrap()[0].used, 50);
+    assert_eq!(b.peek(&tenant(), &limits).await.unwrap()[0].used, 50);
     assert!(admitted(b, &ask(limits.clone(), 40, 3)).await.is_some());
     // A request larger than the whole limit is refused outright.
     assert!(admitted(b, &ask(limits.clone(), 101, 4)).await.is_none());
-    let readings = b.peek(TENANT, &limits).await.unwrap();
+    let readings = b.peek(&tenant(), &limits).await.unwrap();
     assert_eq!(
         readings.iter().map(|r| r.used).collect::<Vec<_>>(),
         vec![90, 90]
@@ -144,7 +146,7 @@ async fn all_or_nothing<B: Backend>(b: &B, clock: &Clock) {
     let (index, _) = refused_after(b, &ask(limits.clone(), 0, 0)).await;
     assert_eq!(index, 2, "the tenant's limit bit");
     let used: Vec<i64> = b
-        .peek(TENANT, &limits)
+        .peek(&tenant(), &limits)
         .await
         .unwrap()
         .iter()
@@ -165,7 +167,7 @@ async fn concurrency_slots_and_leases<B: Backend>(b: &B, clock: &Clock) {
     assert!(admitted(b, &ask(limits.clone(), 0, 4)).await.is_none());
     // Request 2 never settles (its replica crashed): its slot frees itself when the lease ends.
     clock.set(t0 + LEASE + 1);
-    assert_eq!(b.peek(TENANT, &limits).await.unwrap()[0].used, 0);
+    assert_eq!(b.peek(&tenant(), &limits).await.unwrap()[0].used, 0);
     assert!(admitted(b, &ask(limits.clone(), 0, 5)).await.is_some());
 }
 
@@ -177,7 +179,7 @@ async fn day_quota_resets_at_utc_midnight<B: Backend>(b: &B, clock: &Clock) {
     clock.set(ms("2026-11-25T23:59:59.999Z"));
     let (_, retry) = refused_after(b, &ask(limits.clone(), 0, 0)).await;
     assert_eq!(retry, 1, "one millisecond before midnight");
-    let r = b.peek(TENANT, &limits).await.unwrap()[0];
+    let r = b.peek(&tenant(), &limits).await.unwrap()[0];
     assert_eq!(
         r,
         Reading {
@@ -187,7 +189,7 @@ async fn day_quota_resets_at_utc_midnight<B: Backend>(b: &B, clock: &Clock) {
     );
     clock.set(ms("2026-11-26T00:00:00Z"));
     assert!(admitted(b, &ask(limits.clone(), 0, 0)).await.is_some());
-    assert_eq!(b.peek(TENANT, &limits).await.unwrap()[0].used, 1);
+    assert_eq!(b.peek(&tenant(), &limits).await.unwrap()[0].used, 1);
 }
 
 async fn month_quota_resets_on_the_first<B: Backend>(b: &B, clock: &Clock) {
@@ -200,9 +202,9 @@ async fn month_quota_resets_on_the_first<B: Backend>(b: &B, clock: &Clock) {
     // A correction for last month's request does not touch this month's counter.
     b.settle(&first, 90, None).await.unwrap();
     assert!(admitted(b, &ask(limits.clone(), 60, 3)).await.is_some());
-    assert_eq!(b.peek(TENANT, &limits).await.unwrap()[0].used, 60);
+    assert_eq!(b.peek(&tenant(), &limits).await.unwrap()[0].used, 60);
     clock.set(ms("2028-12-31T23:00:00Z"));
-    let r = b.peek(TENANT, &limits).await.unwrap()[0];
+    let r = b.peek(&tenant(), &limits).await.unwrap()[0];
     assert_eq!(r.reset_ms, 3_600_000, "December ends at the new year");
 }
 
@@ -225,8 +227,8 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
         version,
         committed: committed.iter().map(|s| s.to_string()).collect(),
     };
-    let reading = || async { b.balance(TENANT, account.as_str()).await.unwrap() };
-    let in_flight = || async { b.peek(TENANT, &limits).await.unwrap()[0].used };
+    let reading = || async { b.balance(&tenant(), &account).await.unwrap() };
+    let in_flight = || async { b.peek(&tenant(), &limits).await.unwrap()[0].used };
 
     assert_eq!(
         b.admit(&held(1, 40, 0), LEASE).await.unwrap(),
@@ -234,7 +236,7 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
     );
     assert_eq!(reading().await, None);
     assert_eq!(in_flight().await, 0, "an unsynced balance counts nothing");
-    b.sync(TENANT, &sync(100, 1, &[])).await.unwrap();
+    b.sync(&tenant(), &sync(100, 1, &[])).await.unwrap();
     let r1 = admitted(b, &held(1, 40, 0)).await.unwrap();
     assert!(admitted(b, &held(2, 40, 0)).await.is_some());
     match b.admit(&held(3, 40, 0), LEASE).await.unwrap() {
@@ -274,9 +276,11 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
     );
 
     // An older ledger reading never wins; the one that includes e1 retires its pending entry.
-    b.sync(TENANT, &sync(60, 0, &[])).await.unwrap();
+    b.sync(&tenant(), &sync(60, 0, &[])).await.unwrap();
     assert_eq!(reading().await.unwrap().0.ledger, Nano(100));
-    b.sync(TENANT, &sync(75, 2, &["e1", "e9"])).await.unwrap();
+    b.sync(&tenant(), &sync(75, 2, &["e1", "e9"]))
+        .await
+        .unwrap();
     let (r, pending) = reading().await.unwrap();
     assert_eq!(
         (r.ledger, r.version, r.pending, r.held),
@@ -303,7 +307,15 @@ async fn balance_holds<B: Backend>(b: &B, clock: &Clock) {
     // r3 never settles (its replica crashed): its hold expires with the lease.
     clock.set(t0 + LEASE + 1);
     assert_eq!(reading().await.unwrap().0.held, Nano(0));
-    assert_eq!(b.balance(TENANT, "acct-2").await.unwrap(), None);
+    assert_eq!(
+        b.balance(
+            &tenant(),
+            &AccountId::parse("00000000-0000-7000-8000-000000000002").unwrap()
+        )
+        .await
+        .unwrap(),
+        None
+    );
 }
 
 async fn lost_quota_counters_are_rebuilt<B: Backend>(b: &B, clock: &Clock) {
@@ -322,14 +334,18 @@ async fn lost_quota_counters_are_rebuilt<B: Backend>(b: &B, clock: &Clock) {
         }
         other => panic!("expected Unseeded, got {other:?}"),
     };
-    assert_eq!(b.peek(TENANT, &limits).await.unwrap()[1].used, 0);
+    assert_eq!(b.peek(&tenant(), &limits).await.unwrap()[1].used, 0);
     // The usage records say three were served today: the quota stays spent.
-    b.seed(TENANT, &[(limits[0].clone(), 3)], at).await.unwrap();
+    b.seed(&tenant(), &[(limits[0].clone(), 3)], at)
+        .await
+        .unwrap();
     let (index, _) = refused_after(b, &a).await;
     assert_eq!(index, 0);
     // A seed never lowers a counter (another replica may have counted on top of its own seed).
-    b.seed(TENANT, &[(limits[0].clone(), 1)], at).await.unwrap();
-    assert_eq!(b.peek(TENANT, &limits).await.unwrap()[0].used, 3);
+    b.seed(&tenant(), &[(limits[0].clone(), 1)], at)
+        .await
+        .unwrap();
+    assert_eq!(b.peek(&tenant(), &limits).await.unwrap()[0].used, 3);
 }
 
 async fn suite<B: Backend>(make: impl Fn() -> B, clock: &Clock) {
@@ -415,8 +431,8 @@ async fn backends_agree_on_random_window_traffic() {
             refused += 1;
         }
         let peeked = (
-            redis.peek(TENANT, &limits).await,
-            memory.peek(TENANT, &limits).await,
+            redis.peek(&tenant(), &limits).await,
+            memory.peek(&tenant(), &limits).await,
         );
         assert_eq!(
             peeked.0.unwrap(),
@@ -441,8 +457,8 @@ async fn backends_agree_on_random_window_traffic() {
     }
     clock.set(clock.now_ms() + 25_000); // the first of the three ages out
     let (r, m) = (
-        redis.peek(TENANT, &big).await.unwrap(),
-        memory.peek(TENANT, &big).await.unwrap(),
+        redis.peek(&tenant(), &big).await.unwrap(),
+        memory.peek(&tenant(), &big).await.unwrap(),
     );
     assert_eq!((r[0].used, &r), (2 * 123_456_789_012_345 + 3, &m));
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::billing::holds::LedgerSync;
 use crate::db::{Db, DbError};
-use crate::domain::{AccountId, TenantId};
+use crate::domain::{AccountId, Nano, TenantId};
 use crate::limits::Backend;
 use crate::limits::guard::Guard;
 use crate::models::ledger::LedgerAccount;
@@ -27,7 +27,7 @@ pub async fn resync(
     account: &AccountId,
 ) -> Result<(), DbError> {
     let pending = limiter
-        .balance(tenant.as_str(), account.as_str())
+        .balance(tenant, account)
         .await
         .ok()
         .flatten()
@@ -47,7 +47,7 @@ pub async fn resync(
             })
         })
         .await?;
-    limiter.sync(tenant.as_str(), &sync).await;
+    limiter.sync(tenant, &sync).await;
     Ok(())
 }
 
@@ -71,14 +71,14 @@ pub struct CacheReport {
     /// Customer balances that have a cached copy.
     pub checked: usize,
     /// Cached at an older ledger version (a sync still to come; not drift).
-    pub behind: Vec<String>,
+    pub behind: Vec<AccountId>,
     /// Cached at the ledger's version with another amount: (account, cached, ledger).
-    pub mismatched: Vec<(String, i64, i64)>,
+    pub mismatched: Vec<(AccountId, Nano, Nano)>,
     /// Pending usage events already in the ledger while the cache is at the ledger's version
     /// (counted twice against spendable).
     pub stale_pending: Vec<String>,
     /// Σ of open holds across accounts (informational).
-    pub held: i64,
+    pub held: Nano,
 }
 
 impl CacheReport {
@@ -96,15 +96,15 @@ pub async fn check_cached<B: Backend>(db: &Db, backend: &B) -> anyhow::Result<Ca
             continue;
         };
         report.checked += 1;
-        report.held = report.held.saturating_add(cached.held.0);
+        report.held = Nano(report.held.0.saturating_add(cached.held.0));
         if cached.version < version {
             report.behind.push(account);
             continue;
         }
-        if cached.ledger.0 != balance || cached.version > version {
+        if cached.ledger != balance || cached.version > version {
             report
                 .mismatched
-                .push((account.clone(), cached.ledger.0, balance));
+                .push((account.clone(), cached.ledger, balance));
         }
         let committed = db
             .run(move |c| UsageRecord::existing_ids(c, &pending))

@@ -273,7 +273,12 @@ impl Guard {
     }
 
     /// Rebuilds quota counters (see [`Verdict::Unseeded`]) where admissions read them now.
-    pub async fn seed(self: &Arc<Self>, tenant: &str, seeds: &[(Descriptor, i64)], at_ms: i64) {
+    pub async fn seed(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        seeds: &[(Descriptor, i64)],
+        at_ms: i64,
+    ) {
         if self.is_degraded() {
             self.local.seed_now(tenant, seeds, at_ms);
             return;
@@ -324,7 +329,7 @@ impl Guard {
     }
 
     /// Brings the account's cached balance (where admissions read it now) up to a ledger reading.
-    pub async fn sync(self: &Arc<Self>, tenant: &str, sync: &LedgerSync) {
+    pub async fn sync(self: &Arc<Self>, tenant: &TenantId, sync: &LedgerSync) {
         if self.is_degraded() {
             self.local.sync_now(tenant, sync);
             return;
@@ -338,8 +343,8 @@ impl Guard {
     /// The account's cached balance and pending usage events, where admissions read it now.
     pub async fn balance(
         self: &Arc<Self>,
-        tenant: &str,
-        account: &str,
+        tenant: &TenantId,
+        account: &AccountId,
     ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
         if self.is_degraded() {
             return Ok(self.local.balance_now(tenant, account));
@@ -350,7 +355,7 @@ impl Guard {
     /// Current readings (the shared view; this replica's own while degraded).
     pub async fn peek(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         descriptors: &[Descriptor],
     ) -> Result<Vec<Reading>, Unavailable> {
         if descriptors.is_empty() {

@@ -10,6 +10,7 @@ use super::{
     WINDOW_CELLS, period,
 };
 use crate::billing::holds::{AccountBalance, BalanceReading, Capture, LedgerSync};
+use crate::domain::{AccountId, TenantId};
 
 /// Every this many operations, entries with nothing left in them are dropped.
 const SWEEP_EVERY: u64 = 4096;
@@ -245,12 +246,12 @@ impl MemoryBackend {
         }
     }
 
-    pub fn sync_now(&self, tenant: &str, sync: &LedgerSync) {
+    pub fn sync_now(&self, tenant: &TenantId, sync: &LedgerSync) {
         let now = self.clock.now_ms();
         let mut state = self.state.lock().expect("limiter state");
         let entry = state
             .entries
-            .entry(balance_key(tenant, sync.account.as_str()))
+            .entry(balance_key(tenant.as_str(), sync.account.as_str()))
             .or_insert_with(|| Entry::Balance(AccountBalance::default()));
         if let Entry::Balance(balance) = entry {
             balance.sync(sync, now);
@@ -259,12 +260,15 @@ impl MemoryBackend {
 
     pub fn balance_now(
         &self,
-        tenant: &str,
-        account: &str,
+        tenant: &TenantId,
+        account: &AccountId,
     ) -> Option<(BalanceReading, Vec<String>)> {
         let now = self.clock.now_ms();
         let mut state = self.state.lock().expect("limiter state");
-        match state.entries.get_mut(&balance_key(tenant, account)) {
+        match state
+            .entries
+            .get_mut(&balance_key(tenant.as_str(), account.as_str()))
+        {
             Some(Entry::Balance(b)) => Some((b.reading(now), b.pending_events())),
             _ => None,
         }
@@ -277,13 +281,13 @@ impl MemoryBackend {
     }
 
     /// Sets the counters of the period of `at_ms` to at least the given values.
-    pub fn seed_now(&self, tenant: &str, seeds: &[(Descriptor, i64)], at_ms: i64) {
+    pub fn seed_now(&self, tenant: &TenantId, seeds: &[(Descriptor, i64)], at_ms: i64) {
         let mut state = self.state.lock().expect("limiter state");
         for (d, seeded) in seeds {
             let current = period(d.kind.shape(), at_ms).0;
             let entry = state
                 .entries
-                .entry(storage_key(tenant, d))
+                .entry(storage_key(tenant.as_str(), d))
                 .or_insert_with(|| fresh(d));
             if let Entry::Counter { period: p, value } = entry {
                 if *p != current {
@@ -295,15 +299,17 @@ impl MemoryBackend {
         }
     }
 
-    pub fn peek_now(&self, tenant: &str, descriptors: &[Descriptor]) -> Vec<Reading> {
+    pub fn peek_now(&self, tenant: &TenantId, descriptors: &[Descriptor]) -> Vec<Reading> {
         let now = self.clock.now_ms();
         let mut state = self.state.lock().expect("limiter state");
         descriptors
             .iter()
-            .map(|d| match state.entries.get_mut(&storage_key(tenant, d)) {
-                Some(entry) => read(entry, d, now, 0).0,
-                None => read(&mut fresh(d), d, now, 0).0,
-            })
+            .map(
+                |d| match state.entries.get_mut(&storage_key(tenant.as_str(), d)) {
+                    Some(entry) => read(entry, d, now, 0).0,
+                    None => read(&mut fresh(d), d, now, 0).0,
+                },
+            )
             .collect()
     }
 }
@@ -323,22 +329,22 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
+    async fn sync(&self, tenant: &TenantId, sync: &LedgerSync) -> Result<(), Unavailable> {
         self.sync_now(tenant, sync);
         Ok(())
     }
 
     async fn balance(
         &self,
-        tenant: &str,
-        account: &str,
+        tenant: &TenantId,
+        account: &AccountId,
     ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
         Ok(self.balance_now(tenant, account))
     }
 
     async fn seed(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         seeds: &[(Descriptor, i64)],
         at_ms: i64,
     ) -> Result<(), Unavailable> {
@@ -348,7 +354,7 @@ impl Backend for MemoryBackend {
 
     async fn peek(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         descriptors: &[Descriptor],
     ) -> Result<Vec<Reading>, Unavailable> {
         Ok(self.peek_now(tenant, descriptors))

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::billing::holds::{BalanceReading, Capture, Hold, LedgerSync};
-use crate::domain::TenantId;
+use crate::domain::{AccountId, TenantId};
 
 /// Width of one window cell and the number of cells a window spans (see the module docs).
 pub const CELL_MS: i64 = 1_000;
@@ -348,27 +348,27 @@ pub trait Backend: Send + Sync {
     /// Brings an account's cached balance up to a ledger reading (never back to an older one).
     fn sync(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         sync: &LedgerSync,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send;
     /// The account's cached balance and its pending usage event ids (`None`: not cached).
     fn balance(
         &self,
-        tenant: &str,
-        account: &str,
+        tenant: &TenantId,
+        account: &AccountId,
     ) -> impl Future<Output = Result<Option<(BalanceReading, Vec<String>)>, Unavailable>> + Send;
     /// Sets quota counters of the period of `at_ms` to at least the given values (the usage the
     /// records show for that period).
     fn seed(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         seeds: &[(Descriptor, i64)],
         at_ms: i64,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send;
     /// Current readings, counting nothing.
     fn peek(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         descriptors: &[Descriptor],
     ) -> impl Future<Output = Result<Vec<Reading>, Unavailable>> + Send;
 }

@@ -49,6 +49,6 @@ pub async fn rebuild(
         })
         .await?;
     let seeds: Vec<(Descriptor, i64)> = descriptors.into_iter().zip(values).collect();
-    limiter.seed(tenant.as_str(), &seeds, at_ms).await;
+    limiter.seed(tenant, &seeds, at_ms).await;
     Ok(())
 }

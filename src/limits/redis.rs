@@ -8,7 +8,7 @@ use redis::Script;
 
 use super::{Admission, Ask, Backend, Clock, Decision, Descriptor, Reading, Unavailable};
 use crate::billing::holds::{BalanceReading, Capture, LedgerSync};
-use crate::domain::Nano;
+use crate::domain::{AccountId, Nano, TenantId};
 use crate::redis_link::RedisLink;
 
 pub struct RedisBackend {
@@ -187,7 +187,7 @@ impl Backend for RedisBackend {
 
     async fn seed(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         seeds: &[(Descriptor, i64)],
         at_ms: i64,
     ) -> Result<(), Unavailable> {
@@ -195,7 +195,7 @@ impl Backend for RedisBackend {
         let values: Vec<String> = seeds.iter().map(|(_, v)| v.to_string()).collect();
         self.call::<Vec<i64>>(
             "seed",
-            tenant,
+            tenant.as_str(),
             (&descriptors, None),
             "",
             (at_ms, 0),
@@ -205,10 +205,10 @@ impl Backend for RedisBackend {
         .map(drop)
     }
 
-    async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
+    async fn sync(&self, tenant: &TenantId, sync: &LedgerSync) -> Result<(), Unavailable> {
         self.call::<Vec<i64>>(
             "sync",
-            tenant,
+            tenant.as_str(),
             (&[], Some(sync.account.as_str())),
             "",
             (sync.balance.0, sync.version),
@@ -220,11 +220,18 @@ impl Backend for RedisBackend {
 
     async fn balance(
         &self,
-        tenant: &str,
-        account: &str,
+        tenant: &TenantId,
+        account: &AccountId,
     ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
         let out: Vec<String> = self
-            .call("balance", tenant, (&[], Some(account)), "", (0, 0), &[])
+            .call(
+                "balance",
+                tenant.as_str(),
+                (&[], Some(account.as_str())),
+                "",
+                (0, 0),
+                &[],
+            )
             .await?;
         if out.is_empty() {
             return Ok(None);
@@ -245,11 +252,18 @@ impl Backend for RedisBackend {
 
     async fn peek(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         descriptors: &[Descriptor],
     ) -> Result<Vec<Reading>, Unavailable> {
         let out: Vec<i64> = self
-            .call("peek", tenant, (descriptors, None), "", (0, 0), &[])
+            .call(
+                "peek",
+                tenant.as_str(),
+                (descriptors, None),
+                "",
+                (0, 0),
+                &[],
+            )
             .await?;
         match out.as_slice() {
             [1, _, rest @ ..] => Ok(readings(rest)),

@@ -6,6 +6,7 @@ use super::memory::MemoryBackend;
 use super::redis::RedisBackend;
 use super::{Admission, Ask, Backend, Decision, Descriptor, Reading, Unavailable};
 use crate::billing::holds::{BalanceReading, Capture, LedgerSync};
+use crate::domain::{AccountId, TenantId};
 
 pub enum Shared {
     Redis(RedisBackend),
@@ -32,7 +33,11 @@ impl Shared {
         }
     }
 
-    pub(super) async fn sync(&self, tenant: &str, sync: &LedgerSync) -> Result<(), Unavailable> {
+    pub(super) async fn sync(
+        &self,
+        tenant: &TenantId,
+        sync: &LedgerSync,
+    ) -> Result<(), Unavailable> {
         match self {
             Shared::Redis(b) => b.sync(tenant, sync).await,
             Shared::Memory(b) => b.sync(tenant, sync).await,
@@ -41,8 +46,8 @@ impl Shared {
 
     pub(super) async fn balance(
         &self,
-        tenant: &str,
-        account: &str,
+        tenant: &TenantId,
+        account: &AccountId,
     ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
         match self {
             Shared::Redis(b) => b.balance(tenant, account).await,
@@ -52,7 +57,7 @@ impl Shared {
 
     pub(super) async fn seed(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         seeds: &[(Descriptor, i64)],
         at_ms: i64,
     ) -> Result<(), Unavailable> {
@@ -64,7 +69,7 @@ impl Shared {
 
     pub(super) async fn peek(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         ds: &[Descriptor],
     ) -> Result<Vec<Reading>, Unavailable> {
         match self {

@@ -182,7 +182,9 @@ impl LedgerAccount {
     }
 
     /// Every customer balance: (tenant, account, balance, version).
-    pub fn customer_states(conn: &mut DbConn) -> QueryResult<Vec<(String, String, i64, i64)>> {
+    pub fn customer_states(
+        conn: &mut DbConn,
+    ) -> QueryResult<Vec<(TenantId, AccountId, Nano, i64)>> {
         ledger_balances::table
             .inner_join(ledger_accounts::table)
             .filter(

@@ -73,7 +73,7 @@ pub async fn get_key_limits(
     let descriptors = context.descriptors(&key);
     let readings = state
         .limiter
-        .peek(key.tenant_id.as_str(), &descriptors)
+        .peek(&key.tenant_id, &descriptors)
         .await
         .map_err(|_| ApiError::LimiterUnavailable)?;
     let now = Utc::now();

@@ -133,7 +133,7 @@ pub async fn get_balance(
     // The cached balance's in-flight parts; none cached means nothing is in flight.
     let cached = state
         .limiter
-        .balance(account.tenant_id.as_str(), account.id.as_str())
+        .balance(&account.tenant_id, &account.id)
         .await
         .ok()
         .flatten()

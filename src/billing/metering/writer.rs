@@ -191,7 +191,7 @@ impl UsageWriter {
                         writing.push_back(actix_web::rt::spawn(async move {
                             let metrics = limiter.metrics().clone();
                             for (tenant, sync) in write_with_retry(&db, Arc::new(records), &metrics).await {
-                                limiter.sync(tenant.as_str(), &sync).await;
+                                limiter.sync(&tenant, &sync).await;
                             }
                             last
                         }));
