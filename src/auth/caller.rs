@@ -230,7 +230,12 @@ impl FromRequest for KeyCaller {
             if entry.touch_due(now) {
                 let (db, id) = (state.db.clone(), key.id.clone());
                 actix_web::rt::spawn(async move {
-                    if let Err(e) = db.run(move |c| ApiKey::touch_used(c, &id, now)).await {
+                    // A write: under the SQLite write lock like every other (a write beside a
+                    // transaction that read first makes that transaction fail with BUSY).
+                    let touched = db
+                        .write(move |c| ApiKey::touch_used(c, &id, now).map_err(ApiError::from))
+                        .await;
+                    if let Err(e) = touched {
                         tracing::warn!(error = %e, "could not record API key use");
                     }
                 });

@@ -190,7 +190,10 @@ pub async fn login(
         }
     };
     let id = user.id.clone();
-    state.db.run(move |c| User::touch_login(c, &id)).await?;
+    state
+        .db
+        .write(move |c| User::touch_login(c, &id).map_err(ApiError::from))
+        .await?;
     Ok(web::Json(issue_tokens(&state, user, None).await?))
 }
 
