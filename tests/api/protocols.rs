@@ -552,10 +552,11 @@ fn epistula_miners(
 fn worker_stops_asking_a_failing_miner() {
     let key = Arc::new(Hotkey::generate());
     let dir = tempfile::tempdir().unwrap();
-    // The healthy miners pause 50 ms before their first word, so the failing one's error always
-    // arrives first and is observed (a race loser that is cancelled is not a failure).
+    // The healthy miners pause 250 ms before their first word, so the failing one's error always
+    // arrives first and is observed (a race loser that is cancelled is not a failure); 50 ms was
+    // not always enough on a loaded CI machine.
     let specs = [("miner", "ok"), ("miner", "error"), ("miner", "ok")];
-    let (_miners, metagraph) = epistula_miners(dir.path(), &key.ss58, &specs, "50");
+    let (_miners, metagraph) = epistula_miners(dir.path(), &key.ss58, &specs, "250");
     let pool = MinerPoolConfig {
         terms: Default::default(),
         name: "miners".into(),
