@@ -247,3 +247,10 @@ where
         Ok(Self(i64::from_sql(bytes)?))
     }
 }
+
+/// An email address as stored, looked up and rate-limited: trimmed, Unicode NFC, lower case — one
+/// form everywhere, so `" U@x.com"` and `"u@x.com"` are the same user and the same login brake.
+pub fn normalize_email(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    raw.trim().nfc().collect::<String>().to_lowercase()
+}

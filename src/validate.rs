@@ -34,7 +34,7 @@ pub fn slug(field: &str, value: &str) -> ApiResult<String> {
 
 /// A plausible email address, lowercased. Deliverability is not checked.
 pub fn email(field: &str, value: &str) -> ApiResult<String> {
-    let v = value.trim().to_lowercase();
+    let v = crate::domain::normalize_email(value);
     let ok = v.len() <= 254
         && v.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()

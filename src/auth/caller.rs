@@ -184,6 +184,58 @@ async fn load_entry(state: &AppState, hash: String) -> ApiResult<Option<Arc<KeyE
     Ok(Some(entry))
 }
 
+impl KeyCaller {
+    /// Authenticates `presented` (an API key secret) as it stands now: active, not expired, its
+    /// account and tenant not suspended, with the limits in force (cached; every change to the
+    /// key, its plan, account or tenant invalidates the cache). Used per request, and per message
+    /// on a WebSocket.
+    pub async fn authenticate(state: &AppState, presented: &str) -> ApiResult<Self> {
+        let invalid = || ApiError::unauthorized("invalid_api_key", "the API key is not valid");
+        let hash =
+            crate::auth::api_key::lookup_hash(state.pepper(), presented).ok_or_else(invalid)?;
+        let now = crate::db::now();
+        let entry = key_entry(state, hash).await?.ok_or_else(invalid)?;
+        let key = &entry.key;
+        match key.state(now) {
+            KeyState::Active => {}
+            KeyState::Revoked => {
+                return Err(ApiError::unauthorized(
+                    "api_key_revoked",
+                    "the API key has been revoked",
+                ));
+            }
+            KeyState::Expired => {
+                return Err(ApiError::unauthorized(
+                    "api_key_expired",
+                    "the API key has expired",
+                ));
+            }
+        }
+        if entry.context.account_status == ActiveStatus::Suspended
+            || entry.context.tenant_status == ActiveStatus::Suspended
+        {
+            return Err(ApiError::Forbidden {
+                code: "account_suspended",
+                message: "the account this key belongs to is suspended".into(),
+            });
+        }
+        if entry.touch_due(now) {
+            let (db, id) = (state.db.clone(), key.id.clone());
+            actix_web::rt::spawn(async move {
+                // A write: under the SQLite write lock like every other (a write beside a
+                // transaction that read first makes that transaction fail with BUSY).
+                let touched = db
+                    .write(move |c| ApiKey::touch_used(c, &id, now).map_err(ApiError::from))
+                    .await;
+                if let Err(e) = touched {
+                    tracing::warn!(error = %e, "could not record API key use");
+                }
+            });
+        }
+        Ok(KeyCaller { entry })
+    }
+}
+
 impl FromRequest for KeyCaller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = ApiResult<Self>>>>;
@@ -198,51 +250,14 @@ impl FromRequest for KeyCaller {
                     "send `Authorization: Bearer tg_…` with an API key",
                 )
             })?;
-            let invalid = || ApiError::unauthorized("invalid_api_key", "the API key is not valid");
-            let hash =
-                crate::auth::api_key::lookup_hash(state.pepper(), presented).ok_or_else(invalid)?;
-            let now = crate::db::now();
-            let entry = key_entry(&state, hash).await?.ok_or_else(invalid)?;
-            let key = &entry.key;
-            match key.state(now) {
-                KeyState::Active => {}
-                KeyState::Revoked => {
-                    return Err(ApiError::unauthorized(
-                        "api_key_revoked",
-                        "the API key has been revoked",
-                    ));
-                }
-                KeyState::Expired => {
-                    return Err(ApiError::unauthorized(
-                        "api_key_expired",
-                        "the API key has expired",
-                    ));
-                }
-            }
-            if entry.context.account_status == ActiveStatus::Suspended
-                || entry.context.tenant_status == ActiveStatus::Suspended
-            {
-                return Err(ApiError::Forbidden {
-                    code: "account_suspended",
-                    message: "the account this key belongs to is suspended".into(),
-                });
-            }
-            if entry.touch_due(now) {
-                let (db, id) = (state.db.clone(), key.id.clone());
-                actix_web::rt::spawn(async move {
-                    // A write: under the SQLite write lock like every other (a write beside a
-                    // transaction that read first makes that transaction fail with BUSY).
-                    let touched = db
-                        .write(move |c| ApiKey::touch_used(c, &id, now).map_err(ApiError::from))
-                        .await;
-                    if let Err(e) = touched {
-                        tracing::warn!(error = %e, "could not record API key use");
-                    }
-                });
-            }
-            Ok(KeyCaller { entry })
+            Self::authenticate(&state, presented).await
         })
     }
+}
+
+/// The API key secret a request presents (`Authorization: Bearer …`).
+pub fn presented_key(req: &HttpRequest) -> Option<String> {
+    bearer(req).map(str::to_owned)
 }
 
 /// Client address and request id of the current request.

@@ -40,7 +40,7 @@ impl LoginLimiter {
         let clock = DefaultClock::default();
         for (limiter, key) in [
             (&self.per_ip, ip.to_owned()),
-            (&self.per_email, email.to_lowercase()),
+            (&self.per_email, crate::domain::normalize_email(email)),
         ] {
             if let Err(not_until) = limiter.check_key(&key) {
                 let wait = not_until.wait_time_from(clock.now());

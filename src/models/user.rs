@@ -46,7 +46,7 @@ impl User {
             id: UserId::generate(),
             tenant_id,
             account_id,
-            email: email.to_lowercase(),
+            email: crate::domain::normalize_email(email),
             password_hash,
             role,
             status: UserStatus::Active,
@@ -80,7 +80,7 @@ impl User {
         tenant: Option<&TenantId>,
         email: &str,
     ) -> QueryResult<Option<Self>> {
-        let email = email.to_lowercase();
+        let email = crate::domain::normalize_email(email);
         let query = users::table
             .filter(users::email.eq(email))
             .select(Self::as_select());

@@ -4,19 +4,23 @@
 //! `{"type":"chunk","request_id","data":<chat.completion.chunk>}` messages and a final
 //! `{"type":"done","request_id","usage"}`, or `{"type":"error","request_id","status","error":{…}}`.
 //! Requests on one connection are answered in order; closing the socket mid-answer cancels the
-//! upstream and settles what was delivered.
+//! upstream and settles what was delivered. The key is checked again for every message (revoked,
+//! expired, suspended, limits changed: the cached view, invalidated on every change); a key that is
+//! no longer good gets its error message and the socket is closed (1008, policy violation).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, get, web};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, Closed, Session};
+use actix_ws::{
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Closed, Session,
+};
 use futures_util::StreamExt;
 use serde_json::json;
 
 use super::admission::admit;
 use super::stream::Metered;
-use crate::auth::caller::{KeyCaller, RequestMeta};
+use crate::auth::caller::{KeyCaller, RequestMeta, presented_key};
 use crate::billing::settle::Status;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
@@ -40,13 +44,21 @@ pub async fn chat_ws(
         .max_frame_size(limit)
         .aggregate_continuations()
         .max_continuation_size(limit);
-    actix_web::rt::spawn(serve(state.into_inner(), caller, meta, session, messages));
+    let presented = presented_key(&req).unwrap_or_default();
+    drop(caller);
+    actix_web::rt::spawn(serve(
+        state.into_inner(),
+        presented,
+        meta,
+        session,
+        messages,
+    ));
     Ok(res)
 }
 
 async fn serve(
     state: Arc<AppState>,
-    caller: KeyCaller,
+    presented: String,
     meta: RequestMeta,
     mut session: Session,
     mut messages: AggregatedMessageStream,
@@ -56,14 +68,20 @@ async fn serve(
         let outcome = match msg {
             AggregatedMessage::Text(text) => {
                 seq += 1;
-                answer(
-                    &state,
-                    &caller,
-                    &format!("{}-{seq}", meta.request_id),
-                    &text,
-                    &mut session,
-                )
-                .await
+                let request_id = format!("{}-{seq}", meta.request_id);
+                let caller = match KeyCaller::authenticate(&state, &presented).await {
+                    Ok(caller) => caller,
+                    Err(e) => {
+                        let _ = send_error(&mut session, &request_id, &e).await;
+                        let reason = CloseReason {
+                            code: CloseCode::Policy,
+                            description: Some(e.body().error.code.to_owned()),
+                        };
+                        let _ = session.close(Some(reason)).await;
+                        return;
+                    }
+                };
+                answer(&state, &caller, &request_id, &text, &mut session).await
             }
             AggregatedMessage::Ping(bytes) => session.pong(&bytes).await,
             AggregatedMessage::Close(_) => break,

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::password;
+use crate::domain::normalize_email;
 use crate::domain::{Role, UserId, UserStatus};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::models::account::Account;
@@ -162,8 +163,9 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> ApiResult<web::Json<TokenResponse>> {
     let body = body.into_inner();
-    state.login_limiter.check(&meta.ip, &body.email)?;
-    let (email, slug) = (body.email.trim().to_lowercase(), body.tenant.clone());
+    // The brake and the lookup see one form of the address (whitespace or case cannot dodge it).
+    let (email, slug) = (normalize_email(&body.email), body.tenant.clone());
+    state.login_limiter.check(&meta.ip, &email)?;
     let user = state
         .db
         .run(move |c| {

@@ -321,10 +321,53 @@ fn a_client_gone_mid_answer_is_settled_at_once(b: Backend) {
     }
 }
 
+/// A revoked key stops working on an open WebSocket at its next message (issue 18): the message
+/// gets `api_key_revoked` and the socket closes with 1008 (policy violation).
+fn a_revoked_key_is_refused_on_an_open_websocket(b: Backend) {
+    use tungstenite::Message;
+    use tungstenite::client::IntoClientRequest;
+    let app = TestApp::spawn_with_subnet(b, 0);
+    let (owner, account, _, _) = app.api_key();
+    let (key_id, key) = app.key(&owner, Some(&account));
+    let mut req = format!("{}/v1/chat/ws", app.base.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let (mut ws, _) = tungstenite::connect(req).unwrap();
+    let next = |ws: &mut tungstenite::WebSocket<_>| loop {
+        match ws.read().unwrap() {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] != "chunk" {
+                    return Some(v);
+                }
+            }
+            Message::Close(frame) => {
+                return frame
+                    .map(|f| json!({"close": u16::from(f.code), "reason": f.reason.to_string()}));
+            }
+            _ => {}
+        }
+    };
+    ws.send(Message::text(body(0).to_string())).unwrap();
+    assert_eq!(next(&mut ws).unwrap()["type"], "done");
+    app.delete(&format!("/api/v1/keys/{key_id}"))
+        .bearer(&owner.token)
+        .send();
+    ws.send(Message::text(body(1).to_string())).unwrap();
+    let refused = next(&mut ws).unwrap();
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["error"]["code"], "api_key_revoked", "{refused}");
+    let closed = next(&mut ws).unwrap();
+    assert_eq!(closed["close"], 1008, "{closed}");
+}
+
 both_backends!(
     one_request_id_does_not_share_slots_or_holds,
     amounts_have_a_range,
     idempotency_keys_are_scoped_to_the_caller,
     an_unreadable_price_book_is_never_free,
     a_client_gone_mid_answer_is_settled_at_once,
+    a_revoked_key_is_refused_on_an_open_websocket,
 );
