@@ -28,7 +28,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// then have the rest settle as `shutdown` for what they delivered (`Meter::drain`).
 fn spawn_shutdown_on_signal(
     handle: actix_web::dev::ServerHandle,
-    meter: crate::billing::settle::Meter,
+    meter: std::sync::Arc<crate::billing::settle::Meter>,
     grace: u64,
 ) {
     actix_web::rt::spawn(async move {

@@ -32,7 +32,8 @@ pub struct AppState {
     pub pool: Arc<Pool>,
     /// Where workers announce themselves (Redis, or in process).
     pub registry: Registry,
-    pub meter: Meter,
+    /// Shared by every admission (each holds a reference until it settles).
+    pub meter: Arc<Meter>,
     /// Rate limits and quotas (shared through Redis, or in process).
     pub limiter: Arc<Guard>,
     /// API keys as the data plane sees them, dropped by push invalidation.
@@ -73,13 +74,13 @@ impl AppState {
         Ok(Self {
             pool: Pool::new(config.pool.clone(), metrics.clone())?,
             registry,
-            meter: Meter::new(
+            meter: Arc::new(Meter::new(
                 db.clone(),
                 limiter.clone(),
                 &config.data_dir.join("usage-journal"),
                 config.database.usage_writer_lanes,
                 config.billing.tolerance(),
-            )?,
+            )?),
             limiter,
             key_cache,
             invalidator,

@@ -122,7 +122,7 @@ pub struct Admitted {
     /// (retail price to the account, wholesale price to the tenant) of the model, if priced.
     prices: (Option<Price>, Option<Price>),
     /// `None` once settled.
-    meter: Option<Meter>,
+    meter: Option<Arc<Meter>>,
 }
 
 /// What admission decided about a request, to build its guard.
@@ -136,7 +136,7 @@ pub struct Admission {
 }
 
 impl Admitted {
-    pub fn new(meter: &Meter, key: &ApiKey, req: &ChatRequest, admission: Admission) -> Self {
+    pub fn new(meter: &Arc<Meter>, key: &ApiKey, req: &ChatRequest, admission: Admission) -> Self {
         meter.in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
             admission_id: admission.admission_id,
