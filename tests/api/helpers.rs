@@ -585,6 +585,21 @@ impl TestApp {
         )
     }
 
+    /// A key of `account` allowed `concurrency` requests in flight: (key id, secret).
+    pub fn concurrent_key(
+        &self,
+        who: &Session,
+        account: &str,
+        concurrency: i64,
+    ) -> (String, String) {
+        let (id, secret) = self.key(who, Some(account));
+        self.patch(&format!("/api/v1/keys/{id}"))
+            .bearer(&who.token)
+            .json(json!({"limits": {"concurrency": concurrency}}))
+            .expect(200, "");
+        (id, secret)
+    }
+
     /// A tenant owner, one account and an API key of it: (owner, account id, key id, secret).
     pub fn api_key(&self) -> (Session, String, String, String) {
         let op = self.operator();

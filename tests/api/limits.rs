@@ -222,11 +222,7 @@ fn quotas_refuse_until_the_period_ends(b: Backend) {
 fn concurrency_slots_are_released_at_settle(b: Backend) {
     let app = TestApp::spawn_with_subnet(b, 150);
     let (owner, account, _, _) = app.api_key();
-    let (key_id, key) = app.key(&owner, Some(&account));
-    app.patch(&format!("/api/v1/keys/{key_id}"))
-        .bearer(&owner.token)
-        .json(json!({"limits": {"concurrency": 1}}))
-        .expect(200, "");
+    let (key_id, key) = app.concurrent_key(&owner, &account, 1);
     std::thread::scope(|s| {
         let slow = s.spawn(|| chat(&app, &key).status);
         std::thread::sleep(Duration::from_millis(100));

@@ -45,11 +45,7 @@ fn shutdown_settles_requests_still_running(b: Backend) {
     let (owner_session, account, _, _) = view.api_key();
     let mut keys = Vec::new();
     for _ in 0..2 {
-        let (id, secret) = view.key(&owner_session, Some(&account));
-        view.patch(&format!("/api/v1/keys/{id}"))
-            .bearer(&owner_session.token)
-            .json(json!({"limits": {"concurrency": 1}}))
-            .expect(200, "");
+        let (_, secret) = view.concurrent_key(&owner_session, &account, 1);
         keys.push(secret);
     }
     let body = |stream: bool| {

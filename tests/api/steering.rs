@@ -35,11 +35,7 @@ fn one_request_id_does_not_share_slots_or_holds(b: Backend) {
     // Words 40 ms apart: every request of the burst is still running when the last is decided.
     let app = TestApp::spawn_with_subnet(b, 40);
     let (owner, account, _, _) = app.api_key();
-    let (key_id, key) = app.key(&owner, Some(&account));
-    app.patch(&format!("/api/v1/keys/{key_id}"))
-        .bearer(&owner.token)
-        .json(json!({"limits": {"concurrency": 2}}))
-        .expect(200, "");
+    let (_, key) = app.concurrent_key(&owner, &account, 2);
     let out = statuses(&app, &key, 20, "same-id-for-all");
     assert_eq!(count(&out, 200), 2, "concurrency 2 admitted: {out:?}");
     assert_eq!(count(&out, 429), 18, "{out:?}");
@@ -243,11 +239,7 @@ fn a_client_gone_mid_answer_is_settled_at_once(b: Backend) {
     // Words 150 ms apart: an answer takes seconds.
     let app = TestApp::spawn_with_subnet(b, 150);
     let (owner, account, _, _) = app.api_key();
-    let (key_id, key) = app.key(&owner, Some(&account));
-    app.patch(&format!("/api/v1/keys/{key_id}"))
-        .bearer(&owner.token)
-        .json(json!({"limits": {"concurrency": 1}}))
-        .expect(200, "");
+    let (key_id, key) = app.concurrent_key(&owner, &account, 1);
     let addr = app.base.trim_start_matches("http://").to_owned();
     for (n, reset) in [(1, false), (2, true)] {
         let rid = format!("gone-{n}");
