@@ -132,9 +132,23 @@ fn a_thousand_concurrent_requests_never_overdraw_beyond_one_hold(b: Backend) {
 
     let settled = quiesce(&app, &owner, &account, served as i64);
     let left = settled["balance_nano"].as_i64().unwrap();
+    let decisions: Vec<String> = app
+        .get("/metrics")
+        .send()
+        .text
+        .lines()
+        .filter(|l| {
+            l.starts_with("taogate_limiter_decisions") || l.starts_with("taogate_limiter_degraded")
+        })
+        .map(str::to_owned)
+        .collect();
     eprintln!(
-        "{served} served, {} refused, {left} of {funded} left (hold {hold})",
+        "{served} served, {} refused, {left} of {funded} left (hold {hold}); {decisions:?}",
         refused.len()
+    );
+    assert!(
+        decisions.iter().any(|l| l == "taogate_limiter_degraded 0"),
+        "the shared limiter must decide every request here: {decisions:?}"
     );
     assert!(left >= -hold, "overdraft {} exceeds one hold {hold}", -left);
     assert!(left < hold, "{left} left: the balance was used up");
