@@ -1,4 +1,4 @@
-//! Request extractors: [`Caller`] (a dashboard user, from a JWT), [`KeyCaller`] (an application,
+//! Request extractors: [`Caller`] (a dashboard user, from a JWT, as the user stands now), [`KeyCaller`] (an application,
 //! from an API key) and [`RequestMeta`] (client IP and request id, for audit and rate limits).
 //! Role and tenant checks live here so every handler states its requirement in one call.
 
@@ -9,14 +9,16 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use diesel::OptionalExtension;
 
 use crate::auth::key_cache::KeyEntry;
-use crate::domain::{AccountId, ActiveStatus, Role, TenantId, UserId};
+use crate::domain::{AccountId, ActiveStatus, Role, TenantId, UserId, UserStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::http::request_id::RequestId;
 use crate::models::api_key::{ApiKey, KeyState};
 use crate::models::audit::Actor;
 use crate::models::plan::Plan;
+use crate::models::user::User;
 use crate::state::AppState;
 
 /// An authenticated dashboard user.
@@ -96,12 +98,13 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<ApiResult<Self>>;
+    type Future = Pin<Box<dyn Future<Output = ApiResult<Self>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready((|| {
-            let state = state(req)?;
-            let token = bearer(req).ok_or_else(|| {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?.clone();
+            let token = bearer(&req).ok_or_else(|| {
                 ApiError::unauthorized(
                     "missing_credentials",
                     "send `Authorization: Bearer <access token>`",
@@ -114,13 +117,35 @@ impl FromRequest for Caller {
                 ));
             }
             let claims = state.sessions.verify(token)?;
-            Ok(Caller {
-                user_id: claims.sub,
-                role: claims.role,
-                tenant_id: claims.tid,
-                account_id: claims.aid,
-            })
-        })())
+            Self::as_now(&state, claims.sub).await
+        })
+    }
+}
+
+impl Caller {
+    /// The token's user as they stand now (one primary-key read per management request): a
+    /// disabled or deleted user is refused, and role, tenant and account come from the user, not
+    /// from the token, so a demotion or a move takes effect on the next request, on every replica.
+    async fn as_now(state: &AppState, id: UserId) -> ApiResult<Self> {
+        let user = state
+            .db
+            .run(move |c| User::find(c, &id).optional())
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized("invalid_token", "the access token is not valid")
+            })?;
+        if user.status != UserStatus::Active {
+            return Err(ApiError::unauthorized(
+                "user_disabled",
+                "this user has been disabled; ask an admin of your tenant",
+            ));
+        }
+        Ok(Caller {
+            user_id: user.id,
+            role: user.role,
+            tenant_id: user.tenant_id,
+            account_id: user.account_id,
+        })
     }
 }
 

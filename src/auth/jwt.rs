@@ -1,7 +1,8 @@
 //! JWT access tokens for the management plane: HS256 only (pinned: `alg: none` and every other
 //! algorithm are refused), issuer and audience checked, short expiry (`auth.access_token_ttl_secs`).
-//! Claims carry the user's role and tenant so a request needs no database read to be authorised;
-//! a disabled user is cut off at the latest when the token expires (refresh re-checks the user).
+//! A token names its user; every management request then reads the user as they stand now
+//! ([`crate::auth::caller::Caller`]), so disabling, demoting or moving a user takes effect on the
+//! next request. The role, tenant and account claims only describe the user at sign-in.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;

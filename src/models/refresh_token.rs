@@ -29,9 +29,9 @@ pub struct RefreshToken {
 pub enum Consumed {
     /// Live and now spent: issue the next one in `family_id`.
     Fresh { user_id: UserId, family_id: String },
-    /// Already spent or revoked: the family has been revoked.
+    /// Already spent: it leaked, so the family has been revoked.
     Reused,
-    /// Unknown or expired.
+    /// Unknown, expired, or revoked without being spent (signed out, user disabled).
     Invalid,
 }
 
@@ -75,7 +75,7 @@ impl RefreshToken {
         else {
             return Ok(Consumed::Invalid);
         };
-        if token.expires_at <= now && token.used_at.is_none() && token.revoked_at.is_none() {
+        if token.used_at.is_none() && (token.expires_at <= now || token.revoked_at.is_some()) {
             return Ok(Consumed::Invalid);
         }
         let spent = diesel::update(

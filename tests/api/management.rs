@@ -195,7 +195,7 @@ fn owners_and_admins_manage_accounts_and_users(b: Backend) {
     assert_eq!(got["status"], "disabled");
     app.post("/api/v1/auth/refresh")
         .json(json!({"refresh_token": dev.refresh}))
-        .expect(401, "refresh_token_reused");
+        .expect(401, "invalid_refresh_token");
     app.post("/api/v1/auth/login")
         .json(json!({"email": dev.email, "password": PASSWORD, "tenant": slug}))
         .expect(401, "invalid_credentials");
@@ -259,8 +259,87 @@ fn changes_are_audited(b: Backend) {
     );
 }
 
+/// A session sees its user as they are now: a change to the user takes effect on the very next
+/// request made with an access token issued before it (not when that token expires).
+fn access_tokens_follow_the_user_as_they_are_now(b: Backend) {
+    let app = TestApp::spawn(b);
+    let op = app.operator();
+    let (_, slug, owner) = app.tenant(&op, false);
+    let first = app.account(&owner, "First");
+    let second = app.account(&owner, "Second");
+    let admin = app.user(&owner, &slug, "admin", None);
+    let dev = app.user(&owner, &slug, "developer", Some(&first));
+    let keys_of = |account: &str| {
+        app.get(&format!("/api/v1/keys?account_id={account}"))
+            .bearer(&owner.token)
+            .send()
+            .expect(200, "")
+            .ok()["data"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // Demoted: the admin's token no longer creates plans or adjustments.
+    let plan = json!({"name": "p", "prices": {"*": {"request_nano": 1}}});
+    app.post("/api/v1/plans")
+        .bearer(&admin.token)
+        .json(plan.clone())
+        .expect(201, "");
+    app.patch(&format!("/api/v1/users/{}", admin.user_id))
+        .bearer(&owner.token)
+        .json(json!({"role": "finance"}))
+        .expect(200, "");
+    app.post("/api/v1/plans")
+        .bearer(&admin.token)
+        .json(json!({"name": "p2", "prices": {"*": {"request_nano": 1}}}))
+        .expect(403, "permission_denied");
+    app.post(&format!("/api/v1/accounts/{first}/adjustments"))
+        .bearer(&admin.token)
+        .json(json!({"amount_nano": 5, "reason": "after demotion"}))
+        .expect(403, "permission_denied");
+
+    // Moved: the developer's old token mints keys in the new account only.
+    app.post("/api/v1/keys")
+        .bearer(&dev.token)
+        .json(json!({"name": "before"}))
+        .expect(201, "");
+    app.patch(&format!("/api/v1/users/{}", dev.user_id))
+        .bearer(&owner.token)
+        .json(json!({"account_id": second}))
+        .expect(200, "");
+    app.post("/api/v1/keys")
+        .bearer(&dev.token)
+        .json(json!({"name": "after"}))
+        .expect(201, "");
+    app.post("/api/v1/keys")
+        .bearer(&dev.token)
+        .json(json!({"name": "old account", "account_id": first}))
+        .expect(404, "not_found");
+    assert_eq!((keys_of(&first), keys_of(&second)), (1, 1));
+
+    // Disabled: the token stops at once, and no key can be minted with it.
+    app.patch(&format!("/api/v1/users/{}", dev.user_id))
+        .bearer(&owner.token)
+        .json(json!({"status": "disabled"}))
+        .expect(200, "");
+    app.get("/api/v1/me")
+        .bearer(&dev.token)
+        .send()
+        .expect(401, "user_disabled");
+    app.post("/api/v1/keys")
+        .bearer(&dev.token)
+        .json(json!({"name": "disabled"}))
+        .expect(401, "user_disabled");
+    assert_eq!(keys_of(&second), 1);
+    app.post("/api/v1/auth/refresh")
+        .json(json!({"refresh_token": dev.refresh}))
+        .expect(401, "invalid_refresh_token");
+}
+
 both_backends!(
     operator_manages_tenants,
     owners_and_admins_manage_accounts_and_users,
-    changes_are_audited
+    changes_are_audited,
+    access_tokens_follow_the_user_as_they_are_now
 );
