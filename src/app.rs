@@ -77,6 +77,8 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
         state.meter.clone(),
         state.config.billing.shutdown_grace_secs,
     );
+    let methods = web::Data::new(crate::http::methods::Methods::from_doc(&doc));
+    let origins = state.config.http.cors_allowed_origins.clone();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, _) = App::new()
@@ -90,9 +92,11 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
             .configure(routes::configure)
             .split_for_parts();
         app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
+            .app_data(methods.clone())
             .default_service(web::to(extract::not_found))
             .wrap(from_fn(idempotency::handle))
             .wrap(from_fn(crate::limits::response::attach))
+            .wrap(crate::http::cors::layer(&origins))
             .wrap(TracingLogger::default())
             .wrap(from_fn(request_id::assign))
     })

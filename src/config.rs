@@ -59,6 +59,9 @@ pub struct DatabaseConfig {
 pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub trust_forwarded_for: bool,
+    /// Browser origins (`https://dash.example.com`) allowed to call the API (CORS); empty: off.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +160,21 @@ impl Config {
             bail!("config key `limits.first_line_per_key_per_sec`: must be at least 1");
         }
         self.billing.validate()?;
+        for origin in &self.http.cors_allowed_origins {
+            let ok = url::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && !origin.ends_with('/')
+                    && u.username().is_empty()
+            });
+            if !ok {
+                bail!(
+                    "config key `http.cors_allowed_origins`: {origin:?} is not an origin (scheme://host[:port], no path)"
+                );
+            }
+        }
         if self.http.max_body_bytes < 1024 {
             bail!("config key `http.max_body_bytes`: must be at least 1024");
         }

@@ -34,6 +34,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("content type must be application/json")]
     UnsupportedMediaType,
+    /// The path exists, the method does not; `allow` lists the methods it answers.
+    #[error("this path answers {allow} only")]
+    MethodNotAllowed { allow: String },
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
     #[error("{message}")]
@@ -161,6 +164,7 @@ impl ApiError {
             Self::Conflict { code, .. } => ("conflict_error", code),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
             Self::UnsupportedMediaType => ("invalid_request_error", "unsupported_media_type"),
+            Self::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
             Self::Unprocessable { code, .. } => ("invalid_request_error", code),
             Self::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             Self::LimitExceeded(r) => ("rate_limit_error", r.code),
@@ -217,6 +221,7 @@ impl ResponseError for ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -245,6 +250,9 @@ impl ResponseError for ApiError {
             }
             Self::Unavailable | Self::LimiterUnavailable | Self::PricingUnavailable => {
                 res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Self::MethodNotAllowed { allow } => {
+                res.insert_header((header::ALLOW, allow.as_str()));
             }
             _ => {}
         }

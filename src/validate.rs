@@ -2,17 +2,36 @@
 
 use crate::error::{ApiError, ApiResult};
 
-/// A display name: trimmed, 1..=`max` characters, no control characters.
+/// A display name: trimmed, 1..=`max` characters, no control characters, no bidi embedding,
+/// override or isolate (they reorder what is shown), and at least one visible character.
 pub fn name(field: &str, value: &str, max: usize) -> ApiResult<String> {
     let v = value.trim();
     let len = v.chars().count();
-    if len == 0 || len > max || v.chars().any(char::is_control) {
+    let shown = v.chars().any(|c| !c.is_whitespace() && !invisible(c));
+    if len == 0 || len > max || !shown || v.chars().any(|c| c.is_control() || reorders(c)) {
         return Err(ApiError::invalid_param(
             field,
-            format!("{field} must be 1 to {max} printable characters"),
+            format!(
+                "{field} must be 1 to {max} printable characters, at least one of them visible"
+            ),
         ));
     }
     Ok(v.to_owned())
+}
+
+/// Unicode format characters (category Cf: zero-width spaces and joiners, bidi marks, BOM, tags)
+/// and the blank-looking letters (Hangul fillers, braille blank).
+fn invisible(c: char) -> bool {
+    matches!(c as u32,
+        0xAD | 0x34F | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x115F | 0x1160 | 0x17B4 | 0x17B5
+        | 0x180B..=0x180F | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x2800
+        | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// Bidi embeddings, overrides and isolates.
+fn reorders(c: char) -> bool {
+    matches!(c as u32, 0x202A..=0x202E | 0x2066..=0x2069)
 }
 
 /// A URL-safe identifier: 3..=40 of `a-z 0-9 -`, not starting or ending with `-`.
@@ -76,4 +95,32 @@ where
     T: serde::Deserialize<'de>,
 {
     <Option<T> as serde::Deserialize>::deserialize(de).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name;
+
+    #[test]
+    fn names_need_a_visible_character_and_no_reordering() {
+        assert_eq!(
+            name("name", "  Acme\u{200d}Co ", 20).unwrap(),
+            "Acme\u{200d}Co"
+        );
+        assert_eq!(name("name", "café ☕", 20).unwrap(), "café ☕");
+        for bad in [
+            "",
+            "   ",
+            "\u{200b}\u{200c}",
+            "\u{2800}",
+            "\u{3164}",
+            "\u{feff}\u{2060}",
+            "ab\u{202e}cd",
+            "x\u{2066}y",
+            "a\u{7}b",
+        ] {
+            let e = name("name", bad, 20).unwrap_err();
+            assert!(e.to_string().contains("visible"), "{bad:?}: {e}");
+        }
+    }
 }

@@ -1,10 +1,133 @@
-//! Maps actix's own extractor failures (bad JSON, wrong content type, oversize body, bad query or
-//! path, unknown route) into [`ApiError`], so that every error has the same OpenAI shape.
+//! Request bodies and extractor failures: [`Json`] reads a body that must be a JSON object, and
+//! actix's own failures (bad JSON, wrong content type, oversize body, bad query or path, unknown
+//! route) map into [`ApiError`], so that every error has the same OpenAI shape.
 
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use std::future::Future;
+use std::pin::Pin;
 
-use crate::error::ApiError;
+use actix_web::dev::Payload;
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::mime;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ApiResult};
+
+/// A request body that must be a JSON object (`Content-Type: application/json`). serde alone would
+/// also read a struct from an array (`["x", null]`), so the first character is checked.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Parses `body` as a JSON object of type `T` (415 unless the request says JSON; 400 otherwise).
+pub fn object<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> ApiResult<T> {
+    let is_json = matches!(req.mime_type(), Ok(Some(m))
+        if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the request body is empty",
+            ));
+        }
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "the request body must be a JSON object",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "request body is not valid JSON",
+            ));
+        }
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            located::<T>(body).unwrap_or_else(|| {
+                ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))
+            })
+        } else {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {e}"),
+            )
+        }
+    })
+}
+
+/// The field a body that failed to deserialize got wrong, as `param` (`messages[0].role`; for a
+/// missing field, its own name). Run only on failure, so a good body is parsed once.
+fn located<T: DeserializeOwned>(body: &[u8]) -> Option<ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let e = serde_path_to_error::deserialize::<_, T>(&mut de).err()?;
+    let message = e.inner().to_string();
+    let path = e.path().to_string();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let param = match (path.as_str(), missing) {
+        (".", Some(field)) => field.to_owned(),
+        (parent, Some(field)) => format!("{parent}.{field}"),
+        (at, None) => at.to_owned(),
+    };
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => &message,
+    };
+    Some(ApiError::invalid_param(
+        &param,
+        format!("{param}: {message}"),
+    ))
+}
+
+/// The body's bytes within the configured limit (413 beyond it).
+pub async fn bytes(req: &HttpRequest, payload: &mut Payload) -> ApiResult<web::Bytes> {
+    let limit = req
+        .app_data::<web::Data<crate::state::AppState>>()
+        .map_or(0, |s| s.config.http.max_body_bytes);
+    web::Bytes::from_request(req, payload)
+        .await
+        .map_err(|e| match e.as_error::<PayloadError>() {
+            Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
+            _ if e.as_response_error().status_code()
+                == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::PayloadTooLarge { limit }
+            }
+            _ => ApiError::bad_request("invalid_json", "could not read the request body"),
+        })
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = ApiResult<Self>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let (req, mut payload) = (req.clone(), payload.take());
+        Box::pin(async move {
+            let body = bytes(&req, &mut payload).await?;
+            object(&req, &body).map(Json)
+        })
+    }
+}
 
 fn json_error(err: JsonPayloadError, _req: &HttpRequest, limit: usize) -> ApiError {
     match err {
@@ -46,8 +169,16 @@ pub fn path_config() -> web::PathConfig {
         .error_handler(|_: PathError, _| ApiError::NotFound { what: "object" }.into())
 }
 
-/// Unknown routes and methods.
+/// Unknown routes (404) and known routes asked with another method (405 with `Allow`).
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    let _ = req;
-    ApiError::NotFound { what: "route" }.error_response()
+    let allowed = req
+        .app_data::<web::Data<super::methods::Methods>>()
+        .and_then(|m| m.allowed(req.path()));
+    match allowed {
+        Some(allow) => ApiError::MethodNotAllowed {
+            allow: allow.to_owned(),
+        }
+        .error_response(),
+        None => ApiError::NotFound { what: "route" }.error_response(),
+    }
 }

@@ -1,7 +1,10 @@
-//! Cross-cutting HTTP plumbing: request ids, extractor error mapping, idempotency.
+//! Cross-cutting HTTP plumbing: request ids, request bodies and extractor errors, idempotency,
+//! the method table (405), CORS.
 
+pub mod cors;
 pub mod extract;
 pub mod idempotency;
+pub mod methods;
 pub mod peer;
 pub mod request_id;
 

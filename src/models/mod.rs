@@ -30,8 +30,16 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn limit(&self) -> i64 {
-        self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
+    /// The page size; outside 1–200 is a 400 naming `limit` (never silently clamped).
+    pub fn limit(&self) -> crate::error::ApiResult<i64> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(_) => Err(crate::error::ApiError::invalid_param(
+                "limit",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            )),
+        }
     }
 
     pub fn after(&self) -> String {

@@ -70,7 +70,7 @@ impl ChatRequest {
     }
 
     /// Checks what the OpenAI API checks before any work: messages present and well-formed,
-    /// `max_tokens` within `1..=limit`.
+    /// `max_tokens` within `1..=limit`, and `n` (when sent) 1.
     pub fn validate(&self, limit: i64) -> Result<(), ApiError> {
         if self.model.trim().is_empty() {
             return Err(ApiError::invalid_param("model", "model must not be empty"));
@@ -101,6 +101,17 @@ impl ChatRequest {
                 return Err(ApiError::invalid_param(
                     &format!("messages[{i}].content"),
                     "content must be a string or an array of content parts",
+                ));
+            }
+        }
+        // One choice per request: the hold and the completion bound cover one answer.
+        match self.extra.get("n") {
+            None | Some(Value::Null) => {}
+            Some(n) if n.as_i64() == Some(1) => {}
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    "n",
+                    "n must be 1: taogate answers one choice per request (send n requests for n answers)",
                 ));
             }
         }

@@ -26,6 +26,9 @@ fn check(state: &AppState, caller: &KeyCaller, req: &ChatRequest) -> ApiResult<i
             message: "this key lacks the chat:write scope".into(),
         });
     }
+    if req.model.trim().is_empty() {
+        return Err(ApiError::invalid_param("model", "model must not be empty"));
+    }
     let model = state
         .config
         .models

@@ -14,6 +14,7 @@ use super::stream::Metered;
 use crate::auth::caller::{KeyCaller, RequestMeta};
 use crate::billing::settle::{Admitted, Delivered, Status};
 use crate::error::{ApiError, ApiResult};
+use crate::http::extract::Json;
 use crate::openai::aggregate::Aggregator;
 use crate::openai::sse::DONE;
 use crate::openai::{ChatRequest, Usage};
@@ -35,7 +36,7 @@ pub async fn create_chat_completion(
     caller: KeyCaller,
     meta: RequestMeta,
     http: HttpRequest,
-    body: web::Json<ChatRequest>,
+    body: Json<ChatRequest>,
 ) -> ApiResult<HttpResponse> {
     let req = body.into_inner();
     let mut admitted = admit(&state, &caller, &req, &meta.request_id, Some(&http)).await?;

@@ -29,7 +29,8 @@ use crate::state::AppState;
 
 /// Opens a WebSocket for chat completions (API-key auth on the upgrade request).
 #[utoipa::path(tag = "data plane", responses((status = 101, description = "switching to the WebSocket protocol"),
-    (status = 401, body = crate::error::ErrorBody)), security(("api_key" = [])))]
+    (status = 400, description = "not a WebSocket upgrade (`websocket_upgrade_required`)", body = crate::error::ErrorBody),
+    (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)), security(("api_key" = [])))]
 #[get("/chat/ws")]
 pub async fn chat_ws(
     state: web::Data<AppState>,
@@ -39,7 +40,12 @@ pub async fn chat_ws(
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let limit = state.config.http.max_body_bytes;
-    let (res, session, messages) = actix_ws::handle(&req, body)?;
+    let (res, session, messages) = actix_ws::handle(&req, body).map_err(|e| {
+        ApiError::bad_request(
+            "websocket_upgrade_required",
+            format!("this endpoint speaks WebSocket only: {e}"),
+        )
+    })?;
     let messages = messages
         .max_frame_size(limit)
         .aggregate_continuations()

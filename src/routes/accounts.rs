@@ -11,6 +11,7 @@ use crate::auth::key_cache::Invalidation;
 use crate::billing::amount::{self, Sign};
 use crate::domain::{AccountId, ActiveStatus, BillingMode, Nano, PlanId, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::http::extract::Json;
 use crate::models::account::{Account, AccountChanges};
 use crate::models::audit::AuditEntry;
 use crate::models::plan::Plan;
@@ -94,7 +95,7 @@ pub async fn list_accounts(
     page: web::Query<Page>,
 ) -> ApiResult<web::Json<List<AccountView>>> {
     let tenant = caller.tenant()?.clone();
-    let (after, limit, own) = (page.after(), page.limit(), caller.account_scope().cloned());
+    let (after, limit, own) = (page.after(), page.limit()?, caller.account_scope().cloned());
     let rows = state
         .db
         .run(move |c| match own {
@@ -115,7 +116,7 @@ pub async fn create_account(
     state: web::Data<AppState>,
     caller: Caller,
     meta: RequestMeta,
-    body: web::Json<CreateAccount>,
+    body: Json<CreateAccount>,
 ) -> ApiResult<HttpResponse> {
     let tenant = caller.managed_tenant()?.clone();
     let body = body.into_inner();
@@ -171,7 +172,7 @@ pub async fn update_account(
     caller: Caller,
     meta: RequestMeta,
     id: web::Path<String>,
-    body: web::Json<UpdateAccount>,
+    body: Json<UpdateAccount>,
 ) -> ApiResult<web::Json<AccountView>> {
     let tenant = caller.managed_tenant()?.clone();
     let id = AccountId::parse(&id).ok_or(ApiError::NotFound { what: "account" })?;

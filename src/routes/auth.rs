@@ -9,6 +9,7 @@ use crate::auth::password;
 use crate::domain::normalize_email;
 use crate::domain::{Role, UserId, UserStatus};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::http::extract::Json;
 use crate::models::account::Account;
 use crate::models::audit::{Actor, AuditEntry};
 use crate::models::refresh_token::{Consumed, RefreshToken};
@@ -102,7 +103,7 @@ async fn issue_tokens(
 pub async fn signup(
     state: web::Data<AppState>,
     meta: RequestMeta,
-    body: web::Json<SignupRequest>,
+    body: Json<SignupRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let email = validate::email("email", &body.email)?;
@@ -160,7 +161,7 @@ pub async fn signup(
 pub async fn login(
     state: web::Data<AppState>,
     meta: RequestMeta,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> ApiResult<web::Json<TokenResponse>> {
     let body = body.into_inner();
     // The brake and the lookup see one form of the address (whitespace or case cannot dodge it).
@@ -206,7 +207,7 @@ pub async fn login(
 #[post("/auth/refresh")]
 pub async fn refresh(
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: Json<RefreshRequest>,
 ) -> ApiResult<web::Json<TokenResponse>> {
     let (pepper, secret) = (state.pepper().to_vec(), body.into_inner().refresh_token);
     let consumed = state
@@ -255,7 +256,7 @@ async fn load_active_user(state: &AppState, id: UserId, family: &str) -> ApiResu
 #[post("/auth/logout")]
 pub async fn logout(
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: Json<RefreshRequest>,
 ) -> ApiResult<HttpResponse> {
     let (pepper, secret) = (state.pepper().to_vec(), body.into_inner().refresh_token);
     state

@@ -12,6 +12,7 @@ use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::key_cache::Invalidation;
 use crate::domain::{AccountId, ApiKeyId, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::http::extract::Json;
 use crate::limits::LimitSet;
 use crate::models::account::Account;
 use crate::models::api_key::{ApiKey, KeyState, NewKey};
@@ -183,7 +184,7 @@ pub async fn list_keys(
         )));
     }
     let account = own.or(asked);
-    let (after, limit) = (page.after(), page.limit());
+    let (after, limit) = (page.after(), page.limit()?);
     let rows = state
         .db
         .run(move |c| ApiKey::list(c, &tenant, account.as_ref(), &after, limit))
@@ -199,7 +200,7 @@ pub async fn create_key(
     state: web::Data<AppState>,
     caller: Caller,
     meta: RequestMeta,
-    body: web::Json<CreateKey>,
+    body: Json<CreateKey>,
 ) -> ApiResult<HttpResponse> {
     let tenant = caller.tenant()?.clone();
     let body = body.into_inner();
@@ -299,7 +300,7 @@ pub async fn update_key(
     caller: Caller,
     meta: RequestMeta,
     id: web::Path<String>,
-    body: web::Json<UpdateKey>,
+    body: Json<UpdateKey>,
 ) -> ApiResult<web::Json<KeyView>> {
     caller.tenant()?;
     let id = ApiKeyId::parse(&id).ok_or(ApiError::NotFound { what: "api key" })?;
@@ -360,14 +361,18 @@ pub async fn rotate_key(
     caller: Caller,
     meta: RequestMeta,
     id: web::Path<String>,
-    body: Option<web::Json<RotateKey>>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
 ) -> ApiResult<web::Json<KeyWithSecret>> {
     caller.tenant()?;
     let id = ApiKeyId::parse(&id).ok_or(ApiError::NotFound { what: "api key" })?;
-    let grace = body
-        .map(|b| b.into_inner())
-        .unwrap_or_default()
-        .grace_period_secs;
+    // The body is optional; when there is one it must be a valid RotateKey object.
+    let body: RotateKey = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateKey::default()
+    } else {
+        crate::http::extract::object(&req, &body)?
+    };
+    let grace = body.grace_period_secs;
     if grace > MAX_GRACE_SECS {
         return Err(ApiError::invalid_param(
             "grace_period_secs",

@@ -13,6 +13,7 @@ use crate::billing::amount::{self, Sign};
 use crate::billing::balance::resync;
 use crate::domain::{AccountId, BillingMode, Nano, Role, TransactionKind};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::http::extract::Json;
 use crate::models::account::Account;
 use crate::models::audit::AuditEntry;
 use crate::models::ledger::{EntryLine, LedgerAccount, PostError, Posted};
@@ -172,7 +173,7 @@ pub async fn list_ledger(
         limit: query.limit,
         after: query.after.clone(),
     };
-    let (limit, after) = (page.limit(), page.after());
+    let (limit, after) = (page.limit()?, page.after());
     let rows = state
         .db
         .write(move |c| {
@@ -204,7 +205,7 @@ pub async fn create_adjustment(
     meta: RequestMeta,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Json<CreateAdjustment>,
+    body: Json<CreateAdjustment>,
 ) -> ApiResult<HttpResponse> {
     let tenant = caller.managed_tenant()?.clone();
     let id = AccountId::parse(&id).ok_or(ApiError::NotFound { what: "account" })?;

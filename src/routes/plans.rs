@@ -12,6 +12,7 @@ use crate::billing::amount::{self, Sign};
 use crate::billing::prices::PriceBook;
 use crate::domain::{Nano, PlanId, TenantId};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::http::extract::Json;
 use crate::limits::LimitSet;
 use crate::models::audit::AuditEntry;
 use crate::models::plan::{Plan, PlanChanges};
@@ -115,7 +116,7 @@ pub async fn list_plans(
     page: web::Query<Page>,
 ) -> ApiResult<web::Json<List<PlanView>>> {
     let tenant = caller.tenant_reader()?.clone();
-    let (limit, after) = (page.limit(), page.after());
+    let (limit, after) = (page.limit()?, page.after());
     let rows = state
         .db
         .run(move |c| Plan::list(c, &tenant, &after, limit))
@@ -131,7 +132,7 @@ pub async fn create_plan(
     state: web::Data<AppState>,
     caller: Caller,
     meta: RequestMeta,
-    body: web::Json<CreatePlan>,
+    body: Json<CreatePlan>,
 ) -> ApiResult<HttpResponse> {
     let tenant = caller.managed_tenant()?.clone();
     let body = body.into_inner();
@@ -204,7 +205,7 @@ pub async fn update_plan(
     caller: Caller,
     meta: RequestMeta,
     id: web::Path<String>,
-    body: web::Json<UpdatePlan>,
+    body: Json<UpdatePlan>,
 ) -> ApiResult<web::Json<PlanView>> {
     let tenant = caller.managed_tenant()?.clone();
     let id = PlanId::parse(&id).ok_or(ApiError::NotFound { what: "plan" })?;

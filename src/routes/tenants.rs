@@ -11,6 +11,7 @@ use crate::auth::password;
 use crate::billing::prices::PriceBook;
 use crate::domain::{ActiveStatus, Role, TenantId, UserId};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::http::extract::Json;
 use crate::limits::LimitSet;
 use crate::models::audit::AuditEntry;
 use crate::models::tenant::{Tenant, TenantChanges};
@@ -93,7 +94,7 @@ pub async fn list_tenants(
     page: web::Query<Page>,
 ) -> ApiResult<web::Json<List<TenantView>>> {
     caller.require_operator()?;
-    let (after, limit) = (page.after(), page.limit());
+    let (after, limit) = (page.after(), page.limit()?);
     let rows = state
         .db
         .run(move |c| Tenant::list(c, &after, limit))
@@ -109,7 +110,7 @@ pub async fn create_tenant(
     state: web::Data<AppState>,
     caller: Caller,
     meta: RequestMeta,
-    body: web::Json<CreateTenant>,
+    body: Json<CreateTenant>,
 ) -> ApiResult<HttpResponse> {
     caller.require_operator()?;
     let body = body.into_inner();
@@ -182,7 +183,7 @@ pub async fn update_tenant(
     caller: Caller,
     meta: RequestMeta,
     id: web::Path<String>,
-    body: web::Json<UpdateTenant>,
+    body: Json<UpdateTenant>,
 ) -> ApiResult<web::Json<TenantView>> {
     caller.require_operator()?;
     let id = TenantId::parse(&id).ok_or(ApiError::NotFound { what: "tenant" })?;

@@ -9,6 +9,7 @@ use crate::auth::caller::{Caller, RequestMeta};
 use crate::auth::password;
 use crate::domain::{AccountId, Role, TenantId, UserId, UserStatus};
 use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::http::extract::Json;
 use crate::models::account::Account;
 use crate::models::audit::AuditEntry;
 use crate::models::refresh_token::RefreshToken;
@@ -96,7 +97,7 @@ pub async fn list_users(
     page: web::Query<Page>,
 ) -> ApiResult<web::Json<List<UserView>>> {
     let tenant = caller.managed_tenant()?.clone();
-    let (after, limit) = (page.after(), page.limit());
+    let (after, limit) = (page.after(), page.limit()?);
     let rows = state
         .db
         .run(move |c| User::list(c, &tenant, &after, limit))
@@ -112,7 +113,7 @@ pub async fn create_user(
     state: web::Data<AppState>,
     caller: Caller,
     meta: RequestMeta,
-    body: web::Json<CreateUser>,
+    body: Json<CreateUser>,
 ) -> ApiResult<HttpResponse> {
     let tenant = caller.managed_tenant()?.clone();
     let body = body.into_inner();
@@ -169,7 +170,7 @@ pub async fn update_user(
     caller: Caller,
     meta: RequestMeta,
     id: web::Path<String>,
-    body: web::Json<UpdateUser>,
+    body: Json<UpdateUser>,
 ) -> ApiResult<web::Json<UserView>> {
     let tenant = caller.managed_tenant()?.clone();
     let id = UserId::parse(&id).ok_or(ApiError::NotFound { what: "user" })?;
