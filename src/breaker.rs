@@ -26,6 +26,10 @@ impl CircuitBreaker {
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

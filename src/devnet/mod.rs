@@ -33,6 +33,8 @@ pub enum Behaviour {
     Error,
     /// Accept and never answer.
     Hang,
+    /// Start answering (two events), then drop the connection mid-body.
+    Drop,
 }
 
 pub enum Auth {
@@ -174,7 +176,7 @@ async fn chat(state: web::Data<Arc<StandIn>>, req: HttpRequest, body: Bytes) -> 
         return refuse(400, "invalid chat request");
     };
     match state.behaviour {
-        Behaviour::Ok => {}
+        Behaviour::Ok | Behaviour::Drop => {}
         Behaviour::Error => return refuse(500, "miner failure"),
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -231,13 +233,26 @@ async fn chat(state: web::Data<Arc<StandIn>>, req: HttpRequest, body: Bytes) -> 
         events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}).to_string());
     }
     events.push(DONE.to_owned());
+    if state.behaviour == Behaviour::Drop {
+        // Two events, then the body is cut (no final chunk): the connection drops mid-answer.
+        events.truncate(2);
+    }
+    let dropping = state.behaviour == Behaviour::Drop;
     let delay = state.delay;
-    let body = stream::iter(events).then(move |e| async move {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Ok::<_, actix_web::Error>(sse::event(&e))
-    });
+    let body = stream::iter(events)
+        .then(move |e| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<_, actix_web::Error>(sse::event(&e))
+        })
+        .chain(stream::iter(dropping.then_some(())).then(|()| async {
+            // Long enough for the events to reach the client before the drop.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(actix_web::error::ErrorInternalServerError(
+                "dropped mid-answer",
+            ))
+        }));
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .streaming(body)

@@ -76,6 +76,29 @@ pub fn is_usage_only(payload: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// True for an `{"error":…}` event (an answer that failed after it started).
+pub fn is_error(payload: &str) -> bool {
+    payload.starts_with("{\"error\"")
+}
+
+/// The chunk with its top-level `model` set to `model`; `same` is `"model":"<model>"` as JSON, so
+/// a chunk that already names it (the common case) is returned without being parsed.
+pub fn with_model(payload: String, model: &str, same: &str) -> String {
+    if payload == DONE || !payload.contains("\"model\"") || payload.contains(same) {
+        return payload;
+    }
+    let Ok(mut v) = serde_json::from_str::<Value>(&payload) else {
+        return payload;
+    };
+    match v.get_mut("model") {
+        Some(m) if m.is_string() => {
+            *m = Value::from(model);
+            v.to_string()
+        }
+        _ => payload,
+    }
+}
+
 /// Concatenated `delta.content` of a chunk (for counting what was delivered).
 pub fn delta_text(payload: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(payload) else {
@@ -94,6 +117,21 @@ pub fn delta_text(payload: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_name_the_requested_model() {
+        let same = "\"model\":\"taogate-owner\"";
+        let mapped =
+            r#"{"id":"c","model":"echo-1","choices":[{"delta":{"content":"\"model\":\"x\""}}]}"#;
+        let v: Value =
+            serde_json::from_str(&with_model(mapped.into(), "taogate-owner", same)).unwrap();
+        assert_eq!(v["model"], "taogate-owner");
+        assert_eq!(v["choices"][0]["delta"]["content"], "\"model\":\"x\"");
+        let kept = r#"{"model":"taogate-owner","choices":[]}"#;
+        assert_eq!(with_model(kept.into(), "taogate-owner", same), kept);
+        assert_eq!(with_model(DONE.into(), "m", same), DONE);
+        assert!(is_error(r#"{"error":{"message":"x"}}"#) && !is_error(kept));
+    }
 
     #[test]
     fn frames_events_across_arbitrary_chunk_boundaries() {

@@ -298,20 +298,6 @@ impl Pool {
         Err(upstream_failure.unwrap_or(ApiError::Unavailable))
     }
 
-    /// Reports a worker whose stream broke after it had started answering.
-    pub fn report_broken(&self, url: &str) {
-        let member = self
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|m| m.url == url)
-            .cloned();
-        if let Some(m) = member {
-            self.failed(&m, "stream broke mid-answer");
-        }
-    }
-
     pub fn max_attempts(&self) -> usize {
         self.cfg.max_attempts.max(1)
     }

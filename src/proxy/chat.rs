@@ -109,7 +109,8 @@ enum Outcome {
     ShuttingDown,
 }
 
-/// Sends a non-stream request until one worker's answer is whole, reassembling it in
+/// Sends a non-stream request until one answer is whole (another worker, or the same worker's next
+/// route when an upstream broke midway), reassembling it in
 /// `admitted.delivered` (so a client gone midway is billed for what had arrived).
 async fn complete(
     state: &AppState,
@@ -122,7 +123,7 @@ async fn complete(
     let mut tried = Vec::new();
     let mut last_error = ApiError::Unavailable;
     let started = std::time::Instant::now();
-    while tried.len() < state.pool.max_attempts() {
+    for _ in 0..state.pool.max_attempts() {
         let answer = state
             .pool
             .send_avoiding(&worker_req, request_id, &mut tried)
@@ -138,7 +139,10 @@ async fn complete(
             }
             Err(reason) => {
                 tracing::warn!(worker = %answer.worker, %reason, "answer broke before completion; retrying");
-                state.pool.report_broken(&answer.worker);
+                // The worker answered and its upstream broke: that route is now open on the
+                // worker, so the same worker may be asked again (it answers from the next route).
+                // A worker that died midway fails that retry and is counted against then.
+                tried.retain(|w| *w != answer.worker);
                 admitted.delivered = Delivered::default();
                 last_error = ApiError::Upstream {
                     message: "the upstream stream broke before the answer was complete".into(),

@@ -101,6 +101,14 @@ impl Stream for Metered {
                         this.finish(Status::Ok);
                         return Poll::Ready(Some(payload));
                     }
+                    // A worker over HTTP reports a break as an error event: the same as a break.
+                    if sse::is_error(&payload) {
+                        let reason = serde_json::from_str::<serde_json::Value>(&payload)
+                            .ok()
+                            .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
+                            .unwrap_or_else(|| "the upstream stream broke".into());
+                        return Poll::Ready(Some(this.fail(&reason)));
+                    }
                     if let Some(usage) = sse::usage_of(&payload) {
                         this.delivered.usage = Some(usage);
                         this.usage = Some(usage);

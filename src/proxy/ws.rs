@@ -144,7 +144,7 @@ async fn answer(
             let done = json!({"type": "done", "request_id": request_id, "usage": stream.usage(), "ratelimit": ratelimit});
             return session.text(done.to_string()).await;
         }
-        if payload.starts_with("{\"error\"") {
+        if crate::openai::sse::is_error(&payload) {
             let error: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
             let msg = json!({"type": "error", "request_id": request_id, "status": 502, "error": error["error"]});
             return session.text(msg.to_string()).await;

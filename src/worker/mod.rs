@@ -149,8 +149,13 @@ impl Worker {
         for route in routing::plan(chain) {
             let transport = &route.transport;
             match transport.open(&upstream_req, self.first_byte).await {
-                Ok(opened) => {
+                Ok(mut opened) => {
                     route.breaker.on_success();
+                    opened.events = answered_as(
+                        opened.events,
+                        &req.model,
+                        (route.breaker.clone(), self.route_cooldown),
+                    );
                     self.metrics
                         .answers
                         .with_label_values(&[&opened.upstream])
@@ -196,6 +201,27 @@ impl Worker {
     }
 }
 
+/// The events of an opened answer as the client must see them: every chunk names the model the
+/// client asked for (an upstream that maps names answers its own id), and a break after the
+/// first event opens the route's circuit (`routing::broke_midway`), so the request's retry — the
+/// gateway retries a non-stream answer that broke before it reached the client — goes elsewhere.
+fn answered_as(
+    events: EventStream,
+    model: &str,
+    (breaker, cooldown): (Arc<crate::breaker::CircuitBreaker>, Duration),
+) -> EventStream {
+    let model = model.to_owned();
+    let same = format!("\"model\":{}", serde_json::Value::from(model.as_str()));
+    Box::pin(events.map(move |event| match event {
+        Ok(payload) => Ok(sse::with_model(payload, &model, &same)),
+        Err(e) => {
+            tracing::warn!(upstream = %breaker.name(), error = %e, "answer broke midway; route opened");
+            routing::broke_midway(&breaker, cooldown);
+            Err(e)
+        }
+    }))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -210,7 +236,7 @@ pub fn sse_body(
         .take_while(|e| ready(!matches!(e, Ok(p) if p == DONE)))
         .map(|e| match e {
             Ok(payload) => sse::event(&payload),
-            Err(err) => sse::event(&serde_json::json!({"error": {"message": err.to_string(), "type": "api_error", "code": "upstream_error"}}).to_string()),
+            Err(err) => sse::event(&serde_json::json!({"error": {"message": format!("the upstream stream broke: {err}"), "type": "api_error", "code": "upstream_error", "param": null}}).to_string()),
         })
         .take_until(tokio::time::sleep(deadline))
         .chain(stream::once(ready(sse::event(DONE))))

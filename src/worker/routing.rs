@@ -20,14 +20,15 @@ pub struct Route {
     pub priority: u32,
     pub weight: u32,
     pub terms: RouteTerms,
-    pub breaker: CircuitBreaker,
+    /// Shared with the answers in flight, so an answer that breaks midway can open it.
+    pub breaker: Arc<CircuitBreaker>,
 }
 
 impl Route {
     /// `position` is the route's index in the config list (its default priority).
     pub fn new(transport: Arc<dyn Transport>, terms: &RouteTerms, position: usize) -> Self {
         Self {
-            breaker: CircuitBreaker::new(transport.name().to_owned()),
+            breaker: Arc::new(CircuitBreaker::new(transport.name().to_owned())),
             priority: terms.priority.unwrap_or(position as u32),
             weight: terms.weight.unwrap_or(1).max(1),
             terms: terms.clone(),
@@ -38,6 +39,12 @@ impl Route {
     pub fn failed(&self, cooldown: Duration) {
         self.breaker.on_failure(FAILURES_TO_OPEN, cooldown);
     }
+}
+
+/// An answer that broke after its first event (the upstream dropped mid-body) opens its route's
+/// circuit at once for `cooldown`: a retry of the request goes to the next route.
+pub fn broke_midway(breaker: &CircuitBreaker, cooldown: Duration) {
+    breaker.on_failure(1, cooldown);
 }
 
 /// The order in which `routes` are tried for one request.

@@ -49,11 +49,13 @@ fn gateway(b: Backend, workers: &[Proc], prefix: Option<&str>) -> TestApp {
             owned_by: "test".into(),
             max_tokens: None,
         });
-        c.models.push(taogate::config::ModelConfig {
-            id: "dead".into(),
-            owned_by: "test".into(),
-            max_tokens: None,
-        });
+        for id in ["dead", "dropper", "mapped"] {
+            c.models.push(taogate::config::ModelConfig {
+                id: id.into(),
+                owned_by: "test".into(),
+                max_tokens: None,
+            });
+        }
         c
     });
     if prefix.is_some() {
@@ -61,6 +63,21 @@ fn gateway(b: Backend, workers: &[Proc], prefix: Option<&str>) -> TestApp {
         std::thread::sleep(Duration::from_millis(1200));
     }
     app
+}
+
+/// Writes a fresh hotkey for wallet `wallet` under `dir/wallets`.
+fn new_hotkey(dir: &std::path::Path, wallet: &str) {
+    let keyfile = dir
+        .join("wallets")
+        .join(wallet)
+        .join("hotkeys")
+        .join("default");
+    std::fs::create_dir_all(keyfile.parent().unwrap()).unwrap();
+    std::fs::write(
+        &keyfile,
+        taogate::worker::hotkey::Hotkey::generate().keyfile_json(),
+    )
+    .unwrap();
 }
 
 fn ask(stream: bool) -> serde_json::Value {
@@ -187,18 +204,7 @@ fn worker_fails_over_to_the_next_upstream(b: Backend) {
             None,
         );
         let config = dir.path().join(format!("{behaviour}.toml"));
-        let keyfile = dir
-            .path()
-            .join("wallets")
-            .join(behaviour)
-            .join("hotkeys")
-            .join("default");
-        std::fs::create_dir_all(keyfile.parent().unwrap()).unwrap();
-        std::fs::write(
-            &keyfile,
-            taogate::worker::hotkey::Hotkey::generate().keyfile_json(),
-        )
-        .unwrap();
+        new_hotkey(dir.path(), behaviour);
         std::fs::write(
             &config,
             format!(
@@ -282,6 +288,141 @@ api_key = "{KEY}"
     }
 }
 
+/// An upstream that drops its connection mid-answer: a non-stream request (nothing sent to the
+/// client yet) is answered by the next upstream and the broken route is opened; a stream already
+/// under way ends with the full error event and is recorded `upstream_error`. Every answer names
+/// the model the client asked for, also from an upstream that maps names.
+fn answers_that_break_midway_fail_over_or_are_recorded_as_errors(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = procs::owner_gateway(KEY, 0, "backup");
+    let dropping = Proc::start(
+        &[
+            "devnet-miner",
+            "--kind",
+            "openai",
+            "--api-key",
+            KEY,
+            "--behaviour",
+            "drop",
+            "--label",
+            "broken",
+        ],
+        None,
+    );
+    new_hotkey(dir.path(), "w");
+    let config = dir.path().join("worker.toml");
+    let upstream = |name: &str, url: &str, model: &str| {
+        format!(
+            "[[worker.routes.upstreams]]\nkind = \"openai\"\nname = \"{name}\"\nbase_url = \"{url}/v1\"\napi_key = \"{KEY}\"\n{model}\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[worker]\nlisten = \"127.0.0.1:0\"\nsecret = \"{SECRET}\"\nwallet_path = \"{}\"\nwallet_name = \"w\"\nhotkey_name = \"default\"\nroute_eject_secs = 60\n\
+             [[worker.routes]]\nmodel = \"m\"\n{}{}\
+             [[worker.routes]]\nmodel = \"dropper\"\n{}\
+             [[worker.routes]]\nmodel = \"mapped\"\n{}",
+            dir.path().join("wallets").display(),
+            upstream("broken", &dropping.url, ""),
+            upstream("backup", &backup.url, ""),
+            upstream("broken", &dropping.url, ""),
+            upstream("backup", &backup.url, "model = \"echo-1\""),
+        ),
+    )
+    .unwrap();
+    let worker = Proc::start(&["worker"], Some(&config));
+    let app = gateway(b, std::slice::from_ref(&worker), None);
+    let (_, _, _, key) = app.api_key();
+    let chat = |model: &str, stream: bool| {
+        let mut body = ask(stream);
+        body["model"] = json!(model);
+        app.post("/v1/chat/completions").bearer(&key).json(body)
+    };
+
+    // Non-stream: the first upstream breaks after its first events; the answer is the backup's.
+    let res = chat("m", false).expect(200, "");
+    let text = res.body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(text.starts_with("Hello from backup."), "{text}");
+    assert_eq!(res.body["model"], "m");
+    // The broken route is open now: a stream goes straight to the backup.
+    let res = chat("m", true).expect(200, "");
+    assert!(!res.text.contains("\"error\""), "{}", res.text);
+
+    // A stream whose only upstream breaks midway: the full error event, then [DONE].
+    let res = chat("dropper", true).expect(200, "");
+    let events: Vec<&str> = res
+        .text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{}", res.text);
+    let error: serde_json::Value = serde_json::from_str(events[events.len() - 2]).unwrap();
+    let e = &error["error"];
+    assert_eq!(
+        (&e["type"], &e["code"]),
+        (&json!("api_error"), &json!("upstream_error")),
+        "{error}"
+    );
+    assert!(
+        e["message"].is_string() && e.get("param").is_some(),
+        "{error}"
+    );
+    // Its route is open now: the non-stream retry finds no upstream.
+    chat("dropper", false).expect(502, "upstream_error");
+
+    // Mapped model names: the client sees the model it asked for.
+    let res = chat("mapped", false).expect(200, "");
+    assert_eq!(res.body["model"], "mapped");
+    let res = chat("mapped", true).expect(200, "");
+    for event in res
+        .text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+    {
+        if event != "[DONE]" {
+            let chunk: serde_json::Value = serde_json::from_str(event).unwrap();
+            assert_eq!(chunk["model"], "mapped", "{event}");
+        }
+    }
+
+    // The usage: the broken stream is an upstream error, the rest are ok.
+    app.wait_for_rows("usage_records", 6);
+    let statuses: Vec<(String, String)> = {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            model: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            status: String,
+        }
+        let mut conn = app.db.get().unwrap();
+        diesel::sql_query("SELECT model, status FROM usage_records ORDER BY id")
+            .load::<Row>(&mut *conn)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.model, r.status))
+            .collect()
+    };
+    let of = |model: &str| -> Vec<&str> {
+        statuses
+            .iter()
+            .filter(|(m, _)| m == model)
+            .map(|(_, s)| s.as_str())
+            .collect()
+    };
+    assert_eq!(of("m"), ["ok", "ok"], "{statuses:?}");
+    assert_eq!(
+        of("dropper"),
+        ["upstream_error", "upstream_error"],
+        "{statuses:?}"
+    );
+    assert_eq!(of("mapped"), ["ok", "ok"], "{statuses:?}");
+}
+
 fn workers_refuse_requests_without_the_secret(b: Backend) {
     let _ = b;
     let dir = tempfile::tempdir().unwrap();
@@ -320,5 +461,6 @@ fn workers_refuse_requests_without_the_secret(b: Backend) {
 both_backends!(
     pool_survives_dead_and_hung_workers,
     worker_fails_over_to_the_next_upstream,
+    answers_that_break_midway_fail_over_or_are_recorded_as_errors,
     workers_refuse_requests_without_the_secret
 );
