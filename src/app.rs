@@ -16,11 +16,12 @@ use crate::state::AppState;
 
 /// The OpenAPI document of every route, as served at `/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, doc) = App::new()
+    let (_, mut doc) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(routes::configure)
         .split_for_parts();
+    routes::openapi::document_errors(&mut doc);
     doc
 }
 

@@ -148,6 +148,9 @@ impl Config {
             );
         }
         let l = &self.limits;
+        if !(20..=600_000).contains(&l.key_cache_trust_ms) {
+            bail!("config key `limits.key_cache_trust_ms`: must be between 20 and 600000");
+        }
         if l.redis_timeout_ms == 0 || l.probe_interval_ms == 0 || l.concurrency_lease_secs == 0 {
             bail!(
                 "config key `limits`: redis_timeout_ms, probe_interval_ms and concurrency_lease_secs must be at least 1"

@@ -63,7 +63,17 @@ impl RedisLink {
         {
             return Ok(c.clone());
         }
-        let c = self.inner.client.get_multiplexed_async_connection().await?;
+        // The link's deadline is the connection's own: redis-rs would otherwise fail a reply
+        // after its default 500 ms, whatever `limits.redis_timeout_ms` says (a loaded Redis
+        // then degraded the limiter though the configured deadline was far off).
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.inner.timeout))
+            .set_response_timeout(Some(self.inner.timeout));
+        let c = self
+            .inner
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         self.slots().insert(thread, (generation, c.clone()));
         Ok(c)
     }

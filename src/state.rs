@@ -70,7 +70,12 @@ impl AppState {
             Duration::from_secs(limits.key_cache_max_age_secs),
             limits.first_line_per_key_per_sec,
         ));
-        let invalidator = Invalidator::new(key_cache.clone(), redis, &config.redis_prefix);
+        let invalidator = Invalidator::new(
+            key_cache.clone(),
+            redis,
+            &config.redis_prefix,
+            Duration::from_millis(limits.key_cache_trust_ms),
+        );
         Ok(Self {
             pool: Pool::new(config.pool.clone(), metrics.clone())?,
             registry,

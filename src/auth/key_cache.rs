@@ -216,6 +216,11 @@ impl KeyCache {
         self.live.store(live, Ordering::Release);
     }
 
+    /// Whether the cache is in use (invalidations are being heard).
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
     }

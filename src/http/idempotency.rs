@@ -23,7 +23,7 @@ use crate::state::AppState;
 pub const HEADER: &str = "idempotency-key";
 const MAX_KEY_LEN: usize = 255;
 /// POSTs that create nothing and must never be replayed (they mint or spend session tokens).
-const EXCLUDED: [&str; 3] = [
+pub const EXCLUDED: [&str; 3] = [
     "/api/v1/auth/login",
     "/api/v1/auth/refresh",
     "/api/v1/auth/logout",

@@ -42,6 +42,9 @@ pub struct LimitsConfig {
     pub concurrency_lease_secs: u64,
     pub first_line_per_key_per_sec: u32,
     pub key_cache_max_age_secs: u64,
+    /// How long a replica trusts its key cache without hearing the invalidation channel (a
+    /// heartbeat every quarter of it); past that, keys are read from the database.
+    pub key_cache_trust_ms: u64,
     /// `fail_open` only: what this replica may reserve per account, in nano-units, while the shared
     /// balance cannot be checked (from the outage's start until Redis answers again). With N
     /// replicas an outage can overdraw an account by at most N × this, whatever its balance.

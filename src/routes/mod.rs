@@ -9,6 +9,7 @@ pub mod key_limits;
 pub mod keys;
 pub mod ledger;
 pub mod models;
+pub mod openapi;
 pub mod plans;
 pub mod tenants;
 pub mod usage;

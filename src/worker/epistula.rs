@@ -57,10 +57,10 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| (400, "invalid timestamp".to_owned()))?;
-    if timestamp + MAX_AGE_MS < now_ms {
+    if timestamp.saturating_add(MAX_AGE_MS) < now_ms {
         return Err((400, "Request is too stale".into()));
     }
-    if timestamp > now_ms + MAX_AGE_MS {
+    if timestamp > now_ms.saturating_add(MAX_AGE_MS) {
         return Err((400, "Request is from the future".into()));
     }
     let signed_for = get(SIGNED_FOR)?;

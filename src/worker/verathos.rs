@@ -54,7 +54,7 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| (401, "bad timestamp".to_owned()))?;
-    if (now_secs - ts).abs() > MAX_SKEW_SECS {
+    if now_secs.abs_diff(ts) > MAX_SKEW_SECS.unsigned_abs() {
         return Err((401, "stale timestamp".into()));
     }
     let sig = get(SIGNATURE)?;

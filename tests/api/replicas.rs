@@ -308,6 +308,111 @@ fn revocations_and_limit_changes_reach_every_replica_within_a_second() {
     eprintln!("limit change reached the third replica after {took:?}");
 }
 
+/// Redis hangs (SIGSTOP: connections stay open, nothing answers) while a key is revoked on one
+/// replica: the other two stop trusting their caches within `key_cache_trust_ms` and refuse the
+/// key within a second; the revoke itself does not wait for Redis. When Redis answers again the
+/// queued invalidation is delivered and the caches work again.
+#[test]
+fn a_revocation_never_waits_on_a_hung_redis() {
+    let redis = PrivateRedis::start(free_port());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let c = cluster_with(
+        &url,
+        &["fail_open", "fail_open", "fail_open"],
+        0,
+        5000,
+        "key_cache_trust_ms = 400",
+    );
+    let (owner, account) = c.owner_and_account();
+    let (key_id, key) = c.key(&owner, &account, json!({}));
+    let (_, other) = c.key(&owner, &account, json!({}));
+    for v in &c.views {
+        v.get("/v1/models").bearer(&key).send().expect(200, "");
+    }
+    redis.proc.signal("-STOP");
+    let started = Instant::now();
+    c.views[0]
+        .delete(&format!("/api/v1/keys/{key_id}"))
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "");
+    let revoke_took = started.elapsed();
+    assert!(
+        revoke_took < Duration::from_secs(2),
+        "the revoke waited {revoke_took:?} for Redis"
+    );
+    for v in &c.views {
+        let took = time_until(Duration::from_secs(1), || {
+            v.get("/v1/models").bearer(&key).send().status == 401
+        });
+        eprintln!(
+            "with Redis paused, the revocation reached {} after {took:?}",
+            v.base
+        );
+        // Keys still work, read from the database.
+        v.get("/v1/models").bearer(&other).send().expect(200, "");
+    }
+    redis.proc.signal("-CONT");
+    // Redis answers again: the caches are back in use (a change written behind the API's back is
+    // not seen), and pushes reach every replica again.
+    std::thread::sleep(Duration::from_millis(800));
+    let (key_id, key) = c.key(&owner, &account, json!({}));
+    for v in &c.views {
+        v.get("/v1/models").bearer(&key).send().expect(200, "");
+    }
+    {
+        use diesel::RunQueryDsl;
+        let mut conn = c.views[0].db.get().unwrap();
+        diesel::sql_query(format!(
+            "UPDATE api_keys SET status = 'revoked' WHERE id = '{key_id}'"
+        ))
+        .execute(&mut *conn)
+        .unwrap();
+    }
+    for v in &c.views {
+        v.get("/v1/models").bearer(&key).send().expect(200, "");
+    }
+    c.views[0]
+        .patch(&format!("/api/v1/keys/{key_id}"))
+        .bearer(&owner.token)
+        .json(json!({"name": "renamed"}))
+        .expect(200, "");
+    for v in &c.views[1..] {
+        time_until(Duration::from_secs(1), || {
+            v.get("/v1/models").bearer(&key).send().status == 401
+        });
+    }
+}
+
+/// `limits.redis_timeout_ms` is the deadline a Redis reply gets — not the client library's own
+/// 500 ms default, which had made a loaded Redis degrade the limiter under a 30 s setting.
+#[test]
+fn the_configured_redis_deadline_is_the_one_that_applies() {
+    let redis = PrivateRedis::start_with(free_port(), &["--enable-debug-command", "yes"]);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    actix_web::rt::System::new().block_on(async {
+        let slow_reply = |link: taogate::redis_link::RedisLink| async move {
+            link.run(|mut c| async move {
+                redis::cmd("DEBUG")
+                    .arg("SLEEP")
+                    .arg("0.8")
+                    .query_async::<String>(&mut c)
+                    .await
+            })
+            .await
+        };
+        let patient = taogate::redis_link::RedisLink::new(&url, Duration::from_secs(3)).unwrap();
+        slow_reply(patient)
+            .await
+            .expect("an 800 ms reply within a 3 s deadline");
+        let hasty = taogate::redis_link::RedisLink::new(&url, Duration::from_millis(300)).unwrap();
+        assert!(
+            slow_reply(hasty).await.is_err(),
+            "an 800 ms reply past a 300 ms deadline"
+        );
+    });
+}
+
 /// A private redis-server on `port` (no persistence), killed when dropped.
 struct PrivateRedis {
     proc: Proc,
@@ -316,19 +421,23 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start(port: u16) -> Self {
-        let proc = Proc::start_quiet(
-            "redis-server",
-            &[
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-        );
+        Self::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Self {
+        let port_arg = port.to_string();
+        let mut args = vec![
+            "--port",
+            &port_arg,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::start_quiet("redis-server", &args);
         let url = format!("redis://127.0.0.1:{port}");
         time_until(Duration::from_secs(5), || {
             redis::Client::open(url.as_str())
