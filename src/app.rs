@@ -22,6 +22,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .configure(routes::configure)
         .split_for_parts();
     routes::openapi::document_errors(&mut doc);
+    routes::openapi::document_inputs(&mut doc);
     doc
 }
 

@@ -2,11 +2,12 @@
 
 use crate::error::{ApiError, ApiResult};
 
-/// A display name: trimmed, 1..=`max` characters, no control characters, no bidi embedding,
-/// override or isolate (they reorder what is shown), and at least one visible character.
+/// A display name: at most `max` characters as sent, trimmed, no control characters, no bidi
+/// embedding, override or isolate (they reorder what is shown), and at least one visible
+/// character ([`NAME_PATTERN`] says the same to OpenAPI clients).
 pub fn name(field: &str, value: &str, max: usize) -> ApiResult<String> {
     let v = value.trim();
-    let len = v.chars().count();
+    let len = value.chars().count();
     let shown = v.chars().any(|c| !c.is_whitespace() && !invisible(c));
     if len == 0 || len > max || !shown || v.chars().any(|c| c.is_control() || reorders(c)) {
         return Err(ApiError::invalid_param(
@@ -18,6 +19,26 @@ pub fn name(field: &str, value: &str, max: usize) -> ApiResult<String> {
     }
     Ok(v.to_owned())
 }
+
+/// [`name`]'s rule as a JSON Schema pattern (the OpenAPI document's): no control or reordering
+/// character, and one that is neither whitespace nor invisible.
+pub const NAME_PATTERN: &str = concat!(
+    "^[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]*",
+    "[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u034f\\u0600-\\u0605\\u061c\\u06dd\\u070f",
+    "\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u206f",
+    "\\u2800\\u3164\\ufe00-\\ufe0f\\ufeff\\uffa0\\ufff9-\\ufffb]",
+    "[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]*$"
+);
+
+/// [`email`]'s rule as a JSON Schema pattern (surrounding whitespace is trimmed).
+pub const EMAIL_PATTERN: &str = concat!(
+    "^\\s*[^@\\s\\u0000-\\u001f\\u007f-\\u009f]+@",
+    "[^\\s.\\u0000-\\u001f\\u007f-\\u009f][^\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.",
+    "[^\\s\\u0000-\\u001f\\u007f-\\u009f]*[^\\s.\\u0000-\\u001f\\u007f-\\u009f]\\s*$"
+);
+
+/// [`slug`]'s rule as a JSON Schema pattern.
+pub const SLUG_PATTERN: &str = "^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$";
 
 /// Unicode format characters (category Cf: zero-width spaces and joiners, bidi marks, BOM, tags)
 /// and the blank-looking letters (Hangul fillers, braille blank).

@@ -18,12 +18,15 @@ use crate::error::ApiResult;
 pub struct Price {
     /// Nano-units per 1M prompt tokens, `0 ..= 10^15`.
     #[serde(default, deserialize_with = "amount::saturating")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub prompt_nano_per_mtok: i64,
     /// Nano-units per 1M completion tokens, `0 ..= 10^15`.
     #[serde(default, deserialize_with = "amount::saturating")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub completion_nano_per_mtok: i64,
     /// Nano-units per request, `0 ..= 10^15`.
     #[serde(default, deserialize_with = "amount::saturating")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub request_nano: i64,
 }
 

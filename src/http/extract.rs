@@ -59,18 +59,54 @@ pub fn object<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> ApiResult<
             ));
         }
     }
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            located::<T>(body).unwrap_or_else(|| {
-                ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))
-            })
-        } else {
-            ApiError::bad_request(
-                "invalid_json",
-                format!("request body is not valid JSON: {e}"),
-            )
+    serde_json::from_slice(body)
+        .or_else(|e| {
+            if let Some(read) = with_integral_floats::<T>(body, &e) {
+                return Ok(read);
+            }
+            Err(e)
+        })
+        .map_err(|e| {
+            if e.is_data() {
+                located::<T>(body).unwrap_or_else(|| {
+                    ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))
+                })
+            } else {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("request body is not valid JSON: {e}"),
+                )
+            }
+        })
+}
+
+/// JSON Schema counts `5.0` as an integer; serde does not. A body refused for a float where an
+/// integer belongs is read again with each integral float (at most 2^53 in magnitude, where every
+/// integer is exact) as that integer. Anything with a fraction stays refused.
+fn with_integral_floats<T: DeserializeOwned>(body: &[u8], e: &serde_json::Error) -> Option<T> {
+    if !e.is_data() || !e.to_string().contains("floating point") {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    integral_floats_to_ints(&mut value);
+    serde_json::from_value(value).ok()
+}
+
+fn integral_floats_to_ints(v: &mut serde_json::Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() <= EXACT)
+            {
+                *v = serde_json::Value::from(f as i64);
+            }
         }
-    })
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_to_ints),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_to_ints),
+        _ => {}
+    }
 }
 
 /// The field a body that failed to deserialize got wrong, as `param` (`messages[0].role`; for a

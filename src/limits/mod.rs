@@ -54,24 +54,31 @@ const DAY_MS: i64 = 86_400_000;
 #[serde(deny_unknown_fields)]
 pub struct LimitSet {
     /// Requests per rolling minute.
+    #[schema(minimum = 1)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rpm: Option<i64>,
     /// Tokens (prompt + completion) per rolling minute.
+    #[schema(minimum = 1)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tpm: Option<i64>,
     /// Requests in flight at once.
+    #[schema(minimum = 1)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<i64>,
     /// Requests per UTC day.
+    #[schema(minimum = 1)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_day: Option<i64>,
     /// Tokens per UTC day.
+    #[schema(minimum = 1)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_day: Option<i64>,
     /// Requests per calendar month (UTC).
+    #[schema(minimum = 1)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_month: Option<i64>,
     /// Tokens per calendar month (UTC).
+    #[schema(minimum = 1)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_month: Option<i64>,
 }

@@ -24,6 +24,7 @@ pub const MAX_PAGE: i64 = 200;
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// Return objects created after the one with this id.
     pub after: Option<String>,

@@ -56,11 +56,12 @@ impl From<Account> for AccountView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Default `prepaid`.
     pub billing_mode: Option<BillingMode>,
     /// Default 0.
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_000_000_i64)]
     pub credit_limit_nano: Option<Nano>,
     /// Default: the tenant's default plan.
     pub plan_id: Option<PlanId>,
@@ -69,9 +70,10 @@ pub struct CreateAccount {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     pub billing_mode: Option<BillingMode>,
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_000_000_i64)]
     pub credit_limit_nano: Option<Nano>,
     pub status: Option<ActiveStatus>,
     /// A plan of the tenant; `null` puts the account back on the default plan.

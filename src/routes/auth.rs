@@ -25,10 +25,14 @@ use crate::validate;
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
     /// Slug of the tenant to sign up with; it must allow self-serve signup.
+    #[schema(min_length = 3, max_length = 40)]
     pub tenant: String,
+    #[schema(min_length = 3, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 10, max_length = 256)]
     pub password: String,
     /// Name of the account created for the new developer (default: the email).
+    #[schema(min_length = 1, max_length = 200)]
     pub account_name: Option<String>,
 }
 

@@ -86,6 +86,7 @@ pub struct KeyWithSecret {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Required for owners and admins; a developer's key always belongs to their account.
     pub account_id: Option<AccountId>,
@@ -100,6 +101,7 @@ pub struct CreateKey {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Replaces the key's own limits (`{}`: just the plan's).
     pub limits: Option<LimitSet>,
@@ -110,12 +112,15 @@ pub struct UpdateKey {
 pub struct RotateKey {
     /// Seconds the old secret keeps working (0–604800, default 0: it stops at once).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 604_800)]
     pub grace_period_secs: u64,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFilter {
+    /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     pub after: Option<String>,
     /// Only this account's keys.
@@ -174,21 +179,24 @@ pub async fn list_keys(
         None => None,
     };
     let own = key_account_scope(&caller)?.cloned();
+    // An account filter names an account the caller can see, like every other account id.
     if let (Some(own), Some(asked)) = (&own, &asked)
         && own != asked
     {
-        return Ok(web::Json(List::from_rows(
-            Vec::<ApiKey>::new(),
-            1,
-            KeyView::from,
-        )));
+        return Err(ApiError::NotFound { what: "account" });
     }
     let account = own.or(asked);
     let (after, limit) = (page.after(), page.limit()?);
     let rows = state
         .db
-        .run(move |c| ApiKey::list(c, &tenant, account.as_ref(), &after, limit))
-        .await?;
+        .run(move |c| {
+            if let Some(a) = &account {
+                Account::find_in_tenant(c, &tenant, a)?;
+            }
+            ApiKey::list(c, &tenant, account.as_ref(), &after, limit)
+        })
+        .await
+        .not_found_as("account")?;
     Ok(web::Json(List::from_rows(rows, limit, KeyView::from)))
 }
 
@@ -353,7 +361,7 @@ fn changeable_key(c: &mut crate::db::DbConn, caller: &Caller, id: &ApiKeyId) -> 
 
 /// Issues a new secret for the key, keeping its id and settings. The old secret keeps working for
 /// `grace_period_secs` (default: stops at once). Honours `Idempotency-Key`.
-#[utoipa::path(tag = "keys", request_body = RotateKey,
+#[utoipa::path(tag = "keys", request_body(content = Option<RotateKey>, description = "optional: no body rotates with no grace period"),
     responses((status = 200, body = KeyWithSecret), (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
 #[post("/keys/{id}/rotate")]
 pub async fn rotate_key(
@@ -366,12 +374,13 @@ pub async fn rotate_key(
 ) -> ApiResult<web::Json<KeyWithSecret>> {
     caller.tenant()?;
     let id = ApiKeyId::parse(&id).ok_or(ApiError::NotFound { what: "api key" })?;
-    // The body is optional; when there is one it must be a valid RotateKey object.
-    let body: RotateKey = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateKey::default()
-    } else {
-        crate::http::extract::object(&req, &body)?
-    };
+    // The body is optional (none, or `null`); when there is one it must be a RotateKey object.
+    let body: RotateKey =
+        if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
+            RotateKey::default()
+        } else {
+            crate::http::extract::object(&req, &body)?
+        };
     let grace = body.grace_period_secs;
     if grace > MAX_GRACE_SECS {
         return Err(ApiError::invalid_param(

@@ -45,9 +45,18 @@ pub struct BalanceView {
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+pub struct BalanceQuery {
+    /// Required for tenant-wide roles; a developer always sees their own account.
+    pub account_id: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AccountQuery {
     /// Required for tenant-wide roles; a developer always sees their own account.
     pub account_id: Option<String>,
+    /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     pub after: Option<String>,
 }
@@ -73,6 +82,7 @@ pub struct CreateAdjustment {
     #[schema(value_type = i64)]
     pub amount_nano: Nano,
     /// Why (kept in the ledger and the audit log).
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
@@ -109,12 +119,12 @@ fn account_of(caller: &Caller, asked: Option<&str>) -> ApiResult<AccountId> {
 }
 
 /// An account's balance and what it may spend.
-#[utoipa::path(tag = "money", params(AccountQuery), responses((status = 200, body = BalanceView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[utoipa::path(tag = "money", params(BalanceQuery), responses((status = 200, body = BalanceView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
 #[get("/balance")]
 pub async fn get_balance(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<AccountQuery>,
+    query: web::Query<BalanceQuery>,
 ) -> ApiResult<web::Json<BalanceView>> {
     let tenant = caller.tenant()?.clone();
     let id = account_of(&caller, query.account_id.as_deref())?;

@@ -1,11 +1,89 @@
-//! What the OpenAPI document says about every operation beyond its own annotations: the error
-//! statuses the shared machinery can answer (authentication, roles, body and query parsing,
-//! idempotency, an unavailable database), each with the OpenAI error schema. Applied to the whole
-//! document once the routes are in ([`crate::app::openapi_document`]).
+//! What the OpenAPI document says beyond each operation's own annotations: the error statuses the
+//! shared machinery can answer (authentication, roles, body and query parsing, idempotency, an
+//! unavailable database), each with the OpenAI error schema; and the text rules every request
+//! field of a kind shares (names, slugs, emails: [`crate::validate`]'s patterns), so a client can
+//! check a body before sending it. Applied once the routes are in ([`crate::app::openapi_document`]).
 
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr, ResponseBuilder};
+
+use crate::billing::amount::MAX_AMOUNT_NANO;
+use crate::validate::{EMAIL_PATTERN, NAME_PATTERN, SLUG_PATTERN};
+
+/// Request bodies whose fields get the shared text rules.
+const REQUESTS: [&str; 14] = [
+    "CreateAccount",
+    "UpdateAccount",
+    "SignupRequest",
+    "LoginRequest",
+    "CreateKey",
+    "UpdateKey",
+    "CreatePlan",
+    "UpdatePlan",
+    "CreateTenant",
+    "UpdateTenant",
+    "CreateUser",
+    "UpdateUser",
+    "CreateAdjustment",
+    "RotateKey",
+];
+
+/// The rule of a request field, by name.
+fn pattern_of(field: &str) -> Option<&'static str> {
+    match field {
+        "name" | "reason" | "account_name" => Some(NAME_PATTERN),
+        "slug" => Some(SLUG_PATTERN),
+        "email" | "owner_email" => Some(EMAIL_PATTERN),
+        _ => None,
+    }
+}
+
+/// Sets the shared text rules on the request schemas, and `amount_nano`'s "not zero".
+pub fn document_inputs(doc: &mut OpenApi) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for name in REQUESTS {
+        let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) else {
+            continue;
+        };
+        for (field, schema) in object.properties.iter_mut() {
+            if field == "amount_nano" {
+                *schema = nonzero_amount();
+                continue;
+            }
+            if let (Some(pattern), RefOr::T(Schema::Object(text))) =
+                (pattern_of(field), &mut *schema)
+            {
+                text.pattern = Some(pattern.to_owned());
+            }
+        }
+    }
+}
+
+/// An amount in nano-units: `±1 ..= ±10^18`.
+fn nonzero_amount() -> RefOr<Schema> {
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    RefOr::T(Schema::OneOf(
+        OneOfBuilder::new()
+            .item(range(1, MAX_AMOUNT_NANO))
+            .item(range(-MAX_AMOUNT_NANO, -1))
+            .description(Some(
+                "Nano-units to credit (positive) or debit (negative); not zero.",
+            ))
+            .build(),
+    ))
+}
 
 /// Adds, to every operation, the error statuses it can return and does not list yet.
 pub fn document_errors(doc: &mut OpenApi) {
@@ -77,6 +155,12 @@ fn add_errors(path: &str, op: &mut Operation, method: &str) {
         add(
             "422",
             "idempotency_key_reused: the same Idempotency-Key with another body",
+        );
+    }
+    if path == "/api/v1/auth/signup" || path == "/api/v1/auth/login" {
+        add(
+            "429",
+            "rate_limit_exceeded: too many attempts from this address or for this email",
         );
     }
     if data_plane && secured {

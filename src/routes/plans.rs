@@ -63,6 +63,7 @@ impl From<Plan> for PlanView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     #[serde(default)]
     pub key_limits: LimitSet,
@@ -75,13 +76,14 @@ pub struct CreatePlan {
     #[serde(default)]
     pub prices: PriceBook,
     /// Cap on one request's balance hold, nano-units (positive); default: no cap.
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000_000_000_000_i64)]
     pub hold_cap_nano: Option<Nano>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     pub key_limits: Option<LimitSet>,
     pub account_limits: Option<LimitSet>,
@@ -91,7 +93,7 @@ pub struct UpdatePlan {
     pub prices: Option<PriceBook>,
     /// `null` removes the cap.
     #[serde(default, deserialize_with = "validate::nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000_000_000_000_i64)]
     pub hold_cap_nano: Option<Option<Nano>>,
 }
 

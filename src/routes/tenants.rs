@@ -56,13 +56,17 @@ impl From<Tenant> for TenantView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// URL-safe, unique: 3–40 of a-z, 0-9, -.
+    #[schema(min_length = 3, max_length = 40)]
     pub slug: String,
     #[serde(default)]
     pub allow_signup: bool,
     /// Creates the tenant's owner user too (with `owner_password`).
+    #[schema(min_length = 3, max_length = 254)]
     pub owner_email: Option<String>,
+    #[schema(min_length = 10, max_length = 256)]
     pub owner_password: Option<String>,
 }
 
@@ -76,6 +80,7 @@ pub struct CreatedTenant {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     pub allow_signup: Option<bool>,
     pub status: Option<ActiveStatus>,

@@ -50,7 +50,9 @@ impl From<User> for UserView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(min_length = 3, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 10, max_length = 256)]
     pub password: String,
     /// owner, admin, finance or developer. Only an owner may create an owner.
     pub role: Role,

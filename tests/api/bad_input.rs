@@ -244,6 +244,23 @@ fn bodies_must_be_objects_and_values_in_range(b: Backend) {
         chat(json!({"model": "taogate-owner", "messages": [{"role": "user"}], "max_tokens": "3"}))
             .expect(400, "invalid_request");
     assert_eq!(res.body["error"]["param"], "max_tokens");
+    // JSON Schema's integers include 5.0: an integral float is read as that integer; a fraction
+    // (or a float beyond 2^53, where it would not be exact) is refused.
+    let made = app
+        .post("/api/v1/accounts")
+        .bearer(&owner.token)
+        .json(json!({"name": "Float", "billing_mode": "postpaid", "credit_limit_nano": 1000.0}))
+        .expect(201, "")
+        .ok();
+    assert_eq!(made["credit_limit_nano"], 1000);
+    for bad in [json!(1000.5), json!(1e17)] {
+        let res = app
+            .post("/api/v1/accounts")
+            .bearer(&owner.token)
+            .json(json!({"name": "Float", "credit_limit_nano": bad}))
+            .expect(400, "invalid_request");
+        assert_eq!(res.body["error"]["param"], "credit_limit_nano");
+    }
     // An empty rotate body is fine (grace 0).
     app.post(&format!("/api/v1/keys/{key_id}/rotate"))
         .bearer(&owner.token)

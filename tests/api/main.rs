@@ -21,6 +21,7 @@ mod management;
 mod migrations;
 mod money;
 mod ops;
+mod outside;
 mod pool;
 mod procs;
 mod protocols;
