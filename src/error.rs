@@ -260,6 +260,12 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<crate::openai::Invalid> for ApiError {
+    fn from(e: crate::openai::Invalid) -> Self {
+        Self::invalid_param(&e.param, e.message)
+    }
+}
+
 impl From<diesel::result::Error> for ApiError {
     fn from(err: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};

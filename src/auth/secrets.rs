@@ -2,15 +2,9 @@
 //! HMAC-SHA256(pepper, secret), hex, and looked up by that hash.
 
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::Sha256;
 
-/// `len` bytes from the OS CSPRNG.
-pub fn random_bytes(len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    rand::rng().fill_bytes(&mut buf);
-    buf
-}
+pub use crate::crypto::{random_bytes, sha256_hex};
 
 /// A random URL-safe token (base58 of `len` random bytes).
 pub fn random_token(len: usize) -> String {
@@ -23,10 +17,4 @@ pub fn peppered_hash(pepper: &[u8], secret: &str) -> String {
         <Hmac<Sha256> as Mac>::new_from_slice(pepper).expect("HMAC accepts any key length");
     mac.update(secret.as_bytes());
     hex::encode(mac.finalize().into_bytes())
-}
-
-/// Plain SHA-256, hex (fingerprints of request bodies).
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(Sha256::digest(data))
 }

@@ -11,8 +11,6 @@ pub use tokens::count_tokens;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
-
 /// Roles a chat message may have.
 const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 /// Largest `max_tokens` accepted when a model sets no limit of its own.
@@ -52,6 +50,22 @@ pub struct StreamOptions {
     pub extra: Map<String, Value>,
 }
 
+/// A request field that breaks the rules (`param` names it, OpenAI-style).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub param: String,
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            param: param.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 impl ChatRequest {
     pub fn wants_stream(&self) -> bool {
         self.stream.unwrap_or(false)
@@ -71,19 +85,19 @@ impl ChatRequest {
 
     /// Checks what the OpenAI API checks before any work: messages present and well-formed,
     /// `max_tokens` within `1..=limit`, and `n` (when sent) 1.
-    pub fn validate(&self, limit: i64) -> Result<(), ApiError> {
+    pub fn validate(&self, limit: i64) -> Result<(), Invalid> {
         if self.model.trim().is_empty() {
-            return Err(ApiError::invalid_param("model", "model must not be empty"));
+            return Err(Invalid::new("model", "model must not be empty"));
         }
         if self.messages.is_empty() {
-            return Err(ApiError::invalid_param(
+            return Err(Invalid::new(
                 "messages",
                 "messages must contain at least one message",
             ));
         }
         for (i, m) in self.messages.iter().enumerate() {
             if !ROLES.contains(&m.role.as_str()) {
-                return Err(ApiError::invalid_param(
+                return Err(Invalid::new(
                     &format!("messages[{i}].role"),
                     format!(
                         "unknown role `{}`; expected one of {}",
@@ -98,7 +112,7 @@ impl ChatRequest {
                 _ => false,
             };
             if !ok {
-                return Err(ApiError::invalid_param(
+                return Err(Invalid::new(
                     &format!("messages[{i}].content"),
                     "content must be a string or an array of content parts",
                 ));
@@ -109,7 +123,7 @@ impl ChatRequest {
             None | Some(Value::Null) => {}
             Some(n) if n.as_i64() == Some(1) => {}
             Some(_) => {
-                return Err(ApiError::invalid_param(
+                return Err(Invalid::new(
                     "n",
                     "n must be 1: taogate answers one choice per request (send n requests for n answers)",
                 ));
@@ -122,7 +136,7 @@ impl ChatRequest {
             if let Some(n) = value
                 && !(1..=limit).contains(&n)
             {
-                return Err(ApiError::invalid_param(
+                return Err(Invalid::new(
                     param,
                     format!("{param} must be between 1 and {limit}"),
                 ));

@@ -76,7 +76,8 @@ pub fn is_usage_only(payload: &str) -> bool {
             .unwrap_or(false)
 }
 
-/// True for an `{"error":…}` event (an answer that failed after it started).
+/// True for an `{"error":…}` event: an upstream's failure, or a worker's report that its upstream
+/// broke (read only where the hop is decoded, `worker::transports`).
 pub fn is_error(payload: &str) -> bool {
     payload.starts_with("{\"error\"")
 }

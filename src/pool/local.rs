@@ -7,23 +7,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::error::ApiError;
+use crate::hop::{Attempt, RouteInfo};
 use crate::openai::ChatRequest;
 use crate::worker::Worker;
-use crate::worker::transports::EventStream;
-
-/// What one attempt on a worker gives: the answer's events, upstream, miner uid and wholesale
-/// cost — or a final answer of the worker (`Err(Ok)`, as its 404/502) or a failure of the worker
-/// itself (`Err(Err)`, counted against its circuit).
-pub type Attempt = Result<
-    (
-        EventStream,
-        Option<String>,
-        Option<String>,
-        Option<(i64, i64)>,
-    ),
-    Result<ApiError, String>,
->;
 
 #[derive(Default)]
 pub struct Colocated(RwLock<HashMap<String, Arc<Worker>>>);
@@ -49,13 +35,20 @@ impl Colocated {
 /// Asks an in-process worker, as its HTTP handler would.
 pub async fn ask(worker: &Worker, req: &ChatRequest) -> Attempt {
     match worker.open(req).await {
-        Ok((opened, terms)) => Ok((
+        Ok((opened, terms)) => Attempt::Answered(
             opened.events,
-            Some(opened.upstream),
-            opened.miner_uid.map(|uid| uid.to_string()),
-            terms.cost(),
-        )),
-        Err(e @ (ApiError::ModelNotFound { .. } | ApiError::Upstream { .. })) => Err(Ok(e)),
-        Err(e) => Err(Err(e.to_string())),
+            RouteInfo {
+                upstream: Some(opened.upstream),
+                miner_uid: opened.miner_uid.map(|uid| uid.to_string()),
+                cost: terms.cost(),
+            },
+        ),
+        Err(e) => {
+            let reason = e.to_string();
+            match e.refusal() {
+                Some(refusal) => Attempt::Refused(refusal),
+                None => Attempt::WorkerFailed(reason),
+            }
+        }
     }
 }

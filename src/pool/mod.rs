@@ -18,9 +18,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::member::{Lease, Member};
 use crate::error::{ApiError, ApiResult};
+use crate::hop::{Attempt, EventStream, Refusal, RouteInfo};
 use crate::openai::ChatRequest;
-use crate::worker::transports::{EventStream, completion_events, first_event};
-use crate::worker::{COST_HEADER, MINER_UID_HEADER, UPSTREAM_HEADER};
+use crate::worker::transports::{completion_events, first_event};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,78 +224,93 @@ impl Pool {
                 if let Some(worker) = colocated {
                     return self::local::ask(&worker, req).await;
                 }
-                let res = self
-                    .client
-                    .post(format!("{}/v1/chat/completions", member.url))
-                    .bearer_auth(self.cfg.worker_secret.expose_secret())
-                    .header("content-type", "application/json")
-                    .header("x-request-id", request_id)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .map_err(|e| Err(e.to_string()))?;
-                let status = res.status().as_u16();
-                if status == 404 {
-                    return Err(Ok(ApiError::ModelNotFound {
-                        model: req.model.clone(),
-                    }));
-                }
-                if status == 502 {
-                    return Err(Ok(ApiError::Upstream {
-                        message: "no upstream of the worker could answer".into(),
-                    }));
-                }
-                if !(200..300).contains(&status) {
-                    return Err(Err(format!("worker answered {status}")));
-                }
-                let header = |name: &str| {
-                    res.headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                };
-                let cost = header(COST_HEADER).and_then(|c| {
-                    let (p, c) = c.split_once(',')?;
-                    Some((p.trim().parse().ok()?, c.trim().parse().ok()?))
-                });
-                let (upstream, miner_uid) = (header(UPSTREAM_HEADER), header(MINER_UID_HEADER));
-                let json =
-                    header("content-type").is_some_and(|t| t.starts_with("application/json"));
-                let events = if json {
-                    completion_events(res)
-                } else {
-                    first_event(res).await.map_err(|e| Err(e.to_string()))?
-                };
-                Ok((events, upstream, miner_uid, cost))
+                self.ask_http(&member.url, &body, request_id, req).await
             };
             match tokio::time::timeout(first_byte, attempt).await {
-                Ok(Ok((events, upstream, miner_uid, cost))) => {
+                Ok(Attempt::Answered(events, route)) => {
                     member.breaker.on_success();
                     let worker = member.url.clone();
                     return Ok(Answer {
                         events,
                         worker,
-                        upstream,
-                        miner_uid,
-                        cost,
+                        upstream: route.upstream,
+                        miner_uid: route.miner_uid,
+                        cost: route.cost,
                         guard: (lease, permit),
                     });
                 }
                 // The worker is healthy but its answer is final for this worker (unknown model,
                 // every upstream failed): the model error is final, an upstream failure is retried.
-                Ok(Err(Ok(ApiError::ModelNotFound { model }))) => {
+                Ok(Attempt::Refused(Refusal::ModelNotFound { model })) => {
                     member.breaker.on_success();
                     return Err(ApiError::ModelNotFound { model });
                 }
-                Ok(Err(Ok(err))) => {
+                Ok(Attempt::Refused(Refusal::NoUpstream { message })) => {
                     member.breaker.on_success();
-                    upstream_failure = Some(err);
+                    upstream_failure = Some(ApiError::Upstream { message });
                 }
-                Ok(Err(Err(reason))) => self.failed(&member, &reason),
+                Ok(Attempt::WorkerFailed(reason)) => self.failed(&member, &reason),
                 Err(_) => self.failed(&member, "no first byte within the deadline"),
             }
         }
         Err(upstream_failure.unwrap_or(ApiError::Unavailable))
+    }
+
+    /// One attempt on a worker over HTTP: its answer once the first event (or, for a non-stream
+    /// request, the headers) arrived.
+    async fn ask_http(
+        &self,
+        url: &str,
+        body: &[u8],
+        request_id: &str,
+        req: &ChatRequest,
+    ) -> Attempt {
+        let sent = self
+            .client
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(self.cfg.worker_secret.expose_secret())
+            .header("content-type", "application/json")
+            .header("x-request-id", request_id)
+            .body(body.to_vec())
+            .send()
+            .await;
+        let res = match sent {
+            Ok(res) => res,
+            Err(e) => return Attempt::WorkerFailed(e.to_string()),
+        };
+        match res.status().as_u16() {
+            404 => {
+                return Attempt::Refused(Refusal::ModelNotFound {
+                    model: req.model.clone(),
+                });
+            }
+            502 => {
+                return Attempt::Refused(Refusal::NoUpstream {
+                    message: "no upstream of the worker could answer".into(),
+                });
+            }
+            s if !(200..300).contains(&s) => {
+                return Attempt::WorkerFailed(format!("worker answered {s}"));
+            }
+            _ => {}
+        }
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let route = RouteInfo::from_headers(header);
+        let json = header("content-type").is_some_and(|t| t.starts_with("application/json"));
+        let events: EventStream = if json {
+            completion_events(res)
+        } else {
+            match first_event(res).await {
+                Ok(events) => events,
+                Err(e) => return Attempt::WorkerFailed(e.to_string()),
+            }
+        };
+        Attempt::Answered(events, route)
     }
 
     pub fn max_attempts(&self) -> usize {

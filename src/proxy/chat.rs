@@ -14,14 +14,62 @@ use super::stream::Metered;
 use crate::auth::caller::{KeyCaller, RequestMeta};
 use crate::billing::settle::{Admitted, Delivered, Status};
 use crate::error::{ApiError, ApiResult};
+use crate::hop::Event;
 use crate::http::extract::Json;
 use crate::openai::aggregate::Aggregator;
-use crate::openai::sse::DONE;
 use crate::openai::{ChatRequest, Usage};
 use crate::state::AppState;
 
+/// The chat request as documented: what taogate checks before any work. Other OpenAI fields
+/// (temperature, tools, user, …) are passed through untouched.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: requests are read as `openai::ChatRequest`
+pub struct ChatCompletionRequest {
+    #[schema(min_length = 1)]
+    model: String,
+    #[schema(min_items = 1)]
+    messages: Vec<ChatMessage>,
+    stream: Option<bool>,
+    stream_options: Option<ChatStreamOptions>,
+    /// 1 up to the model's limit (32768 unless the model sets one).
+    #[schema(minimum = 1)]
+    max_tokens: Option<i64>,
+    #[schema(minimum = 1)]
+    max_completion_tokens: Option<i64>,
+    /// One choice per request.
+    #[schema(minimum = 1, maximum = 1)]
+    n: Option<i64>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ChatStreamOptions {
+    include_usage: Option<bool>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ChatMessage {
+    #[schema(pattern = "^(system|developer|user|assistant|tool)$")]
+    role: String,
+    /// Text, or an array of content parts (absent or `null` only for an assistant message).
+    #[schema(schema_with = message_content, required = false)]
+    content: String,
+}
+
+fn message_content() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Object)))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
+}
+
 /// Creates a chat completion (OpenAI-compatible; `stream: true` answers with server-sent events).
-#[utoipa::path(tag = "data plane", request_body(content = Object, description = "OpenAI chat.completions request"),
+#[utoipa::path(tag = "data plane", request_body(content = ChatCompletionRequest, description = "OpenAI chat.completions request"),
     responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
               (status = 402, description = "insufficient_quota: the account's balance or credit limit cannot cover the request's hold; names what bit", body = crate::error::ErrorBody),
@@ -51,7 +99,7 @@ pub async fn create_chat_completion(
             }
         };
         let stream = Metered::new(answer, req.wants_usage_chunk(), deadline, admitted)
-            .map(|payload| Ok::<_, actix_web::Error>(crate::openai::sse::event(&payload)));
+            .map(|out| Ok::<_, actix_web::Error>(out.sse()));
         return Ok(HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))
@@ -155,15 +203,15 @@ async fn complete(
 
 /// Reads a whole answer into `delivered.collected`; on failure, the reason.
 async fn collect(
-    mut events: crate::worker::transports::EventStream,
+    mut events: crate::hop::EventStream,
     deadline: Duration,
     delivered: &mut Delivered,
 ) -> Result<(), String> {
     let read = async {
         while let Some(event) = events.next().await {
             match event {
-                Ok(p) if p == DONE => return Ok(()),
-                Ok(p) => {
+                Ok(Event::Done) => return Ok(()),
+                Ok(Event::Chunk(p)) => {
                     delivered
                         .first_byte
                         .get_or_insert_with(std::time::Instant::now);
@@ -175,7 +223,7 @@ async fn collect(
                 Err(e) => return Err(e.to_string()),
             }
         }
-        Err("the stream ended without [DONE]".to_owned())
+        Err("the stream ended before the answer was complete".to_owned())
     };
     match tokio::time::timeout(deadline, read).await {
         Ok(result) => result,

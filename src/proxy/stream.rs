@@ -2,7 +2,7 @@
 //! on as they arrive, the usage chunk dropped unless the client asked for it, and the request
 //! settled exactly once — when the stream ends, breaks, hits its deadline, or is dropped because the
 //! client went away (then the upstream is cancelled by dropping its connection, and what was
-//! delivered so far is recorded). Items are SSE data payloads, `[DONE]` last.
+//! delivered so far is recorded). Items are what the client is sent ([`Outgoing`]), `Done` last.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,9 +11,31 @@ use std::time::Instant;
 use futures_util::Stream;
 
 use crate::billing::settle::{Admitted, Delivered, Status};
+use crate::hop::Event;
 use crate::openai::Usage;
 use crate::openai::sse::{self, DONE};
 use crate::pool::Answer;
+
+/// What a streamed answer sends its client next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A `chat.completion.chunk` (JSON text).
+    Chunk(String),
+    /// The answer failed midway: the OpenAI error object (`message`, `type`, `code`, `param`).
+    Failed(serde_json::Value),
+    Done,
+}
+
+impl Outgoing {
+    /// As a server-sent event.
+    pub fn sse(&self) -> bytes::Bytes {
+        match self {
+            Self::Chunk(payload) => sse::event(payload),
+            Self::Failed(error) => sse::event(&serde_json::json!({ "error": error }).to_string()),
+            Self::Done => sse::event(DONE),
+        }
+    }
+}
 
 pub struct Metered {
     answer: Answer,
@@ -58,26 +80,28 @@ impl Metered {
         }
     }
 
-    fn fail(&mut self, message: &str) -> String {
+    fn fail(&mut self, message: &str) -> Outgoing {
         self.fail_as(Status::UpstreamError, message)
     }
 
-    fn fail_as(&mut self, status: Status, message: &str) -> String {
+    fn fail_as(&mut self, status: Status, message: &str) -> Outgoing {
         self.finish(status);
         self.queued_done = true;
-        serde_json::json!({"error": {"message": message, "type": "api_error", "code": "upstream_error", "param": null}}).to_string()
+        Outgoing::Failed(
+            serde_json::json!({"message": message, "type": "api_error", "code": "upstream_error", "param": null}),
+        )
     }
 }
 
 impl Stream for Metered {
-    type Item = String;
+    type Item = Outgoing;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.queued_done {
             this.queued_done = false;
             this.settle = None;
-            return Poll::Ready(Some(DONE.to_owned()));
+            return Poll::Ready(Some(Outgoing::Done));
         }
         if this.settle.is_none() {
             return Poll::Ready(None);
@@ -96,19 +120,11 @@ impl Stream for Metered {
         loop {
             match this.answer.events.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(payload))) => {
-                    if payload == DONE {
-                        this.finish(Status::Ok);
-                        return Poll::Ready(Some(payload));
-                    }
-                    // A worker over HTTP reports a break as an error event: the same as a break.
-                    if sse::is_error(&payload) {
-                        let reason = serde_json::from_str::<serde_json::Value>(&payload)
-                            .ok()
-                            .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
-                            .unwrap_or_else(|| "the upstream stream broke".into());
-                        return Poll::Ready(Some(this.fail(&reason)));
-                    }
+                Poll::Ready(Some(Ok(Event::Done))) => {
+                    this.finish(Status::Ok);
+                    return Poll::Ready(Some(Outgoing::Done));
+                }
+                Poll::Ready(Some(Ok(Event::Chunk(payload)))) => {
                     if let Some(usage) = sse::usage_of(&payload) {
                         this.delivered.usage = Some(usage);
                         this.usage = Some(usage);
@@ -118,7 +134,7 @@ impl Stream for Metered {
                     }
                     this.delivered.first_byte.get_or_insert_with(Instant::now);
                     this.delivered.text.push_str(&sse::delta_text(&payload));
-                    return Poll::Ready(Some(payload));
+                    return Poll::Ready(Some(Outgoing::Chunk(payload)));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(Some(
@@ -127,7 +143,7 @@ impl Stream for Metered {
                 }
                 Poll::Ready(None) => {
                     this.finish(Status::Ok);
-                    return Poll::Ready(Some(DONE.to_owned()));
+                    return Poll::Ready(Some(Outgoing::Done));
                 }
             }
         }

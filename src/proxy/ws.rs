@@ -19,12 +19,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::admission::admit;
-use super::stream::Metered;
+use super::stream::{Metered, Outgoing};
 use crate::auth::caller::{KeyCaller, RequestMeta, presented_key};
 use crate::billing::settle::Status;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
-use crate::openai::sse::DONE;
 use crate::state::AppState;
 
 /// Opens a WebSocket for chat completions (API-key auth on the upgrade request).
@@ -139,21 +138,24 @@ async fn answer(
     };
     let deadline = Duration::from_secs(state.config.pool.request_timeout_secs);
     let mut stream = Metered::new(answer, false, deadline, admitted);
-    while let Some(payload) = stream.next().await {
-        if payload == DONE {
-            let done = json!({"type": "done", "request_id": request_id, "usage": stream.usage(), "ratelimit": ratelimit});
-            return session.text(done.to_string()).await;
+    while let Some(out) = stream.next().await {
+        match out {
+            Outgoing::Done => {
+                let done = json!({"type": "done", "request_id": request_id, "usage": stream.usage(), "ratelimit": ratelimit});
+                return session.text(done.to_string()).await;
+            }
+            Outgoing::Failed(error) => {
+                let msg = json!({"type": "error", "request_id": request_id, "status": 502, "error": error});
+                return session.text(msg.to_string()).await;
+            }
+            Outgoing::Chunk(payload) => {
+                session
+                    .text(format!(
+                        r#"{{"type":"chunk","request_id":"{request_id}","data":{payload}}}"#
+                    ))
+                    .await?;
+            }
         }
-        if crate::openai::sse::is_error(&payload) {
-            let error: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
-            let msg = json!({"type": "error", "request_id": request_id, "status": 502, "error": error["error"]});
-            return session.text(msg.to_string()).await;
-        }
-        session
-            .text(format!(
-                r#"{{"type":"chunk","request_id":"{request_id}","data":{payload}}}"#
-            ))
-            .await?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::hotkey::{Hotkey, verify_hex};
-use crate::auth::secrets::sha256_hex;
+use crate::crypto::sha256_hex;
 
 pub const VERSION: &str = "X-Bittensor-Version";
 pub const HOTKEY: &str = "X-Bittensor-Hotkey";

@@ -5,7 +5,7 @@
 //! future timestamps), used by the dev subnet's miners.
 
 use super::hotkey::{Hotkey, verify_hex};
-use crate::auth::secrets::sha256_hex;
+use crate::crypto::sha256_hex;
 
 /// A request older than this is stale (SN1: `timestamp + 8000 < now`).
 pub const MAX_AGE_MS: i64 = 8_000;

@@ -38,7 +38,7 @@ impl Hotkey {
     }
 
     pub fn generate() -> Self {
-        let seed: [u8; 32] = crate::auth::secrets::random_bytes(32)
+        let seed: [u8; 32] = crate::crypto::random_bytes(32)
             .try_into()
             .expect("32 bytes");
         Self::from_seed(seed)

@@ -10,6 +10,7 @@ pub mod btauth;
 pub mod chain;
 pub mod config;
 pub mod epistula;
+pub mod error;
 pub mod health;
 pub mod hotkey;
 pub mod metagraph;
@@ -31,23 +32,19 @@ use futures_util::{Stream, StreamExt, stream};
 use secrecy::{ExposeSecret, SecretString};
 
 use self::config::{UpstreamConfig, WorkerConfig};
+use self::error::WorkerError;
 use self::hotkey::Hotkey;
 use self::routing::Route;
 use self::transports::miners::{MinerPool, Scheme};
 use self::transports::{EventStream, Opened, Transport};
-use crate::error::{ApiError, ApiResult};
+use crate::hop::{Event, MINERS_ANSWERED_HEADER, MINERS_ASKED_HEADER, RouteInfo};
 use crate::openai::ChatRequest;
 use crate::openai::aggregate::Aggregator;
 use crate::openai::sse::{self, DONE};
 
-pub const UPSTREAM_HEADER: &str = "x-taogate-upstream";
-pub const MINER_UID_HEADER: &str = "x-taogate-miner-uid";
-/// The answering route's wholesale price: `{prompt},{completion}` nano-units per 1M tokens.
-pub const COST_HEADER: &str = "x-taogate-upstream-cost";
-/// Miners that answered and their latency: `uid:ms,uid:ms`.
-pub const MINERS_ANSWERED_HEADER: &str = "x-taogate-miners-answered";
-/// Every miner uid asked for the answer (a race asks several), comma-separated.
-pub const MINERS_ASKED_HEADER: &str = "x-taogate-miners-asked";
+pub use crate::hop::{COST_HEADER, MINER_UID_HEADER, UPSTREAM_HEADER};
+
+type WorkerResult<T> = Result<T, WorkerError>;
 
 pub struct Worker {
     routes: HashMap<String, Vec<Route>>,
@@ -137,11 +134,11 @@ impl Worker {
 
     /// Tries the model's routes in plan order until one produces a first event; returns the
     /// answer and the route's terms (its wholesale price).
-    pub async fn open(&self, req: &ChatRequest) -> ApiResult<(Opened, routing::RouteTerms)> {
+    pub async fn open(&self, req: &ChatRequest) -> WorkerResult<(Opened, routing::RouteTerms)> {
         let chain = self
             .routes
             .get(&req.model)
-            .ok_or_else(|| ApiError::ModelNotFound {
+            .ok_or_else(|| WorkerError::ModelNotFound {
                 model: req.model.clone(),
             })?;
         let upstream_req = req.for_upstream();
@@ -170,7 +167,7 @@ impl Worker {
                 }
             }
         }
-        Err(ApiError::Upstream {
+        Err(WorkerError::NoUpstream {
             message: format!("every upstream failed ({})", failures.len()),
         })
     }
@@ -213,13 +210,22 @@ fn answered_as(
     let model = model.to_owned();
     let same = format!("\"model\":{}", serde_json::Value::from(model.as_str()));
     Box::pin(events.map(move |event| match event {
-        Ok(payload) => Ok(sse::with_model(payload, &model, &same)),
+        Ok(Event::Chunk(payload)) => Ok(Event::Chunk(sse::with_model(payload, &model, &same))),
+        Ok(Event::Done) => Ok(Event::Done),
         Err(e) => {
             tracing::warn!(upstream = %breaker.name(), error = %e, "answer broke midway; route opened");
             routing::broke_midway(&breaker, cooldown);
             Err(e)
         }
     }))
+}
+
+/// Disables Nagle's algorithm on every accepted connection: responses (SSE chunks above all) are
+/// many small writes, and Nagle plus the peer's delayed ACK would hold each one back ~40 ms.
+pub fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let _ = tcp.set_nodelay(true);
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -233,9 +239,10 @@ pub fn sse_body(
     deadline: Duration,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     events
-        .take_while(|e| ready(!matches!(e, Ok(p) if p == DONE)))
+        .take_while(|e| ready(!matches!(e, Ok(Event::Done))))
         .map(|e| match e {
-            Ok(payload) => sse::event(&payload),
+            Ok(Event::Chunk(payload)) => sse::event(&payload),
+            Ok(Event::Done) => sse::event(DONE),
             Err(err) => sse::event(&serde_json::json!({"error": {"message": format!("the upstream stream broke: {err}"), "type": "api_error", "code": "upstream_error", "param": null}}).to_string()),
         })
         .take_until(tokio::time::sleep(deadline))
@@ -245,15 +252,18 @@ pub fn sse_body(
 
 /// Reads a whole event stream into a non-stream completion (without `usage` when the upstream
 /// reported none: the gateway counts then).
-pub async fn collect(mut events: EventStream, deadline: Duration) -> ApiResult<serde_json::Value> {
+pub async fn collect(
+    mut events: EventStream,
+    deadline: Duration,
+) -> WorkerResult<serde_json::Value> {
     let mut agg = Aggregator::default();
     let read = async {
         while let Some(e) = events.next().await {
             match e {
-                Ok(p) if p == DONE => break,
-                Ok(p) => agg.push(&p),
+                Ok(Event::Done) => break,
+                Ok(Event::Chunk(p)) => agg.push(&p),
                 Err(e) => {
-                    return Err(ApiError::Upstream {
+                    return Err(WorkerError::NoUpstream {
                         message: format!("the upstream stream broke: {e}"),
                     });
                 }
@@ -263,7 +273,7 @@ pub async fn collect(mut events: EventStream, deadline: Duration) -> ApiResult<s
     };
     tokio::time::timeout(deadline, read)
         .await
-        .map_err(|_| ApiError::Upstream {
+        .map_err(|_| WorkerError::NoUpstream {
             message: "the upstream did not finish within the deadline".into(),
         })??;
     Ok(agg.finish(None))
@@ -273,19 +283,20 @@ async fn chat(
     worker: web::Data<Arc<Worker>>,
     req: HttpRequest,
     body: web::Json<ChatRequest>,
-) -> ApiResult<HttpResponse> {
+) -> WorkerResult<HttpResponse> {
     if !worker.authorised(&req) {
-        return Err(ApiError::unauthorized(
-            "invalid_worker_secret",
-            "this endpoint is internal",
-        ));
+        return Err(WorkerError::Unauthorized);
     }
     let body = body.into_inner();
     let (opened, terms) = worker.open(&body).await?;
     let mut res = HttpResponse::Ok();
-    res.insert_header((UPSTREAM_HEADER, opened.upstream.clone()));
-    if let Some((prompt, completion)) = terms.cost() {
-        res.insert_header((COST_HEADER, format!("{prompt},{completion}")));
+    let route = RouteInfo {
+        upstream: Some(opened.upstream.clone()),
+        miner_uid: opened.miner_uid.map(|uid| uid.to_string()),
+        cost: terms.cost(),
+    };
+    for header in route.headers() {
+        res.insert_header(header);
     }
     if !opened.asked.is_empty() {
         let asked: Vec<String> = opened.asked.iter().map(u16::to_string).collect();
@@ -296,9 +307,6 @@ async fn chat(
             .map(|(uid, ms)| format!("{uid}:{ms}"))
             .collect();
         res.insert_header((MINERS_ANSWERED_HEADER, answered.join(",")));
-    }
-    if let Some(uid) = opened.miner_uid {
-        res.insert_header((MINER_UID_HEADER, uid.to_string()));
     }
     if body.wants_stream() {
         Ok(res
@@ -343,13 +351,13 @@ pub fn start(
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
-            .app_data(crate::http::extract::json_config(max_body))
+            .app_data(error::json_config(max_body))
             .route("/v1/chat/completions", web::post().to(chat))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics_text))
-            .default_service(web::to(crate::http::extract::not_found))
+            .default_service(web::to(error::not_found))
     })
-    .on_connect(crate::http::no_delay)
+    .on_connect(no_delay)
     .workers(threads)
     .shutdown_timeout(2)
     .listen(listener)?

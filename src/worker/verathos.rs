@@ -4,7 +4,7 @@
 //! is the URL path without query string. Miners accept ±60 s and keep no nonce cache.
 
 use super::hotkey::{Hotkey, verify_hex};
-use crate::auth::secrets::sha256_hex;
+use crate::crypto::sha256_hex;
 
 pub const HOTKEY: &str = "X-Validator-Hotkey";
 pub const SIGNATURE: &str = "X-Validator-Signature";

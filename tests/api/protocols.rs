@@ -346,11 +346,10 @@ async fn read_text(pool: &MinerPool, content: &str) -> Result<String, String> {
     let mut agg = taogate::openai::aggregate::Aggregator::default();
     let mut events = opened.events;
     while let Some(e) = events.next().await {
-        let e = e.map_err(|e| e.to_string())?;
-        if e == "[DONE]" {
-            break;
+        match e.map_err(|e| e.to_string())? {
+            taogate::hop::Event::Done => break,
+            taogate::hop::Event::Chunk(chunk) => agg.push(&chunk),
         }
-        agg.push(&e);
     }
     assert!(
         agg.usage().is_some_and(|u| u.completion_tokens > 0),

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{EventStream, UpstreamError};
+use crate::hop::Event;
 use crate::openai::count_tokens;
 
 struct Chunker {
@@ -139,9 +140,9 @@ pub async fn open(
             let (text, cut) = budget.admit("", full);
             pending.push_back(chunker.text(text));
             pending.extend(chunker.ending(prompt_tokens, text, cut));
-            return Ok(
-                Box::pin(futures_util::stream::iter(pending.into_iter().map(Ok))) as EventStream,
-            );
+            return Ok(Box::pin(futures_util::stream::iter(
+                pending.into_iter().map(|p| Ok(Event::from_payload(p))),
+            )) as EventStream);
         }
         let mut bytes = res.bytes_stream();
         let mut carry = Vec::new();
@@ -177,8 +178,9 @@ pub async fn open(
             state,
             move |(mut bytes, mut carry, mut all, mut pending, chunker, mut ended)| async move {
                 loop {
-                    if let Some(event) = pending.pop_front() {
-                        return Some((Ok(event), (bytes, carry, all, pending, chunker, ended)));
+                    if let Some(payload) = pending.pop_front() {
+                        let event = Ok(Event::from_payload(payload));
+                        return Some((event, (bytes, carry, all, pending, chunker, ended)));
                     }
                     if ended {
                         return None;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::future::{BoxFuture, select_ok};
 
 use super::{Opened, Transport, UpstreamError, open_sse};
+use crate::hop::Event;
 use crate::openai::ChatRequest;
 use crate::worker::axon::SynapseMapping;
 use crate::worker::btauth::NonceSource;
@@ -275,14 +276,14 @@ impl Transport for MinerPool {
                         .collect();
                     tracing::info!(upstream = %self.name, miners.asked = ?asked, miners.answered = ?answered,
                         miner.chosen = candidates[chosen].uid, "best_of chose uid {}", candidates[chosen].uid);
-                    let mut events = streams.into_iter().nth(chosen).unwrap_or_default();
-                    events.push(crate::openai::sse::DONE.to_owned());
+                    let chunks = streams.into_iter().nth(chosen).unwrap_or_default();
+                    let events = chunks.into_iter().map(Event::Chunk).chain([Event::Done]);
                     Ok(Opened {
                         upstream: self.name.clone(),
                         miner_uid: Some(candidates[chosen].uid),
                         asked,
                         answered,
-                        events: Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))),
+                        events: Box::pin(futures_util::stream::iter(events.map(Ok))),
                     })
                 }
             }
@@ -315,11 +316,11 @@ async fn read_whole(
             false,
         );
         let mut stream = opened.events;
-        while let Some(Ok(p)) = stream.next().await {
-            if p == crate::openai::sse::DONE {
+        while let Some(Ok(event)) = stream.next().await {
+            let Event::Chunk(p) = event else {
                 done = true;
                 break;
-            }
+            };
             agg.push(&p);
             events.push(p);
         }

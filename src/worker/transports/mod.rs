@@ -7,18 +7,16 @@ pub mod miners;
 pub mod openai;
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use futures_util::{Stream, StreamExt};
 
+use crate::hop::Event;
+pub use crate::hop::EventStream;
 use crate::openai::ChatRequest;
 use crate::openai::aggregate::completion_as_chunk;
-use crate::openai::sse::{DONE, EventParser};
-
-/// SSE data payloads (`{json}` … `[DONE]`).
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<String, UpstreamError>> + Send>>;
+use crate::openai::sse::{EventParser, is_error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -114,14 +112,22 @@ pub fn completion_events(res: reqwest::Response) -> EventStream {
         let completion: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| UpstreamError::Stream(format!("not a completion: {e}")))?;
         Ok::<_, UpstreamError>(futures_util::stream::iter([
-            Ok(completion_as_chunk(&completion)),
-            Ok(DONE.to_owned()),
+            Ok(Event::Chunk(completion_as_chunk(&completion))),
+            Ok(Event::Done),
         ]))
     };
     Box::pin(futures_util::stream::once(events).flat_map(|r| match r {
         Ok(s) => s.left_stream(),
         Err(e) => futures_util::stream::iter([Err(e)]).right_stream(),
     }))
+}
+
+/// The `message` of an error event (the event itself when it has none).
+fn error_message(payload: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| payload.to_owned())
 }
 
 /// Reads a streaming response up to its first SSE event (an `{"error":…}` first event is a
@@ -137,10 +143,7 @@ pub async fn first_event(res: reqwest::Response) -> Result<EventStream, Upstream
             None => return Err(UpstreamError::Stream("ended before the first event".into())),
         }
     }
-    if pending
-        .front()
-        .is_some_and(|first| first.starts_with("{\"error\""))
-    {
+    if pending.front().is_some_and(|first| is_error(first)) {
         return Err(UpstreamError::Stream(
             pending.pop_front().unwrap_or_default(),
         ));
@@ -149,8 +152,19 @@ pub async fn first_event(res: reqwest::Response) -> Result<EventStream, Upstream
         (bytes, parser, pending, false),
         |(mut bytes, mut parser, mut pending, mut ended)| async move {
             loop {
-                if let Some(event) = pending.pop_front() {
-                    return Some((Ok(event), (bytes, parser, pending, ended)));
+                if let Some(payload) = pending.pop_front() {
+                    // An error event (a worker reporting that its upstream broke) ends the answer.
+                    if is_error(&payload) {
+                        pending.clear();
+                        return Some((
+                            Err(UpstreamError::Stream(error_message(&payload))),
+                            (bytes, parser, pending, true),
+                        ));
+                    }
+                    return Some((
+                        Ok(Event::from_payload(payload)),
+                        (bytes, parser, pending, ended),
+                    ));
                 }
                 if ended {
                     return None;
