@@ -50,9 +50,13 @@ macro_rules! id_type {
                 Self(uuid::Uuid::now_v7().hyphenated().to_string())
             }
 
-            /// Parses a client-supplied id; anything that is not a UUID is `None` (and so "not found").
+            /// Parses a client-supplied id: a hyphenated UUID (the form taogate hands out, see
+            /// [`crate::validate::UUID_PATTERN`]); anything else is `None` (and so "not found").
             pub fn parse(s: &str) -> Option<Self> {
-                uuid::Uuid::parse_str(s).ok().map(|u| Self(u.hyphenated().to_string()))
+                (s.len() == 36)
+                    .then(|| uuid::Uuid::parse_str(s).ok())
+                    .flatten()
+                    .map(|u| Self(u.hyphenated().to_string()))
             }
 
             pub fn as_str(&self) -> &str {

@@ -37,6 +37,13 @@ pub const EMAIL_PATTERN: &str = concat!(
     "[^\\s\\u0000-\\u001f\\u007f-\\u009f]*[^\\s.\\u0000-\\u001f\\u007f-\\u009f]\\s*$"
 );
 
+/// An id as taogate hands it out and reads it back (a hyphenated UUID).
+pub const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Request text that goes to the database cannot hold NUL (PostgreSQL refuses it).
+pub const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
 /// [`slug`]'s rule as a JSON Schema pattern.
 pub const SLUG_PATTERN: &str = "^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$";
 

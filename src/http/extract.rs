@@ -38,6 +38,13 @@ pub fn object<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> ApiResult<
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
+    // Management bodies end up in database text, which cannot hold NUL (PostgreSQL refuses it).
+    if req.path().starts_with("/api/") && escapes_nul(body) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "strings must not contain NUL characters",
+        ));
+    }
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         None => {
@@ -78,6 +85,14 @@ pub fn object<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> ApiResult<
                 )
             }
         })
+}
+
+/// Whether a JSON text holds an escaped NUL (`\u0000`, not an escaped backslash before `u0000`).
+fn escapes_nul(body: &[u8]) -> bool {
+    body.windows(6).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"\\u0000")
+            && body[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    })
 }
 
 /// JSON Schema counts `5.0` as an integer; serde does not. A body refused for a float where an

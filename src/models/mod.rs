@@ -27,6 +27,7 @@ pub struct Page {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// Return objects created after the one with this id.
+    #[param(pattern = "^[!-~]{1,100}$")]
     pub after: Option<String>,
 }
 
@@ -43,8 +44,19 @@ impl Page {
         }
     }
 
-    pub fn after(&self) -> String {
-        self.after.clone().unwrap_or_default()
+    /// The cursor: an object id (printable ASCII, at most 100 characters); anything else is a
+    /// 400 naming `after` (a NUL byte would otherwise reach the database).
+    pub fn after(&self) -> crate::error::ApiResult<String> {
+        match &self.after {
+            None => Ok(String::new()),
+            Some(a) if (1..=100).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(a.clone())
+            }
+            Some(_) => Err(crate::error::ApiError::invalid_param(
+                "after",
+                "after must be the id of an object of the previous page",
+            )),
+        }
     }
 }
 

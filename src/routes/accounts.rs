@@ -97,7 +97,11 @@ pub async fn list_accounts(
     page: web::Query<Page>,
 ) -> ApiResult<web::Json<List<AccountView>>> {
     let tenant = caller.tenant()?.clone();
-    let (after, limit, own) = (page.after(), page.limit()?, caller.account_scope().cloned());
+    let (after, limit, own) = (
+        page.after()?,
+        page.limit()?,
+        caller.account_scope().cloned(),
+    );
     let rows = state
         .db
         .run(move |c| match own {

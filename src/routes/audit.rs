@@ -61,7 +61,7 @@ pub async fn list_audit_log(
         Role::Operator => None,
         _ => Some(caller.managed_tenant()?.clone()),
     };
-    let (after, limit) = (page.after(), page.limit()?);
+    let (after, limit) = (page.after()?, page.limit()?);
     let rows = state
         .db
         .run(move |c| AuditEntry::list(c, tenant.as_ref(), &after, limit))

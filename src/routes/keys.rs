@@ -122,6 +122,7 @@ pub struct KeyFilter {
     /// 1–200, default 50.
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(pattern = "^[!-~]{1,100}$")]
     pub after: Option<String>,
     /// Only this account's keys.
     pub account_id: Option<String>,
@@ -186,7 +187,7 @@ pub async fn list_keys(
         return Err(ApiError::NotFound { what: "account" });
     }
     let account = own.or(asked);
-    let (after, limit) = (page.after(), page.limit()?);
+    let (after, limit) = (page.after()?, page.limit()?);
     let rows = state
         .db
         .run(move |c| {

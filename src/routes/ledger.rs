@@ -58,6 +58,7 @@ pub struct AccountQuery {
     /// 1–200, default 50.
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(pattern = "^[!-~]{1,100}$")]
     pub after: Option<String>,
 }
 
@@ -183,7 +184,7 @@ pub async fn list_ledger(
         limit: query.limit,
         after: query.after.clone(),
     };
-    let (limit, after) = (page.limit()?, page.after());
+    let (limit, after) = (page.limit()?, page.after()?);
     let rows = state
         .db
         .write(move |c| {

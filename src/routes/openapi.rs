@@ -6,14 +6,17 @@
 
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{Object, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr, ResponseBuilder};
 
 use crate::billing::amount::MAX_AMOUNT_NANO;
-use crate::validate::{EMAIL_PATTERN, NAME_PATTERN, SLUG_PATTERN};
+use crate::validate::{EMAIL_PATTERN, NAME_PATTERN, NO_NUL_PATTERN, SLUG_PATTERN, UUID_PATTERN};
 
 /// Request bodies whose fields get the shared text rules.
-const REQUESTS: [&str; 14] = [
+const REQUESTS: [&str; 17] = [
+    "RefreshRequest",
+    "PriceBook",
+    "LimitSet",
     "CreateAccount",
     "UpdateAccount",
     "SignupRequest",
@@ -34,14 +37,34 @@ const REQUESTS: [&str; 14] = [
 fn pattern_of(field: &str) -> Option<&'static str> {
     match field {
         "name" | "reason" | "account_name" => Some(NAME_PATTERN),
-        "slug" => Some(SLUG_PATTERN),
+        "slug" | "tenant" => Some(SLUG_PATTERN),
         "email" | "owner_email" => Some(EMAIL_PATTERN),
         _ => None,
     }
 }
 
-/// Sets the shared text rules on the request schemas, and `amount_nano`'s "not zero".
+/// Sets the shared text rules on the request schemas (every other request string: no NUL, which
+/// the server refuses in management bodies), `amount_nano`'s "not zero", and the id form of the
+/// `account_id` query parameter.
 pub fn document_inputs(doc: &mut OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            for param in op.parameters.iter_mut().flatten() {
+                if let RefOr::T(p) = param
+                    && p.name == "account_id"
+                    && let Some(RefOr::T(Schema::Object(text))) = p.schema.as_mut()
+                {
+                    text.pattern = Some(UUID_PATTERN.to_owned());
+                }
+            }
+        }
+    }
     let Some(components) = doc.components.as_mut() else {
         return;
     };
@@ -49,17 +72,39 @@ pub fn document_inputs(doc: &mut OpenApi) {
         let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) else {
             continue;
         };
+        if let Some(names) = object.property_names.as_mut()
+            && let Schema::Object(names) = names.as_mut()
+        {
+            names.pattern = Some(NO_NUL_PATTERN.to_owned());
+        }
         for (field, schema) in object.properties.iter_mut() {
             if field == "amount_nano" {
                 *schema = nonzero_amount();
                 continue;
             }
-            if let (Some(pattern), RefOr::T(Schema::Object(text))) =
-                (pattern_of(field), &mut *schema)
-            {
-                text.pattern = Some(pattern.to_owned());
+            match schema {
+                RefOr::T(Schema::Object(text)) if is_text(text) => {
+                    text.pattern = Some(pattern_of(field).unwrap_or(NO_NUL_PATTERN).to_owned());
+                }
+                RefOr::T(Schema::Array(list)) => {
+                    if let utoipa::openapi::schema::ArrayItems::RefOrSchema(item) = &mut list.items
+                        && let RefOr::T(Schema::Object(text)) = item.as_mut()
+                        && is_text(text)
+                    {
+                        text.pattern = Some(NO_NUL_PATTERN.to_owned());
+                    }
+                }
+                _ => {}
             }
         }
+    }
+}
+
+fn is_text(object: &Object) -> bool {
+    match &object.schema_type {
+        SchemaType::Type(t) => *t == Type::String,
+        SchemaType::Array(types) => types.contains(&Type::String),
+        SchemaType::AnyValue => false,
     }
 }
 

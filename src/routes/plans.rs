@@ -118,7 +118,7 @@ pub async fn list_plans(
     page: web::Query<Page>,
 ) -> ApiResult<web::Json<List<PlanView>>> {
     let tenant = caller.tenant_reader()?.clone();
-    let (limit, after) = (page.limit()?, page.after());
+    let (limit, after) = (page.limit()?, page.after()?);
     let rows = state
         .db
         .run(move |c| Plan::list(c, &tenant, &after, limit))

@@ -99,7 +99,7 @@ pub async fn list_tenants(
     page: web::Query<Page>,
 ) -> ApiResult<web::Json<List<TenantView>>> {
     caller.require_operator()?;
-    let (after, limit) = (page.after(), page.limit()?);
+    let (after, limit) = (page.after()?, page.limit()?);
     let rows = state
         .db
         .run(move |c| Tenant::list(c, &after, limit))

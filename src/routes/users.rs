@@ -99,7 +99,7 @@ pub async fn list_users(
     page: web::Query<Page>,
 ) -> ApiResult<web::Json<List<UserView>>> {
     let tenant = caller.managed_tenant()?.clone();
-    let (after, limit) = (page.after(), page.limit()?);
+    let (after, limit) = (page.after()?, page.limit()?);
     let rows = state
         .db
         .run(move |c| User::list(c, &tenant, &after, limit))

@@ -261,6 +261,20 @@ fn bodies_must_be_objects_and_values_in_range(b: Backend) {
             .expect(400, "invalid_request");
         assert_eq!(res.body["error"]["param"], "credit_limit_nano");
     }
+    // NUL cannot be stored: refused in bodies and cursors (was a 500 from PostgreSQL).
+    app.post("/api/v1/auth/login")
+        .json(json!({"email": "a\u{0}@example.com", "password": "0123456789", "tenant": "x\u{0}"}))
+        .expect(400, "invalid_request");
+    app.post("/api/v1/accounts")
+        .bearer(&owner.token)
+        .json(json!({"name": "back\\u0000slash"}))
+        .expect(201, "");
+    let res = app
+        .get("/api/v1/audit-log?after=%00%C2%85")
+        .bearer(&owner.token)
+        .send()
+        .expect(400, "invalid_request");
+    assert_eq!(res.body["error"]["param"], "after");
     // An empty rotate body is fine (grace 0).
     app.post(&format!("/api/v1/keys/{key_id}/rotate"))
         .bearer(&owner.token)

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Session, TestApp};
 
-/// Test cases per operation and phase; the longer run is `TAOGATE_SCHEMATHESIS_EXAMPLES=100`.
+/// Test cases per operation and phase; the longer run is `ST_MAX_EXAMPLES=100` (not a `TAOGATE_`
+/// variable: those are configuration).
 const EXAMPLES: &str = "12";
 
 fn schemathesis_bin() -> String {
@@ -23,7 +24,7 @@ fn schemathesis_bin() -> String {
 /// Runs schemathesis on the operations whose path matches `paths`, authenticated with `bearer`;
 /// returns its summary line. Fails the test with schemathesis' report on any failure.
 fn schemathesis(app: &TestApp, bearer: &str, paths: &str, who: &str) -> String {
-    let examples = std::env::var("TAOGATE_SCHEMATHESIS_EXAMPLES").unwrap_or(EXAMPLES.into());
+    let examples = std::env::var("ST_MAX_EXAMPLES").unwrap_or(EXAMPLES.into());
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let scratch = tempfile::tempdir().unwrap();
     let out = Command::new(schemathesis_bin())
