@@ -109,7 +109,7 @@ proptest! {
         let sessions = sessions();
         prop_assert!(sessions.verify(&text).is_err());
         let good = sessions
-            .issue(taogate::domain::UserId::generate(), taogate::domain::Role::Developer, None, None)
+            .issue((taogate::domain::UserId::generate(), "stamp".into()), taogate::domain::Role::Developer, None, None)
             .unwrap();
         let mut bytes = good.into_bytes();
         let i = flip.index(bytes.len());

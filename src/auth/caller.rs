@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use diesel::OptionalExtension;
 
+use crate::auth::jwt::{Claims, credential_stamp};
 use crate::auth::key_cache::KeyEntry;
 use crate::domain::{AccountId, ActiveStatus, Role, TenantId, UserId, UserStatus};
 use crate::error::{ApiError, ApiResult};
@@ -117,7 +118,7 @@ impl FromRequest for Caller {
                 ));
             }
             let claims = state.sessions.verify(token)?;
-            Self::as_now(&state, claims.sub).await
+            Self::as_now(&state, claims).await
         })
     }
 }
@@ -126,7 +127,8 @@ impl Caller {
     /// The token's user as they stand now (one primary-key read per management request): a
     /// disabled or deleted user is refused, and role, tenant and account come from the user, not
     /// from the token, so a demotion or a move takes effect on the next request, on every replica.
-    async fn as_now(state: &AppState, id: UserId) -> ApiResult<Self> {
+    async fn as_now(state: &AppState, claims: Claims) -> ApiResult<Self> {
+        let id = claims.sub;
         let user = state
             .db
             .run(move |c| User::find(c, &id).optional())
@@ -138,6 +140,16 @@ impl Caller {
             return Err(ApiError::unauthorized(
                 "user_disabled",
                 "this user has been disabled; ask an admin of your tenant",
+            ));
+        }
+        // Issued before the password changed (tokens from before stamps existed carry none).
+        if claims
+            .pwd
+            .is_some_and(|stamp| stamp != credential_stamp(&user.password_hash))
+        {
+            return Err(ApiError::unauthorized(
+                "token_revoked",
+                "the password changed since this token was issued; sign in again",
             ));
         }
         Ok(Caller {

@@ -25,6 +25,15 @@ pub struct Claims {
     pub aud: String,
     pub iat: i64,
     pub exp: i64,
+    /// The user's credential stamp at sign-in ([`credential_stamp`]): a token issued before a
+    /// password change no longer matches the user and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwd: Option<String>,
+}
+
+/// A short fingerprint of a user's stored password hash (a hash of the hash: it reveals nothing).
+pub fn credential_stamp(password_hash: &str) -> String {
+    crate::crypto::sha256_hex(password_hash.as_bytes())[..16].to_owned()
 }
 
 /// Signs and checks access tokens.
@@ -56,7 +65,7 @@ impl Sessions {
 
     pub fn issue(
         &self,
-        user: UserId,
+        (user, stamp): (UserId, String),
         role: Role,
         tenant: Option<TenantId>,
         account: Option<AccountId>,
@@ -71,6 +80,7 @@ impl Sessions {
             aud: AUDIENCE.into(),
             iat: now,
             exp: now + self.access_ttl_secs as i64,
+            pwd: Some(stamp),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal_msg)

@@ -124,6 +124,17 @@ impl User {
         Self::find_in_tenant(conn, tenant, id)
     }
 
+    /// Replaces the user's password hash (any user, operators included).
+    pub fn set_password(conn: &mut DbConn, id: &UserId, hash: &str) -> QueryResult<Self> {
+        diesel::update(users::table.find(id))
+            .set((
+                users::password_hash.eq(hash),
+                users::updated_at.eq(crate::db::now()),
+            ))
+            .execute(conn)?;
+        Self::find(conn, id)
+    }
+
     pub fn touch_login(conn: &mut DbConn, id: &UserId) -> QueryResult<()> {
         diesel::update(users::table.find(id))
             .set(users::last_login_at.eq(crate::db::now()))

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
+use crate::auth::jwt::credential_stamp;
 use crate::auth::password;
 use crate::domain::normalize_email;
 use crate::domain::{Role, UserId, UserStatus};
@@ -51,6 +52,15 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    #[schema(min_length = 1, max_length = 256)]
+    pub current_password: String,
+    #[schema(min_length = 10, max_length = 256)]
+    pub new_password: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
@@ -76,7 +86,7 @@ async fn issue_tokens(
     family: Option<String>,
 ) -> ApiResult<TokenResponse> {
     let access = state.sessions.issue(
-        user.id.clone(),
+        (user.id.clone(), credential_stamp(&user.password_hash)),
         user.role,
         user.tenant_id.clone(),
         user.account_id.clone(),
@@ -268,6 +278,64 @@ pub async fn logout(
         .write(move |c| RefreshToken::revoke_by_secret(c, &pepper, &secret).map_err(ApiError::from))
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Changes the signed-in user's password. Every session of the user ends: refresh tokens are
+/// revoked, and access tokens issued before are refused from the next request (`token_revoked`);
+/// the answer carries fresh tokens for this one. Rate limited like login.
+#[utoipa::path(tag = "auth", request_body = ChangePassword,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[post("/me/password")]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: Json<ChangePassword>,
+) -> ApiResult<web::Json<TokenResponse>> {
+    let body = body.into_inner();
+    password::check_policy(&body.new_password).map_err(|_| {
+        ApiError::invalid_param(
+            "new_password",
+            format!(
+                "new_password must be {} to {} characters",
+                password::MIN_LEN,
+                password::MAX_LEN
+            ),
+        )
+    })?;
+    let id = caller.user_id.clone();
+    let user = state.db.run(move |c| User::find(c, &id)).await?;
+    state.login_limiter.check(&meta.ip, &user.email)?;
+    if !password::verify(body.current_password, Some(user.password_hash.clone())).await? {
+        return Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "the current password is not correct",
+        ));
+    }
+    let hash = password::hash(body.new_password).await?;
+    let (actor, tenant, id) = (
+        caller.actor(&meta),
+        caller.tenant_id.clone(),
+        caller.user_id.clone(),
+    );
+    let user = state
+        .db
+        .write(move |c| {
+            let user = User::set_password(c, &id, &hash)?;
+            RefreshToken::revoke_user(c, &id)?;
+            AuditEntry::record(
+                c,
+                &actor,
+                tenant.as_ref(),
+                "user.password_change",
+                ("user", id.as_str()),
+                serde_json::json!({}),
+            )?;
+            Ok::<_, ApiError>(user)
+        })
+        .await?;
+    Ok(web::Json(issue_tokens(&state, user, None).await?))
 }
 
 /// The signed-in user, their tenant and (for developers) their account.

@@ -77,6 +77,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(auth::refresh)
             .service(auth::logout)
             .service(auth::me)
+            .service(auth::change_password)
             .service(tenants::list_tenants)
             .service(tenants::create_tenant)
             .service(tenants::get_tenant)

@@ -281,7 +281,69 @@ fn bad_access_tokens_are_refused(b: Backend) {
         .expect(401, "invalid_token");
 }
 
+/// A password change ends every session of the user on the next request: access tokens issued
+/// before it are refused (`token_revoked`), refresh tokens are revoked; the answer is a new session.
+fn a_password_change_ends_every_session(b: Backend) {
+    // Sign-ins and changes share the login brake: room for this test's dozen.
+    let app = TestApp::spawn_with(
+        b,
+        Figment::new()
+            .merge(Serialized::default("auth.login_per_ip_per_minute", 100))
+            .merge(Serialized::default("auth.login_per_email_per_minute", 100)),
+    );
+    let op = app.operator();
+    let (_, slug, owner) = app.tenant(&op, false);
+    let other = app.login(&owner.email, Some(&slug));
+    let change = |token: &str, current: &str, new: &str| {
+        app.post("/api/v1/me/password")
+            .bearer(token)
+            .json(json!({"current_password": current, "new_password": new}))
+    };
+    const NEW: &str = "a-new-password-123";
+    change(&owner.token, "not-the-password", NEW).expect(401, "invalid_credentials");
+    let res = change(&owner.token, PASSWORD, "short").expect(400, "invalid_request");
+    assert_eq!(res.body["error"]["param"], "new_password");
+    app.get("/api/v1/me")
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "");
+    let fresh = session(&change(&owner.token, PASSWORD, NEW).expect(200, "").ok());
+    for old in [&owner, &other] {
+        app.get("/api/v1/me")
+            .bearer(&old.token)
+            .send()
+            .expect(401, "token_revoked");
+        app.post("/api/v1/keys")
+            .bearer(&old.token)
+            .json(json!({"name": "after the change"}))
+            .expect(401, "token_revoked");
+        app.post("/api/v1/auth/refresh")
+            .json(json!({"refresh_token": old.refresh}))
+            .expect(401, "invalid_refresh_token");
+    }
+    app.get("/api/v1/me")
+        .bearer(&fresh.token)
+        .send()
+        .expect(200, "");
+    app.post("/api/v1/auth/refresh")
+        .json(json!({"refresh_token": fresh.refresh}))
+        .expect(200, "");
+    let login = |password: &str| {
+        app.post("/api/v1/auth/login")
+            .json(json!({"email": owner.email, "password": password, "tenant": slug}))
+    };
+    login(PASSWORD).expect(401, "invalid_credentials");
+    login(NEW).expect(200, "");
+    // The operator (no tenant) changes theirs the same way.
+    change(&op.token, PASSWORD, NEW).expect(200, "");
+    app.get("/api/v1/me")
+        .bearer(&op.token)
+        .send()
+        .expect(401, "token_revoked");
+}
+
 both_backends!(
+    a_password_change_ends_every_session,
     signup_creates_a_developer_with_an_account,
     signup_is_refused_where_not_allowed,
     login_refuses_bad_credentials_alike,
