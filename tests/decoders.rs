@@ -1,7 +1,8 @@
 //! Fuzzing the decoders (proptest; no nightly toolchain for cargo-fuzz here): everything that reads
 //! bytes from outside — SSE from upstreams and workers, the SCALE of a subtensor node, the signed
-//! headers of Epistula, `btauth/1` and Verathos requests, API keys, JWTs, invalidation messages —
-//! is fed arbitrary and near-valid input. None may panic, and none may accept what it cannot verify.
+//! headers of Epistula, `btauth/1` and Verathos requests, Stripe-style webhook signatures, API keys,
+//! JWTs, invalidation messages — is fed arbitrary and near-valid input. None may panic, and none may
+//! accept what it cannot verify.
 
 use proptest::prelude::*;
 use taogate::auth::key_cache::Invalidation;
@@ -101,6 +102,13 @@ proptest! {
         }
         let _ = Invalidation::decode(&text);
         let _ = taogate::domain::normalize_email(&text);
+    }
+
+    /// Stripe-style signature headers: arbitrary ones never panic and never verify.
+    #[test]
+    fn webhook_signatures_are_refused_unless_signed(header in "[tv01=,a-f0-9 ]{0,120}", body in prop::collection::vec(any::<u8>(), 0..64)) {
+        use taogate::billing::payments::signature;
+        prop_assert!(signature::verify(&header, &body, &["whsec_test"], 1_765_000_000, 300).is_err());
     }
 
     /// Arbitrary and tampered tokens are never valid access tokens.

@@ -10,7 +10,8 @@
 //! - [`lines`]: the one function that builds a charge's ledger lines (per-row and bulk writers);
 //! - [`adjust`]: manual credits and debits;
 //! - [`balance`]: keeping the limiter's cached balances in step with the ledger;
-//! - [`metering`]: the usage journal and the batch writer that posts usage to the ledger.
+//! - [`metering`]: the usage journal and the batch writer that posts usage to the ledger;
+//! - [`payments`]: money coming in from providers (so far: webhook signatures).
 //!
 //! Handlers call into this module; they never build postings themselves.
 
@@ -21,6 +22,7 @@ pub mod bounds;
 pub mod holds;
 pub mod lines;
 pub mod metering;
+pub mod payments;
 pub mod prices;
 pub mod settle;
 
