@@ -87,7 +87,6 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
             .into_utoipa_app()
             .openapi(ApiDoc::openapi())
             .app_data(data.clone())
-            .app_data(extract::json_config(limit))
             .app_data(extract::query_config())
             .app_data(extract::path_config())
             .app_data(web::PayloadConfig::new(limit))

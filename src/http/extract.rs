@@ -1,12 +1,12 @@
 //! Request bodies and extractor failures: [`Json`] reads a body that must be a JSON object, and
-//! actix's own failures (bad JSON, wrong content type, oversize body, bad query or path, unknown
-//! route) map into [`ApiError`], so that every error has the same OpenAI shape.
+//! actix's own failures (oversize body, bad query or path, unknown route) map into [`ApiError`],
+//! so that every error has the same OpenAI shape.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::error::{PathError, PayloadError, QueryPayloadError};
 use actix_web::mime;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde::de::DeserializeOwned;
@@ -178,32 +178,6 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             object(&req, &body).map(Json)
         })
     }
-}
-
-fn json_error(err: JsonPayloadError, _req: &HttpRequest, limit: usize) -> ApiError {
-    match err {
-        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError::PayloadTooLarge { limit }
-        }
-        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))
-        }
-        JsonPayloadError::Deserialize(e) => ApiError::bad_request(
-            "invalid_json",
-            format!("request body is not valid JSON: {e}"),
-        ),
-        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
-            ApiError::PayloadTooLarge { limit }
-        }
-        _ => ApiError::bad_request("invalid_json", "could not read the request body"),
-    }
-}
-
-pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(move |err, req| json_error(err, req, limit).into())
 }
 
 pub fn query_config() -> web::QueryConfig {

@@ -189,20 +189,7 @@ fn worker_fails_over_to_the_next_upstream(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let backup = procs::owner_gateway(KEY, 0, "backup");
     for behaviour in ["error", "hang"] {
-        let broken = Proc::start(
-            &[
-                "devnet-miner",
-                "--kind",
-                "openai",
-                "--api-key",
-                KEY,
-                "--behaviour",
-                behaviour,
-                "--label",
-                "broken",
-            ],
-            None,
-        );
+        let broken = procs::broken_gateway(KEY, behaviour);
         let config = dir.path().join(format!("{behaviour}.toml"));
         new_hotkey(dir.path(), behaviour);
         std::fs::write(
@@ -295,20 +282,7 @@ api_key = "{KEY}"
 fn answers_that_break_midway_fail_over_or_are_recorded_as_errors(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let backup = procs::owner_gateway(KEY, 0, "backup");
-    let dropping = Proc::start(
-        &[
-            "devnet-miner",
-            "--kind",
-            "openai",
-            "--api-key",
-            KEY,
-            "--behaviour",
-            "drop",
-            "--label",
-            "broken",
-        ],
-        None,
-    );
+    let dropping = procs::broken_gateway(KEY, "drop");
     new_hotkey(dir.path(), "w");
     let config = dir.path().join("worker.toml");
     let upstream = |name: &str, url: &str, model: &str| {

@@ -130,6 +130,24 @@ pub fn owner_gateway(key: &str, delay_ms: u64, label: &str) -> Proc {
     )
 }
 
+/// An OpenAI-compatible stand-in with Bearer key `key` that misbehaves: `error`, `hang`, `drop`.
+pub fn broken_gateway(key: &str, behaviour: &str) -> Proc {
+    Proc::start(
+        &[
+            "devnet-miner",
+            "--kind",
+            "openai",
+            "--api-key",
+            key,
+            "--behaviour",
+            behaviour,
+            "--label",
+            "broken",
+        ],
+        None,
+    )
+}
+
 /// A `taogate worker` routing model `m` to the OpenAI-compatible `upstream`, with its own hotkey;
 /// with `redis_prefix` it announces itself through Redis.
 pub fn worker(
