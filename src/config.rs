@@ -41,6 +41,7 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     pub limits: crate::limits::guard::LimitsConfig,
     pub billing: crate::billing::BillingConfig,
+    pub payments: crate::billing::payments::PaymentsConfig,
     pub pool: crate::pool::PoolConfig,
     pub worker: crate::worker::config::WorkerConfig,
     pub models: Vec<ModelConfig>,
@@ -163,6 +164,7 @@ impl Config {
             bail!("config key `limits.first_line_per_key_per_sec`: must be at least 1");
         }
         self.billing.validate()?;
+        self.payments.validate()?;
         for origin in &self.http.cors_allowed_origins {
             let ok = url::Url::parse(origin).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")

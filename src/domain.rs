@@ -86,7 +86,8 @@ id_type!(
     UserId,
     ApiKeyId,
     PlanId,
-    LedgerAccountId
+    LedgerAccountId,
+    PaymentId
 );
 
 /// A closed set of lowercase string values stored as `TEXT`.
@@ -180,6 +181,44 @@ text_enum!(
     /// short), or the gateway's count because the upstream's was out of bounds
     /// (`crate::billing::bounds`).
     UsageSource { Upstream = "upstream", Counted = "counted", Clamped = "clamped" }
+);
+
+text_enum!(
+    /// Where a payment stands. Forward only (`crate::billing::payments::state`): pending →
+    /// succeeded | failed | expired; succeeded → partially_refunded | refunded | disputed;
+    /// disputed → dispute_won | dispute_lost.
+    PaymentState {
+        Pending = "pending",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Expired = "expired",
+        PartiallyRefunded = "partially_refunded",
+        Refunded = "refunded",
+        Disputed = "disputed",
+        DisputeWon = "dispute_won",
+        DisputeLost = "dispute_lost",
+    }
+);
+
+text_enum!(
+    /// How a payment started: a Checkout top-up, an automatic top-up, or found in a provider's
+    /// notification without a record of ours (a payment made in the provider's dashboard).
+    PaymentKind { Checkout = "checkout", AutoTopup = "auto_topup", External = "external" }
+);
+
+text_enum!(
+    /// What a payment's ledger transaction did.
+    MovementKind {
+        Credit = "credit",
+        Refund = "refund",
+        Dispute = "dispute",
+        DisputeReversal = "dispute_reversal",
+    }
+);
+
+text_enum!(
+    /// What a dispute does to the account besides debiting it.
+    DisputePolicy { Debit = "debit", DebitAndSuspend = "debit_and_suspend" }
 );
 
 text_enum!(

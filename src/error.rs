@@ -66,6 +66,10 @@ pub enum ApiError {
     /// Every upstream failed before producing an answer.
     #[error("{message}")]
     Upstream { message: String },
+    /// A payment provider (Stripe) could not be reached or refused a call: 502
+    /// `payment_provider_error`; the message says what the provider said, never a secret.
+    #[error("{message}")]
+    PaymentProvider { message: String },
     /// No capacity within the bounded wait; retry after `retry_after_secs`.
     #[error("the service is overloaded; retry shortly")]
     Overloaded { retry_after_secs: u64 },
@@ -174,6 +178,7 @@ impl ApiError {
             Self::PricingUnavailable => ("service_unavailable_error", "pricing_unavailable"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             Self::Upstream { .. } => ("api_error", "upstream_error"),
+            Self::PaymentProvider { .. } => ("api_error", "payment_provider_error"),
             Self::Overloaded { .. } => ("service_unavailable_error", "overloaded"),
             Self::Internal(_) => ("api_error", "internal_error"),
         }
@@ -230,7 +235,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
-            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::PaymentProvider { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

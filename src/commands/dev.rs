@@ -48,6 +48,9 @@ const DEMO_CREDIT: Nano = Nano(1_000_000);
 struct DevSecrets {
     jwt_secret: String,
     api_key_pepper: String,
+    /// Seals payment provider secrets (added later: older files get one on next start).
+    #[serde(default)]
+    encryption_key: String,
 }
 
 /// What a developer needs to try the API, as written to `demo.json`: the developer (`email`,
@@ -85,17 +88,27 @@ fn load_dev_secrets(config: &mut Config) -> anyhow::Result<()> {
     let path = config.data_dir.join("dev-secrets.json");
     let stored: DevSecrets = match std::fs::read_to_string(&path) {
         Ok(text) => {
-            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?
+            let mut stored: DevSecrets = serde_json::from_str(&text)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if stored.encryption_key.is_empty() {
+                stored.encryption_key = hex::encode(secrets::random_bytes(32));
+                write_private(&path, &serde_json::to_string_pretty(&stored)?)?;
+            }
+            stored
         }
         Err(_) => {
             let fresh = DevSecrets {
                 jwt_secret: secrets::random_token(32),
                 api_key_pepper: secrets::random_token(32),
+                encryption_key: hex::encode(secrets::random_bytes(32)),
             };
             write_private(&path, &serde_json::to_string_pretty(&fresh)?)?;
             fresh
         }
     };
+    if config.payments.encryption_key.expose_secret().is_empty() {
+        config.payments.encryption_key = SecretString::from(stored.encryption_key);
+    }
     if config.auth.jwt_secret.expose_secret().is_empty() {
         config.auth.jwt_secret = SecretString::from(stored.jwt_secret);
     }

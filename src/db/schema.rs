@@ -214,3 +214,80 @@ diesel::allow_tables_to_appear_in_same_query!(
     ledger_entries,
     ledger_balances
 );
+
+diesel::table! {
+    payment_providers (tenant_id, provider) {
+        tenant_id -> Text,
+        provider -> Text,
+        secret_key_sealed -> Text,
+        secret_key_hint -> Text,
+        webhook_secrets_sealed -> Text,
+        webhook_secret_count -> Integer,
+        currency -> Text,
+        nano_per_unit -> BigInt,
+        min_topup_nano -> BigInt,
+        max_topup_nano -> BigInt,
+        dispute_policy -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    payment_notifications (id) {
+        id -> Text,
+        provider -> Text,
+        event_id -> Text,
+        tenant_id -> Text,
+        event_type -> Text,
+        payload -> Text,
+        payload_sha256 -> Text,
+        received_at -> Timestamp,
+        processed_at -> Nullable<Timestamp>,
+        outcome -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Text,
+        tenant_id -> Text,
+        account_id -> Text,
+        provider -> Text,
+        kind -> Text,
+        reference -> Nullable<Text>,
+        session_id -> Nullable<Text>,
+        state -> Text,
+        currency -> Text,
+        requested_minor -> BigInt,
+        paid_minor -> BigInt,
+        refunded_minor -> BigInt,
+        credited_nano -> BigInt,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    payment_movements (id) {
+        id -> Text,
+        payment_id -> Text,
+        kind -> Text,
+        transaction_id -> Text,
+        provider_ref -> Text,
+        amount_minor -> BigInt,
+        amount_nano -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    payment_customers (account_id, provider) {
+        account_id -> Text,
+        provider -> Text,
+        tenant_id -> Text,
+        customer_id -> Text,
+        created_at -> Timestamp,
+    }
+}

@@ -70,6 +70,10 @@ pub async fn get_key_limits(
         })
         .await
         .not_found_as("api key")?;
+    // A revoked key allows nothing: its limits are gone with it.
+    if key.status == crate::domain::KeyStatus::Revoked {
+        return Err(ApiError::NotFound { what: "api key" });
+    }
     let descriptors = context.descriptors(&key);
     let readings = state
         .limiter

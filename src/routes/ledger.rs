@@ -102,7 +102,7 @@ pub struct AdjustmentView {
 
 /// The account a money read is about: a developer's own, else the one asked for (owner, admin,
 /// finance).
-fn account_of(caller: &Caller, asked: Option<&str>) -> ApiResult<AccountId> {
+pub fn account_of(caller: &Caller, asked: Option<&str>) -> ApiResult<AccountId> {
     if caller.role == Role::Developer {
         let own = caller
             .account_scope()

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod health;
 pub mod key_limits;
 pub mod keys;
@@ -70,6 +71,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(crate::proxy::chat::create_chat_completion)
             .service(crate::proxy::ws::chat_ws),
     );
+    cfg.service(scope::scope("/webhooks").service(billing::stripe_webhook));
     cfg.service(
         scope::scope("/api/v1")
             .service(auth::signup)
@@ -104,6 +106,11 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(ledger::get_balance)
             .service(ledger::list_ledger)
             .service(ledger::create_adjustment)
+            .service(billing::get_stripe)
+            .service(billing::put_stripe)
+            .service(billing::create_checkout)
+            .service(billing::list_topups)
+            .service(billing::get_portal)
             .service(usage::get_usage)
             .service(audit::list_audit_log),
     );

@@ -26,7 +26,7 @@ fn adjust(
         .json(json!({"amount_nano": amount, "reason": "goodwill credit"}))
 }
 
-fn balance(app: &TestApp, who: &Session, account: &str) -> i64 {
+pub(crate) fn balance(app: &TestApp, who: &Session, account: &str) -> i64 {
     app.get(&format!("/api/v1/balance?account_id={account}"))
         .bearer(&who.token)
         .send()

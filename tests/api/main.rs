@@ -22,6 +22,7 @@ mod migrations;
 mod money;
 mod ops;
 mod outside;
+mod payments;
 mod pool;
 mod procs;
 mod protocols;

@@ -1,0 +1,90 @@
+-- Payments: money coming in through a provider (Stripe first) and going back out (refunds,
+-- disputes). Every provider notification is stored raw before it is processed; a payment moves
+-- through a forward-only state machine; each movement of money is one ledger transaction whose
+-- idempotency key is the provider's reference, recorded here for statements and reconciliation.
+
+-- A tenant's settings for a provider. Secrets are sealed (AES-256-GCM, `payments.encryption_key`)
+-- and never leave the process unsealed; `secret_key_hint` is what may be shown.
+CREATE TABLE payment_providers (
+    tenant_id TEXT NOT NULL,
+    provider TEXT NOT NULL CHECK (provider IN ('stripe')),
+    secret_key_sealed TEXT NOT NULL,
+    secret_key_hint TEXT NOT NULL,
+    webhook_secrets_sealed TEXT NOT NULL,
+    webhook_secret_count INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    nano_per_unit BIGINT NOT NULL CHECK (nano_per_unit > 0),
+    min_topup_nano BIGINT NOT NULL CHECK (min_topup_nano > 0),
+    max_topup_nano BIGINT NOT NULL CHECK (max_topup_nano >= min_topup_nano),
+    dispute_policy TEXT NOT NULL CHECK (dispute_policy IN ('debit', 'debit_and_suspend')),
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (tenant_id, provider)
+);
+
+-- Every verified notification, raw, once per provider event id.
+CREATE TABLE payment_notifications (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    payload_sha256 TEXT NOT NULL,
+    received_at TIMESTAMP NOT NULL,
+    processed_at TIMESTAMP,
+    -- what processing did: credited, replayed, ignored, failed, foreign_account, …
+    outcome TEXT,
+    UNIQUE (provider, event_id)
+);
+CREATE INDEX payment_notifications_tenant ON payment_notifications (tenant_id, received_at);
+
+CREATE TABLE payments (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('checkout', 'auto_topup', 'external')),
+    -- the provider's payment reference (Stripe: the PaymentIntent id), once known
+    reference TEXT,
+    -- Stripe: the Checkout Session id
+    session_id TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'succeeded', 'failed', 'expired',
+        'partially_refunded', 'refunded', 'disputed', 'dispute_won', 'dispute_lost')),
+    currency TEXT NOT NULL,
+    -- in the currency's minor units (cents)
+    requested_minor BIGINT NOT NULL CHECK (requested_minor >= 0),
+    paid_minor BIGINT NOT NULL DEFAULT 0 CHECK (paid_minor >= 0),
+    refunded_minor BIGINT NOT NULL DEFAULT 0 CHECK (refunded_minor >= 0),
+    credited_nano BIGINT NOT NULL DEFAULT 0 CHECK (credited_nano >= 0),
+    created_by TEXT,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE UNIQUE INDEX payments_reference ON payments (provider, reference);
+CREATE UNIQUE INDEX payments_session ON payments (provider, session_id);
+CREATE INDEX payments_account ON payments (tenant_id, account_id, id);
+
+-- Each ledger transaction a payment caused, by kind.
+CREATE TABLE payment_movements (
+    id TEXT PRIMARY KEY,
+    payment_id TEXT NOT NULL REFERENCES payments (id),
+    kind TEXT NOT NULL CHECK (kind IN ('credit', 'refund', 'dispute', 'dispute_reversal')),
+    transaction_id TEXT NOT NULL UNIQUE,
+    -- the provider object that caused it (re_…, dp_…, pi_…)
+    provider_ref TEXT NOT NULL,
+    amount_minor BIGINT NOT NULL,
+    amount_nano BIGINT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE INDEX payment_movements_payment ON payment_movements (payment_id);
+
+-- The provider's customer object for an account, created once and reused.
+CREATE TABLE payment_customers (
+    account_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (account_id, provider)
+);

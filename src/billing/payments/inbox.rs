@@ -1,0 +1,193 @@
+//! The inbound side of a provider: a notification for a tenant is verified against the tenant's
+//! secrets, stored raw (committed before anything else happens, so a 2xx means it is durable), then
+//! applied in a second transaction with its audit entries. A failure after storing answers 5xx:
+//! the provider delivers again and the stored copy is applied then.
+
+use std::sync::Arc;
+
+use crate::auth::invalidation::Invalidator;
+use crate::auth::key_cache::Invalidation;
+use crate::billing::balance::resync;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::limits::guard::Guard;
+use crate::models::audit::{Actor, AuditEntry};
+use crate::models::ledger::PostError;
+use crate::models::payment::{Notification, ProviderSettings, Stored};
+use crate::models::tenant::Tenant;
+
+use super::apply::{Outcome, apply};
+use super::seal::Sealer;
+use super::settings::unseal;
+use super::{Provider, Refused};
+
+/// What the caller needs besides the notification.
+pub struct Inbox<'a> {
+    pub db: &'a Db,
+    pub sealer: Option<Sealer>,
+    pub limiter: &'a Arc<Guard>,
+    pub invalidator: &'a Invalidator,
+    pub tolerance_secs: i64,
+    pub request_id: String,
+}
+
+/// What receiving did, as answered to the provider.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Receipt {
+    pub object: &'static str,
+    pub event_id: String,
+    /// `credited`, `debited`, `replayed`, `marked`, `ignored`, `foreign_account`,
+    /// `unknown_payment`, `currency_mismatch`, `out_of_range` or `stale`.
+    pub outcome: &'static str,
+}
+
+fn refused(e: Refused) -> ApiError {
+    match e {
+        Refused::Signature(e) => ApiError::bad_request("invalid_signature", e.to_string()),
+        Refused::Unreadable(why) => ApiError::bad_request(
+            "invalid_notification",
+            format!("the notification cannot be read: {why}"),
+        ),
+    }
+}
+
+impl Inbox<'_> {
+    /// Receives one notification of provider `P` for the tenant with `slug`.
+    pub async fn receive<P: Provider>(
+        &self,
+        slug: &str,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<Receipt, ApiError> {
+        let slug_owned = slug.to_owned();
+        let found = self
+            .db
+            .run(move |c| {
+                let tenant = match Tenant::find_by_slug(c, &slug_owned) {
+                    Ok(t) => t,
+                    Err(diesel::result::Error::NotFound) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                ProviderSettings::find(c, &tenant.id, P::NAME)
+            })
+            .await?;
+        let settings = found.ok_or(ApiError::NotFound {
+            what: "payment endpoint",
+        })?;
+        let Some(sealer) = &self.sealer else {
+            tracing::error!(tenant = %settings.tenant_id, "a webhook arrived but payments.encryption_key is not set");
+            return Err(ApiError::Unavailable);
+        };
+        let secrets = unseal(&settings, sealer).map_err(|e| {
+            tracing::error!(tenant = %settings.tenant_id, error = %e, "stored payment secrets do not open");
+            ApiError::Unavailable
+        })?;
+        let signature = signature.ok_or_else(|| {
+            ApiError::bad_request("invalid_signature", "the signature header is missing")
+        })?;
+        let keys: Vec<&str> = secrets.webhook_secrets.iter().map(String::as_str).collect();
+        let now = chrono::Utc::now().timestamp();
+        let inbound =
+            P::verify(signature, body, &keys, now, self.tolerance_secs).map_err(refused)?;
+
+        // 1. Stored, committed.
+        let payload = String::from_utf8(body.to_vec()).map_err(|_| {
+            ApiError::bad_request("invalid_notification", "the notification is not UTF-8")
+        })?;
+        let digest = crate::crypto::sha256_hex(body);
+        let notification = Notification {
+            id: uuid::Uuid::now_v7().to_string(),
+            provider: P::NAME.to_owned(),
+            event_id: inbound.event_id.clone(),
+            tenant_id: settings.tenant_id.clone(),
+            event_type: inbound.event_type.clone(),
+            payload,
+            payload_sha256: digest.clone(),
+            received_at: crate::db::now(),
+            processed_at: None,
+            outcome: None,
+        };
+        let stored = self
+            .db
+            .write(move |c| Ok::<_, ApiError>(notification.store(c)?))
+            .await?;
+        let stored = match stored {
+            Stored::New(n) => n,
+            Stored::Again(n) if n.tenant_id == settings.tenant_id && n.payload_sha256 == digest => {
+                n
+            }
+            Stored::Again(n) => {
+                tracing::warn!(event = %n.event_id, tenant = %settings.tenant_id,
+                    "a notification reuses an event id stored with other content or for another tenant");
+                return Err(ApiError::conflict(
+                    "notification_conflict",
+                    "this event id was received before with different content",
+                ));
+            }
+        };
+
+        // 2. Applied, with its audit trail, in one transaction.
+        let effect = inbound.effect.clone();
+        let tenant = settings.tenant_id.clone();
+        let tenant_id = tenant.clone();
+        let actor = Actor {
+            user_id: None,
+            role: None,
+            ip: None,
+            request_id: Some(self.request_id.clone()),
+        };
+        let applied = self
+            .db
+            .write(move |c| {
+                let applied = apply(c, &settings, &effect).map_err(|e| match e {
+                    PostError::Db(e) => ApiError::from(e),
+                    other => ApiError::internal_msg(other),
+                })?;
+                Notification::processed(c, &stored.id, applied.outcome.as_str())?;
+                let detail = serde_json::json!({
+                    "provider": P::NAME,
+                    "event_id": stored.event_id,
+                    "event_type": stored.event_type,
+                    "outcome": applied.outcome.as_str(),
+                    "payment_id": applied.payment,
+                    "amount_nano": applied.moved,
+                    "suspended": applied.suspended,
+                });
+                let action = match applied.outcome {
+                    o if o.is_alert() => Some("payment.alert"),
+                    Outcome::Credited | Outcome::Debited | Outcome::Marked => Some("payment.event"),
+                    _ => None,
+                };
+                if let Some(action) = action {
+                    let target = applied
+                        .account
+                        .as_ref()
+                        .map_or(("notification", stored.id.as_str()), |a| {
+                            ("account", a.as_str())
+                        });
+                    AuditEntry::record(c, &actor, Some(&tenant), action, target, detail)?;
+                }
+                Ok::<_, ApiError>(applied)
+            })
+            .await?;
+        if applied.outcome.is_alert() {
+            tracing::warn!(tenant = %tenant_id, event = %inbound.event_id,
+                outcome = applied.outcome.as_str(), "a payment notification was stored but not applied");
+        }
+        if let Some(account) = &applied.account
+            && applied.moved.0 != 0
+        {
+            resync(self.db, self.limiter, &tenant_id, account).await?;
+            if applied.suspended {
+                self.invalidator
+                    .publish(Invalidation::Tenant(tenant_id.clone()))
+                    .await;
+            }
+        }
+        Ok(Receipt {
+            object: "webhook_receipt",
+            event_id: inbound.event_id,
+            outcome: applied.outcome.as_str(),
+        })
+    }
+}

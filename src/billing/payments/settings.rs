@@ -1,0 +1,194 @@
+//! A tenant's Stripe settings: what `PUT /api/v1/billing/stripe` takes (validated, bounded), how
+//! it is stored (secrets sealed, bound to the tenant) and shown (masked: the key's prefix and last
+//! four characters; of the webhook secrets, only how many there are).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::billing::amount::{self, Sign};
+use crate::domain::{DisputePolicy, Nano, TenantId};
+use crate::error::{ApiError, ApiResult};
+use crate::models::payment::ProviderSettings;
+
+use super::seal::{SealError, Sealer};
+
+/// Most webhook secrets kept at once (rotation needs two).
+pub const MAX_WEBHOOK_SECRETS: usize = 5;
+/// Default rate: one currency unit is 10^9 nano-units.
+pub const DEFAULT_NANO_PER_UNIT: i64 = 1_000_000_000;
+
+/// `PUT /api/v1/billing/stripe`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSettingsInput {
+    /// The tenant's Stripe secret key (`sk_live_…`, `sk_test_…`) or restricted key (`rk_…`).
+    #[schema(min_length = 8, max_length = 255, pattern = "^(sk|rk)_[A-Za-z0-9_]+$")]
+    pub secret_key: String,
+    /// Webhook signing secrets (`whsec_…`) of the endpoint; two while one is rotated.
+    #[schema(min_items = 1, max_items = 5)]
+    pub webhook_secrets: Vec<String>,
+    /// ISO 4217 code the tenant charges in, e.g. `usd`.
+    #[schema(min_length = 3, max_length = 3)]
+    pub currency: String,
+    /// Smallest top-up, nano-units (default: one currency unit).
+    #[schema(value_type = Option<i64>)]
+    pub min_topup_nano: Option<Nano>,
+    /// Largest top-up, nano-units (default: 10,000 currency units).
+    #[schema(value_type = Option<i64>)]
+    pub max_topup_nano: Option<Nano>,
+    /// Nano-units credited per currency unit (default 10^9).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    pub nano_per_unit: Option<i64>,
+    /// What a dispute does besides debiting the account (default `debit`).
+    pub dispute_policy: Option<DisputePolicy>,
+}
+
+/// The tenant's Stripe settings as shown: never a secret.
+#[derive(Serialize, ToSchema)]
+pub struct StripeSettingsView {
+    pub object: &'static str,
+    /// The key's prefix and last four characters, e.g. `sk_test_…4242`.
+    pub secret_key: String,
+    pub webhook_secret_count: i32,
+    /// Where the tenant points its Stripe webhook endpoint (path on this server).
+    pub webhook_path: String,
+    pub currency: String,
+    pub nano_per_unit: i64,
+    #[schema(value_type = i64)]
+    pub min_topup_nano: Nano,
+    #[schema(value_type = i64)]
+    pub max_topup_nano: Nano,
+    pub dispute_policy: DisputePolicy,
+}
+
+/// Sealing contexts: a value sealed for one tenant and field opens for no other.
+fn context(field: &str, tenant: &TenantId) -> String {
+    format!("stripe.{field}:{tenant}")
+}
+
+fn key_like(field: &str, value: &str, prefixes: &[&str]) -> ApiResult<()> {
+    let ok = (8..=255).contains(&value.len())
+        && prefixes.iter().any(|p| value.starts_with(p))
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_param(
+            field,
+            format!("{field} must look like {}…", prefixes.join("… or ")),
+        ))
+    }
+}
+
+fn hint(key: &str) -> String {
+    let prefix = ["sk_live_", "sk_test_", "rk_live_", "rk_test_", "sk_", "rk_"]
+        .into_iter()
+        .find(|p| key.starts_with(p))
+        .unwrap_or("");
+    format!("{prefix}…{}", &key[key.len().saturating_sub(4)..])
+}
+
+impl StripeSettingsInput {
+    /// Checks every field and seals the secrets for `tenant`.
+    pub fn seal(self, tenant: &TenantId, sealer: &Sealer) -> ApiResult<ProviderSettings> {
+        key_like("secret_key", &self.secret_key, &["sk_", "rk_"])?;
+        if self.webhook_secrets.is_empty() || self.webhook_secrets.len() > MAX_WEBHOOK_SECRETS {
+            return Err(ApiError::invalid_param(
+                "webhook_secrets",
+                format!("webhook_secrets must hold 1 to {MAX_WEBHOOK_SECRETS} secrets"),
+            ));
+        }
+        for secret in &self.webhook_secrets {
+            key_like("webhook_secrets", secret, &["whsec_"])?;
+        }
+        let currency = self.currency.to_ascii_lowercase();
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(ApiError::invalid_param(
+                "currency",
+                "currency must be a three-letter ISO 4217 code",
+            ));
+        }
+        let nano_per_unit = self.nano_per_unit.unwrap_or(DEFAULT_NANO_PER_UNIT);
+        if !(1..=1_000_000_000_000).contains(&nano_per_unit) {
+            return Err(ApiError::invalid_param(
+                "nano_per_unit",
+                "nano_per_unit must be between 1 and 10^12",
+            ));
+        }
+        let min = self.min_topup_nano.unwrap_or(Nano(nano_per_unit));
+        let max = self.max_topup_nano.unwrap_or(Nano(
+            nano_per_unit
+                .saturating_mul(10_000)
+                .min(amount::MAX_AMOUNT_NANO),
+        ));
+        let min = amount::input("min_topup_nano", min, Sign::Positive)?;
+        let max = amount::input("max_topup_nano", max, Sign::Positive)?;
+        if max < min {
+            return Err(ApiError::invalid_param(
+                "max_topup_nano",
+                "max_topup_nano must be at least min_topup_nano",
+            ));
+        }
+        let secrets = serde_json::to_vec(&self.webhook_secrets).map_err(ApiError::internal_msg)?;
+        let now = crate::db::now();
+        Ok(ProviderSettings {
+            tenant_id: tenant.clone(),
+            provider: super::stripe::NAME.to_owned(),
+            secret_key_sealed: sealer
+                .seal(self.secret_key.as_bytes(), &context("secret_key", tenant)),
+            secret_key_hint: hint(&self.secret_key),
+            webhook_secrets_sealed: sealer.seal(&secrets, &context("webhook_secrets", tenant)),
+            webhook_secret_count: self.webhook_secrets.len() as i32,
+            currency,
+            nano_per_unit,
+            min_topup_nano: min,
+            max_topup_nano: max,
+            dispute_policy: self.dispute_policy.unwrap_or(DisputePolicy::Debit),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
+
+/// The secrets of stored settings, unsealed for one use.
+pub struct Unsealed {
+    pub secret_key: String,
+    pub webhook_secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unsealed(..)")
+    }
+}
+
+/// Opens the settings' secrets.
+pub fn unseal(settings: &ProviderSettings, sealer: &Sealer) -> Result<Unsealed, SealError> {
+    let tenant = &settings.tenant_id;
+    let key = sealer.open(&settings.secret_key_sealed, &context("secret_key", tenant))?;
+    let secrets = sealer.open(
+        &settings.webhook_secrets_sealed,
+        &context("webhook_secrets", tenant),
+    )?;
+    Ok(Unsealed {
+        secret_key: String::from_utf8(key).map_err(|_| SealError::Open)?,
+        webhook_secrets: serde_json::from_slice(&secrets).map_err(|_| SealError::Open)?,
+    })
+}
+
+/// How stored settings are shown.
+pub fn view(settings: &ProviderSettings, tenant_slug: &str) -> StripeSettingsView {
+    StripeSettingsView {
+        object: "stripe_settings",
+        secret_key: settings.secret_key_hint.clone(),
+        webhook_secret_count: settings.webhook_secret_count,
+        webhook_path: format!("/webhooks/stripe/{tenant_slug}"),
+        currency: settings.currency.clone(),
+        nano_per_unit: settings.nano_per_unit,
+        min_topup_nano: settings.min_topup_nano,
+        max_topup_nano: settings.max_topup_nano,
+        dispute_policy: settings.dispute_policy,
+    }
+}

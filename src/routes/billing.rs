@@ -1,0 +1,494 @@
+//! Payments on the management API: a tenant's Stripe settings, Checkout top-ups, the list of an
+//! account's top-ups and the Stripe customer portal; and the Stripe webhook endpoint
+//! (`/webhooks/stripe/{tenant_slug}`, authenticated by its signature, not a token). The rules
+//! live in [`crate::billing::payments`]; these handlers extract, authorise and answer.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::caller::{Caller, RequestMeta};
+use crate::billing::amount::{self, Sign};
+use crate::billing::payments::inbox::{Inbox, Receipt};
+use crate::billing::payments::nano_to_minor;
+use crate::billing::payments::settings::{self, StripeSettingsInput, StripeSettingsView, unseal};
+use crate::billing::payments::stripe::{self, Stripe};
+use crate::billing::payments::stripe_api::{CheckoutRequest, StripeApi, StripeCallError};
+use crate::domain::{AccountId, Nano, PaymentId, PaymentKind, PaymentState, Role, TenantId};
+use crate::error::{ApiError, ApiResult, ResultExt};
+use crate::http::extract::Json;
+use crate::models::account::Account;
+use crate::models::audit::AuditEntry;
+use crate::models::payment::{Customer, Payment, ProviderSettings};
+use crate::models::tenant::Tenant;
+use crate::models::{List, Page, utc};
+use crate::routes::ledger::{AccountQuery, account_of};
+use crate::state::AppState;
+
+fn not_configured() -> ApiError {
+    ApiError::conflict(
+        "payments_not_configured",
+        "this tenant has not configured Stripe (PUT /api/v1/billing/stripe)",
+    )
+}
+
+/// The tenant's Stripe settings, masked (owner, admin, finance).
+#[utoipa::path(tag = "payments", responses((status = 200, body = StripeSettingsView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/billing/stripe")]
+pub async fn get_stripe(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> ApiResult<web::Json<StripeSettingsView>> {
+    let tenant = caller.tenant_reader()?.clone();
+    let (settings, slug) = state
+        .db
+        .run(move |c| {
+            let slug = Tenant::find(c, &tenant)?.slug;
+            Ok((ProviderSettings::find(c, &tenant, stripe::NAME)?, slug))
+        })
+        .await?;
+    let settings = settings.ok_or(ApiError::NotFound {
+        what: "stripe settings",
+    })?;
+    Ok(web::Json(settings::view(&settings, &slug)))
+}
+
+/// Sets the tenant's Stripe keys and top-up rules (owner, admin). Secrets are sealed at rest and
+/// never shown again; refused (409 `encryption_key_missing`) when the operator has not set
+/// `payments.encryption_key`.
+#[utoipa::path(tag = "payments", request_body = StripeSettingsInput,
+    responses((status = 200, body = StripeSettingsView), (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[put("/billing/stripe")]
+pub async fn put_stripe(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: Json<StripeSettingsInput>,
+) -> ApiResult<web::Json<StripeSettingsView>> {
+    let tenant = caller.managed_tenant()?.clone();
+    let sealer = state.config.payments.sealer().ok_or_else(|| {
+        ApiError::conflict(
+            "encryption_key_missing",
+            "payment secrets cannot be stored: the operator has not set payments.encryption_key",
+        )
+    })?;
+    let settings = body.into_inner().seal(&tenant, &sealer)?;
+    let actor = caller.actor(&meta);
+    let (saved, slug) = state
+        .db
+        .write(move |c| {
+            let slug = Tenant::find(c, &tenant)?.slug;
+            let saved = settings.save(c)?;
+            AuditEntry::record(c, &actor, Some(&tenant), "billing.stripe.update", ("tenant", tenant.as_str()),
+                serde_json::json!({"secret_key": saved.secret_key_hint, "webhook_secret_count": saved.webhook_secret_count,
+                    "currency": saved.currency, "nano_per_unit": saved.nano_per_unit,
+                    "min_topup_nano": saved.min_topup_nano, "max_topup_nano": saved.max_topup_nano,
+                    "dispute_policy": saved.dispute_policy}))?;
+            Ok::<_, ApiError>((saved, slug))
+        })
+        .await?;
+    Ok(web::Json(settings::view(&saved, &slug)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCheckout {
+    /// The account to top up: required for owners and admins; a developer tops up their own.
+    #[schema(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub account_id: Option<String>,
+    /// Nano-units to credit; within the tenant's top-up bounds and a whole number of the
+    /// currency's minor units.
+    #[schema(value_type = i64, minimum = 1)]
+    pub amount_nano: Nano,
+    /// Where Stripe sends the customer after paying (http or https URL).
+    #[schema(max_length = 2048, pattern = "^https?://[^\\s]+$")]
+    pub success_url: String,
+    /// Where Stripe sends the customer if they go back (http or https URL).
+    #[schema(max_length = 2048, pattern = "^https?://[^\\s]+$")]
+    pub cancel_url: String,
+}
+
+/// A top-up as shown.
+#[derive(Serialize, ToSchema)]
+pub struct TopupView {
+    pub object: &'static str,
+    pub id: PaymentId,
+    pub account_id: AccountId,
+    pub provider: String,
+    pub kind: PaymentKind,
+    pub state: PaymentState,
+    pub checkout_session_id: Option<String>,
+    /// The provider's payment reference (Stripe: the PaymentIntent id), once paid.
+    pub payment_reference: Option<String>,
+    pub currency: String,
+    /// Asked for, in the currency's minor units.
+    pub amount_minor: i64,
+    pub paid_minor: i64,
+    pub refunded_minor: i64,
+    #[schema(value_type = i64)]
+    pub credited_nano: Nano,
+    /// Checkout's page (only when just created).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Payment> for TopupView {
+    fn from(p: Payment) -> Self {
+        Self {
+            object: "topup",
+            id: p.id,
+            account_id: p.account_id,
+            provider: p.provider,
+            kind: p.kind,
+            state: p.state,
+            checkout_session_id: p.session_id,
+            payment_reference: p.reference,
+            currency: p.currency,
+            amount_minor: p.requested_minor,
+            paid_minor: p.paid_minor,
+            refunded_minor: p.refunded_minor,
+            credited_nano: p.credited_nano,
+            url: None,
+            created_at: utc(p.created_at),
+        }
+    }
+}
+
+fn redirect_url(field: &str, value: &str) -> ApiResult<String> {
+    let ok = value.len() <= 2048
+        && url::Url::parse(value)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(ApiError::invalid_param(
+            field,
+            format!("{field} must be an http or https URL"),
+        ))
+    }
+}
+
+/// The account a payment is started for: a developer's own; owners and admins name one.
+fn payer(caller: &Caller, asked: Option<&str>) -> ApiResult<AccountId> {
+    match caller.role {
+        Role::Developer | Role::Owner | Role::Admin => account_of(caller, asked),
+        _ => Err(ApiError::forbidden(
+            "requires the owner or admin role, or a developer paying for their own account",
+        )),
+    }
+}
+
+fn provider_error(e: StripeCallError) -> ApiError {
+    tracing::warn!(error = %e, "a Stripe call failed");
+    ApiError::PaymentProvider {
+        message: match e {
+            StripeCallError::Rejected { message, .. } => {
+                format!("Stripe refused the request: {message}")
+            }
+            StripeCallError::Unreachable => "Stripe could not be reached; retry shortly".into(),
+            _ => "the Stripe call failed; retry shortly".into(),
+        },
+    }
+}
+
+/// The tenant's settings and a Stripe client with its key.
+async fn stripe_client(
+    state: &AppState,
+    tenant: &TenantId,
+) -> ApiResult<(ProviderSettings, StripeApi)> {
+    let id = tenant.clone();
+    let settings = state
+        .db
+        .run(move |c| ProviderSettings::find(c, &id, stripe::NAME))
+        .await?
+        .ok_or_else(not_configured)?;
+    let sealer = state
+        .config
+        .payments
+        .sealer()
+        .ok_or(ApiError::Unavailable)?;
+    let secrets = unseal(&settings, &sealer).map_err(|e| {
+        tracing::error!(tenant = %settings.tenant_id, error = %e, "stored payment secrets do not open");
+        ApiError::Unavailable
+    })?;
+    let config = &state.config.payments.stripe;
+    let api = StripeApi::new(
+        &secrets.secret_key,
+        &config.api_base,
+        Duration::from_millis(config.timeout_ms),
+    )
+    .map_err(provider_error)?;
+    Ok((settings, api))
+}
+
+/// The account's Stripe customer, created once (`Idempotency-Key: customer:<account>`).
+async fn customer(state: &AppState, api: &StripeApi, account: &Account) -> ApiResult<String> {
+    let id = account.id.clone();
+    if let Some(found) = state
+        .db
+        .run(move |c| Customer::find(c, &id, stripe::NAME))
+        .await?
+    {
+        return Ok(found);
+    }
+    let created = api
+        .create_customer(
+            account.id.as_str(),
+            account.tenant_id.as_str(),
+            &account.name,
+            &format!("customer:{}", account.id),
+        )
+        .await
+        .map_err(provider_error)?;
+    let (tenant, id) = (account.tenant_id.clone(), account.id.clone());
+    state
+        .db
+        .write(move |c| {
+            Ok::<_, ApiError>(Customer::remember(c, &tenant, &id, stripe::NAME, &created)?)
+        })
+        .await
+}
+
+/// Starts a card top-up with Stripe Checkout (a developer for their own account, owner, admin);
+/// the account is credited when Stripe's webhook says it is paid. `Idempotency-Key` honoured.
+#[utoipa::path(tag = "payments", request_body = CreateCheckout,
+    responses((status = 201, body = TopupView), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[post("/billing/checkout")]
+pub async fn create_checkout(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: Json<CreateCheckout>,
+) -> ApiResult<HttpResponse> {
+    let tenant = caller.tenant()?.clone();
+    let body = body.into_inner();
+    let account_id = payer(&caller, body.account_id.as_deref())?;
+    let amount = amount::input("amount_nano", body.amount_nano, Sign::Positive)?;
+    let success_url = redirect_url("success_url", &body.success_url)?;
+    let cancel_url = redirect_url("cancel_url", &body.cancel_url)?;
+    let (t, a) = (tenant.clone(), account_id.clone());
+    let account = state
+        .db
+        .run(move |c| Account::find_in_tenant(c, &t, &a))
+        .await
+        .not_found_as("account")?;
+    let (settings, api) = stripe_client(&state, &tenant).await?;
+    if amount < settings.min_topup_nano || amount > settings.max_topup_nano {
+        return Err(ApiError::BadRequest {
+            code: "amount_out_of_range",
+            message: format!(
+                "amount_nano must be between {} and {}",
+                settings.min_topup_nano.0, settings.max_topup_nano.0
+            ),
+            param: Some("amount_nano".into()),
+        });
+    }
+    let minor =
+        nano_to_minor(amount, &settings.currency, settings.nano_per_unit).ok_or_else(|| {
+            ApiError::BadRequest {
+                code: "amount_not_payable",
+                message: format!(
+                    "amount_nano must be a whole number of {} minor units",
+                    settings.currency
+                ),
+                param: Some("amount_nano".into()),
+            }
+        })?;
+    let actor = caller.actor(&meta);
+    let now = crate::db::now();
+    let payment = Payment {
+        id: PaymentId::generate(),
+        tenant_id: tenant.clone(),
+        account_id: account_id.clone(),
+        provider: stripe::NAME.to_owned(),
+        kind: PaymentKind::Checkout,
+        reference: None,
+        session_id: None,
+        state: PaymentState::Pending,
+        currency: settings.currency.clone(),
+        requested_minor: minor,
+        paid_minor: 0,
+        refunded_minor: 0,
+        credited_nano: Nano(0),
+        created_by: actor.user_id.as_ref().map(ToString::to_string),
+        created_at: now,
+        updated_at: now,
+    };
+    let p = payment.clone();
+    state
+        .db
+        .write(move |c| Ok::<_, ApiError>(p.insert(c)?))
+        .await?;
+    let started = async {
+        let customer = customer(&state, &api, &account).await?;
+        let (pid, aid, tid) = (
+            payment.id.to_string(),
+            account_id.to_string(),
+            tenant.to_string(),
+        );
+        let metadata = [
+            ("taogate_payment_id", pid.as_str()),
+            ("taogate_account_id", aid.as_str()),
+            ("taogate_tenant_id", tid.as_str()),
+        ];
+        api.create_checkout_session(&CheckoutRequest {
+            customer: &customer,
+            client_reference_id: aid.as_str(),
+            amount_minor: minor,
+            currency: &settings.currency,
+            product_name: "Credits",
+            success_url: &success_url,
+            cancel_url: &cancel_url,
+            metadata: &metadata,
+            idempotency_key: &format!("topup:{}", payment.id),
+        })
+        .await
+        .map_err(provider_error)
+    }
+    .await;
+    let mut payment = payment;
+    let session = match started {
+        Ok(session) => session,
+        Err(e) => {
+            // The attempt is kept, marked failed: nothing was charged.
+            payment.state = PaymentState::Failed;
+            let p = payment.clone();
+            state
+                .db
+                .write(move |c| Ok::<_, ApiError>(p.save_progress(c)?))
+                .await?;
+            return Err(e);
+        }
+    };
+    payment.session_id = Some(session.id.clone());
+    let (p, t) = (payment.clone(), tenant.clone());
+    state
+        .db
+        .write(move |c| {
+            p.save_progress(c)?;
+            AuditEntry::record(c, &actor, Some(&t), "billing.checkout", ("account", p.account_id.as_str()),
+                serde_json::json!({"payment_id": p.id, "checkout_session_id": p.session_id, "amount_minor": p.requested_minor, "currency": p.currency}))?;
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    let mut view = TopupView::from(payment);
+    view.url = Some(session.url);
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// An account's top-ups with their state, oldest first (owner, admin, finance; a developer their
+/// own).
+#[utoipa::path(tag = "payments", params(AccountQuery), responses((status = 200, body = List<TopupView>), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/billing/topups")]
+pub async fn list_topups(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<AccountQuery>,
+) -> ApiResult<web::Json<List<TopupView>>> {
+    let tenant = caller.tenant()?.clone();
+    let id = account_of(&caller, query.account_id.as_deref())?;
+    let page = Page {
+        limit: query.limit,
+        after: query.after.clone(),
+    };
+    let (limit, after) = (page.limit()?, page.after()?);
+    let rows = state
+        .db
+        .run(move |c| {
+            Account::find_in_tenant(c, &tenant, &id)?;
+            Payment::list(c, &tenant, &id, &after, limit)
+        })
+        .await
+        .not_found_as("account")?;
+    Ok(web::Json(List::from_rows(rows, limit, TopupView::from)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PortalQuery {
+    /// Required for owners and admins; a developer opens their own.
+    pub account_id: Option<String>,
+    /// Where the portal's back link goes (http or https URL).
+    pub return_url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PortalView {
+    pub object: &'static str,
+    /// Short-lived; a bearer credential for the customer's billing — do not log or share it.
+    pub url: String,
+}
+
+/// A Stripe customer-portal session for the account (saved cards, receipts): a developer for
+/// their own account, owner, admin.
+#[utoipa::path(tag = "payments", params(PortalQuery), responses((status = 200, body = PortalView), (status = 404, body = crate::error::ErrorBody),
+    (status = 409, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/billing/portal")]
+pub async fn get_portal(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<PortalQuery>,
+) -> ApiResult<web::Json<PortalView>> {
+    let tenant = caller.tenant()?.clone();
+    let id = payer(&caller, query.account_id.as_deref())?;
+    let return_url = query
+        .return_url
+        .as_deref()
+        .map(|u| redirect_url("return_url", u))
+        .transpose()?;
+    let t = tenant.clone();
+    let account = state
+        .db
+        .run(move |c| Account::find_in_tenant(c, &t, &id))
+        .await
+        .not_found_as("account")?;
+    let (_, api) = stripe_client(&state, &tenant).await?;
+    let customer = customer(&state, &api, &account).await?;
+    let url = api
+        .create_portal_session(&customer, return_url.as_deref())
+        .await
+        .map_err(provider_error)?;
+    Ok(web::Json(PortalView {
+        object: "billing_portal_session",
+        url,
+    }))
+}
+
+/// Stripe's webhook for a tenant: the raw body and `Stripe-Signature`, verified against the
+/// tenant's webhook secrets (any `v1`, 300 s tolerance, every configured secret), stored, then
+/// applied — each payment credited once however many deliveries of however many of its events
+/// arrive. Forged, stale or unreadable → 400 and nothing moves.
+#[utoipa::path(tag = "payments", params(("tenant_slug" = String, Path, description = "The tenant's slug")),
+    request_body(content = serde_json::Value, description = "A Stripe event, as Stripe sends it", content_type = "application/json"),
+    responses((status = 200, body = Receipt), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+#[post("/stripe/{tenant_slug}")]
+pub async fn stripe_webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    slug: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<web::Json<Receipt>> {
+    let inbox = Inbox {
+        db: &state.db,
+        sealer: state.config.payments.sealer(),
+        limiter: &state.limiter,
+        invalidator: &state.invalidator,
+        tolerance_secs: state.config.payments.stripe.webhook_tolerance_secs,
+        request_id: RequestMeta::of(&req).request_id,
+    };
+    let signature = req
+        .headers()
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    Ok(web::Json(
+        inbox.receive::<Stripe>(&slug, signature, &body).await?,
+    ))
+}
