@@ -73,6 +73,13 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     state.pool.spawn_registry_sync(state.registry.clone());
     state.invalidator.spawn_subscriber();
     state.meter.spawn_writer();
+    if state.config.payments.sealer().is_some() {
+        crate::billing::payments::auto_topup::spawn(
+            state.db.clone(),
+            state.config.payments.clone(),
+            state.limiter.clone(),
+        );
+    }
     let limiter = state.limiter.clone();
     actix_web::rt::spawn(async move { limiter.warm_up().await });
     let (meter, grace) = (

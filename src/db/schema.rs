@@ -291,3 +291,18 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    auto_topups (account_id) {
+        account_id -> Text,
+        tenant_id -> Text,
+        enabled -> Bool,
+        threshold_nano -> BigInt,
+        amount_nano -> BigInt,
+        failures -> Integer,
+        next_attempt_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}

@@ -7,7 +7,8 @@ use diesel::prelude::*;
 
 use crate::db::DbConn;
 use crate::db::schema::{
-    payment_customers, payment_movements, payment_notifications, payment_providers, payments,
+    auto_topups, payment_customers, payment_movements, payment_notifications, payment_providers,
+    payments,
 };
 use crate::domain::{
     AccountId, DisputePolicy, MovementKind, Nano, PaymentId, PaymentKind, PaymentState, TenantId,
@@ -179,6 +180,15 @@ impl Payment {
             .map(drop)
     }
 
+    /// Inserts it; `false` if a unique index refused it (an automatic top-up already pending).
+    pub fn insert_unless_pending(&self, conn: &mut DbConn) -> QueryResult<bool> {
+        match conn.transaction(|c| self.insert(c)) {
+            Ok(()) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Inserts it unless a payment with its reference or session exists (a concurrent delivery
     /// made it first); either way, the stored payment.
     pub fn insert_or_find(self, conn: &mut DbConn) -> QueryResult<Self> {
@@ -251,6 +261,47 @@ impl Payment {
             ))
             .execute(conn)
             .map(drop)
+    }
+
+    /// Records what the provider gave a started payment (its session or reference), leaving its
+    /// state alone: a notification may already have moved it on.
+    pub fn started(
+        conn: &mut DbConn,
+        id: &PaymentId,
+        session: Option<&str>,
+        reference: Option<&str>,
+    ) -> QueryResult<()> {
+        if let Some(session) = session {
+            diesel::update(payments::table.find(id))
+                .set(payments::session_id.eq(session))
+                .execute(conn)?;
+        }
+        if let Some(reference) = reference {
+            diesel::update(
+                payments::table
+                    .find(id)
+                    .filter(payments::reference.is_null()),
+            )
+            .set(payments::reference.eq(reference))
+            .execute(conn)?;
+        }
+        Ok(())
+    }
+
+    /// Marks a payment that could not be started failed, unless something moved it on already;
+    /// whether it did.
+    pub fn abandon(conn: &mut DbConn, id: &PaymentId) -> QueryResult<bool> {
+        diesel::update(
+            payments::table
+                .find(id)
+                .filter(payments::state.eq(PaymentState::Pending)),
+        )
+        .set((
+            payments::state.eq(PaymentState::Failed),
+            payments::updated_at.eq(crate::db::now()),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
     }
 
     /// An account's payments, oldest first, after the cursor `after` (an id; empty: the first).
@@ -363,5 +414,90 @@ impl Customer {
             Err(e) if is_unique_violation(&e) => Self::find(conn, account, provider)?.ok_or(e),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// An account's automatic top-up rule and its recent failures.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = auto_topups)]
+pub struct AutoTopup {
+    pub account_id: AccountId,
+    pub tenant_id: TenantId,
+    pub enabled: bool,
+    pub threshold_nano: Nano,
+    pub amount_nano: Nano,
+    pub failures: i32,
+    pub next_attempt_at: Option<NaiveDateTime>,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl AutoTopup {
+    pub fn find(conn: &mut DbConn, account: &AccountId) -> QueryResult<Option<Self>> {
+        auto_topups::table
+            .find(account)
+            .select(Self::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// Inserts or replaces the rule (keeping `created_at`; a new rule starts without failures).
+    pub fn save(mut self, conn: &mut DbConn) -> QueryResult<Self> {
+        if let Some(old) = Self::find(conn, &self.account_id)? {
+            self.created_at = old.created_at;
+            diesel::update(auto_topups::table.find(&self.account_id))
+                .set(&self)
+                .execute(conn)?;
+        } else {
+            diesel::insert_into(auto_topups::table)
+                .values(&self)
+                .execute(conn)?;
+        }
+        Ok(self)
+    }
+
+    /// Enabled rules whose back-off (if any) has passed.
+    pub fn due(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<Vec<Self>> {
+        auto_topups::table
+            .filter(
+                auto_topups::enabled.eq(true).and(
+                    auto_topups::next_attempt_at
+                        .is_null()
+                        .or(auto_topups::next_attempt_at.le(now)),
+                ),
+            )
+            .select(Self::as_select())
+            .load(conn)
+    }
+
+    /// Records a failed attempt: the next one waits `retry_at`.
+    pub fn failed(
+        conn: &mut DbConn,
+        account: &AccountId,
+        error: &str,
+        retry_at: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(auto_topups::table.find(account))
+            .set((
+                auto_topups::failures.eq(auto_topups::failures + 1),
+                auto_topups::next_attempt_at.eq(Some(retry_at)),
+                auto_topups::last_error.eq(Some(error)),
+                auto_topups::updated_at.eq(crate::db::now()),
+            ))
+            .execute(conn)
+            .map(drop)
+    }
+
+    /// A top-up succeeded: failures are forgotten.
+    pub fn succeeded(conn: &mut DbConn, account: &AccountId) -> QueryResult<()> {
+        diesel::update(auto_topups::table.find(account))
+            .set((
+                auto_topups::failures.eq(0),
+                auto_topups::next_attempt_at.eq(None::<NaiveDateTime>),
+                auto_topups::last_error.eq(None::<String>),
+            ))
+            .execute(conn)
+            .map(drop)
     }
 }

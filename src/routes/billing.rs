@@ -3,8 +3,6 @@
 //! (`/webhooks/stripe/{tenant_slug}`, authenticated by its signature, not a token). The rules
 //! live in [`crate::billing::payments`]; these handlers extract, authorise and answer.
 
-use std::time::Duration;
-
 use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,28 +10,23 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::billing::amount::{self, Sign};
+use crate::billing::payments::auto_topup::{AutoTopupInput, AutoTopupView};
 use crate::billing::payments::inbox::{Inbox, Receipt};
 use crate::billing::payments::nano_to_minor;
-use crate::billing::payments::settings::{self, StripeSettingsInput, StripeSettingsView, unseal};
+use crate::billing::payments::settings::{self, StripeSettingsInput, StripeSettingsView};
 use crate::billing::payments::stripe::{self, Stripe};
-use crate::billing::payments::stripe_api::{CheckoutRequest, StripeApi, StripeCallError};
-use crate::domain::{AccountId, Nano, PaymentId, PaymentKind, PaymentState, Role, TenantId};
+use crate::billing::payments::stripe_account;
+use crate::billing::payments::stripe_api::CheckoutRequest;
+use crate::domain::{AccountId, Nano, PaymentId, PaymentKind, PaymentState, Role};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::http::extract::Json;
 use crate::models::account::Account;
 use crate::models::audit::AuditEntry;
-use crate::models::payment::{Customer, Payment, ProviderSettings};
+use crate::models::payment::{AutoTopup, Payment, ProviderSettings};
 use crate::models::tenant::Tenant;
 use crate::models::{List, Page, utc};
 use crate::routes::ledger::{AccountQuery, account_of};
 use crate::state::AppState;
-
-fn not_configured() -> ApiError {
-    ApiError::conflict(
-        "payments_not_configured",
-        "this tenant has not configured Stripe (PUT /api/v1/billing/stripe)",
-    )
-}
 
 /// The tenant's Stripe settings, masked (owner, admin, finance).
 #[utoipa::path(tag = "payments", responses((status = 200, body = StripeSettingsView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
@@ -184,77 +177,6 @@ fn payer(caller: &Caller, asked: Option<&str>) -> ApiResult<AccountId> {
     }
 }
 
-fn provider_error(e: StripeCallError) -> ApiError {
-    tracing::warn!(error = %e, "a Stripe call failed");
-    ApiError::PaymentProvider {
-        message: match e {
-            StripeCallError::Rejected { message, .. } => {
-                format!("Stripe refused the request: {message}")
-            }
-            StripeCallError::Unreachable => "Stripe could not be reached; retry shortly".into(),
-            _ => "the Stripe call failed; retry shortly".into(),
-        },
-    }
-}
-
-/// The tenant's settings and a Stripe client with its key.
-async fn stripe_client(
-    state: &AppState,
-    tenant: &TenantId,
-) -> ApiResult<(ProviderSettings, StripeApi)> {
-    let id = tenant.clone();
-    let settings = state
-        .db
-        .run(move |c| ProviderSettings::find(c, &id, stripe::NAME))
-        .await?
-        .ok_or_else(not_configured)?;
-    let sealer = state
-        .config
-        .payments
-        .sealer()
-        .ok_or(ApiError::Unavailable)?;
-    let secrets = unseal(&settings, &sealer).map_err(|e| {
-        tracing::error!(tenant = %settings.tenant_id, error = %e, "stored payment secrets do not open");
-        ApiError::Unavailable
-    })?;
-    let config = &state.config.payments.stripe;
-    let api = StripeApi::new(
-        &secrets.secret_key,
-        &config.api_base,
-        Duration::from_millis(config.timeout_ms),
-    )
-    .map_err(provider_error)?;
-    Ok((settings, api))
-}
-
-/// The account's Stripe customer, created once (`Idempotency-Key: customer:<account>`).
-async fn customer(state: &AppState, api: &StripeApi, account: &Account) -> ApiResult<String> {
-    let id = account.id.clone();
-    if let Some(found) = state
-        .db
-        .run(move |c| Customer::find(c, &id, stripe::NAME))
-        .await?
-    {
-        return Ok(found);
-    }
-    let created = api
-        .create_customer(
-            account.id.as_str(),
-            account.tenant_id.as_str(),
-            &account.name,
-            &format!("customer:{}", account.id),
-        )
-        .await
-        .map_err(provider_error)?;
-    let (tenant, id) = (account.tenant_id.clone(), account.id.clone());
-    state
-        .db
-        .write(move |c| {
-            Ok::<_, ApiError>(Customer::remember(c, &tenant, &id, stripe::NAME, &created)?)
-        })
-        .await
-}
-
 /// Starts a card top-up with Stripe Checkout (a developer for their own account, owner, admin);
 /// the account is credited when Stripe's webhook says it is paid. `Idempotency-Key` honoured.
 #[utoipa::path(tag = "payments", request_body = CreateCheckout,
@@ -279,7 +201,8 @@ pub async fn create_checkout(
         .run(move |c| Account::find_in_tenant(c, &t, &a))
         .await
         .not_found_as("account")?;
-    let (settings, api) = stripe_client(&state, &tenant).await?;
+    let (settings, api) =
+        stripe_account::client(&state.db, &state.config.payments, &tenant).await?;
     if amount < settings.min_topup_nano || amount > settings.max_topup_nano {
         return Err(ApiError::BadRequest {
             code: "amount_out_of_range",
@@ -327,7 +250,7 @@ pub async fn create_checkout(
         .write(move |c| Ok::<_, ApiError>(p.insert(c)?))
         .await?;
     let started = async {
-        let customer = customer(&state, &api, &account).await?;
+        let customer = stripe_account::customer(&state.db, &api, &account).await?;
         let (pid, aid, tid) = (
             payment.id.to_string(),
             account_id.to_string(),
@@ -350,7 +273,7 @@ pub async fn create_checkout(
             idempotency_key: &format!("topup:{}", payment.id),
         })
         .await
-        .map_err(provider_error)
+        .map_err(stripe_account::provider_error)
     }
     .await;
     let mut payment = payment;
@@ -358,11 +281,10 @@ pub async fn create_checkout(
         Ok(session) => session,
         Err(e) => {
             // The attempt is kept, marked failed: nothing was charged.
-            payment.state = PaymentState::Failed;
-            let p = payment.clone();
+            let id = payment.id.clone();
             state
                 .db
-                .write(move |c| Ok::<_, ApiError>(p.save_progress(c)?))
+                .write(move |c| Ok::<_, ApiError>(Payment::abandon(c, &id)?))
                 .await?;
             return Err(e);
         }
@@ -372,7 +294,7 @@ pub async fn create_checkout(
     state
         .db
         .write(move |c| {
-            p.save_progress(c)?;
+            Payment::started(c, &p.id, p.session_id.as_deref(), None)?;
             AuditEntry::record(c, &actor, Some(&t), "billing.checkout", ("account", p.account_id.as_str()),
                 serde_json::json!({"payment_id": p.id, "checkout_session_id": p.session_id, "amount_minor": p.requested_minor, "currency": p.currency}))?;
             Ok::<_, ApiError>(())
@@ -449,16 +371,95 @@ pub async fn get_portal(
         .run(move |c| Account::find_in_tenant(c, &t, &id))
         .await
         .not_found_as("account")?;
-    let (_, api) = stripe_client(&state, &tenant).await?;
-    let customer = customer(&state, &api, &account).await?;
+    let (_, api) = stripe_account::client(&state.db, &state.config.payments, &tenant).await?;
+    let customer = stripe_account::customer(&state.db, &api, &account).await?;
     let url = api
         .create_portal_session(&customer, return_url.as_deref())
         .await
-        .map_err(provider_error)?;
+        .map_err(stripe_account::provider_error)?;
     Ok(web::Json(PortalView {
         object: "billing_portal_session",
         url,
     }))
+}
+
+/// The account an automatic top-up rule is about: the path's, which a developer may name only if
+/// it is their own.
+fn rule_account(caller: &Caller, path: &str, writing: bool) -> ApiResult<AccountId> {
+    if writing {
+        payer(caller, Some(path))
+    } else {
+        account_of(caller, Some(path))
+    }
+}
+
+/// An account's automatic top-up rule (owner, admin, finance; a developer their own).
+#[utoipa::path(tag = "payments", responses((status = 200, body = AutoTopupView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/accounts/{id}/auto-topup")]
+pub async fn get_auto_topup(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<web::Json<AutoTopupView>> {
+    let tenant = caller.tenant()?.clone();
+    let id = rule_account(&caller, &id, false)?;
+    let rule = state
+        .db
+        .run(move |c| {
+            Account::find_in_tenant(c, &tenant, &id)?;
+            AutoTopup::find(c, &id)
+        })
+        .await
+        .not_found_as("account")?;
+    Ok(web::Json(
+        rule.ok_or(ApiError::NotFound {
+            what: "auto top-up",
+        })?
+        .into(),
+    ))
+}
+
+/// Sets an account's automatic top-up (owner, admin; a developer their own): below
+/// `threshold_nano` of spendable balance, the saved card is charged `amount_nano` off-session,
+/// once at a time, credited by Stripe's webhook. The account's Stripe customer is created now if
+/// it has none, so a card can be saved to it (Checkout or the portal).
+#[utoipa::path(tag = "payments", request_body = AutoTopupInput,
+    responses((status = 200, body = AutoTopupView), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[put("/accounts/{id}/auto-topup")]
+pub async fn put_auto_topup(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    id: web::Path<String>,
+    body: Json<AutoTopupInput>,
+) -> ApiResult<web::Json<AutoTopupView>> {
+    let tenant = caller.tenant()?.clone();
+    let id = rule_account(&caller, &id, true)?;
+    let t = tenant.clone();
+    let account = state
+        .db
+        .run(move |c| Account::find_in_tenant(c, &t, &id))
+        .await
+        .not_found_as("account")?;
+    let (settings, api) =
+        stripe_account::client(&state.db, &state.config.payments, &tenant).await?;
+    let rule = body.into_inner().rule(&account, &settings)?;
+    if rule.enabled {
+        stripe_account::customer(&state.db, &api, &account).await?;
+    }
+    let actor = caller.actor(&meta);
+    let saved = state
+        .db
+        .write(move |c| {
+            let saved = rule.save(c)?;
+            AuditEntry::record(c, &actor, Some(&saved.tenant_id), "billing.auto_topup.update",
+                ("account", saved.account_id.as_str()),
+                serde_json::json!({"enabled": saved.enabled, "threshold_nano": saved.threshold_nano, "amount_nano": saved.amount_nano}))?;
+            Ok::<_, ApiError>(saved)
+        })
+        .await?;
+    Ok(web::Json(saved.into()))
 }
 
 /// Stripe's webhook for a tenant: the raw body and `Stripe-Signature`, verified against the

@@ -111,6 +111,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(billing::create_checkout)
             .service(billing::list_topups)
             .service(billing::get_portal)
+            .service(billing::get_auto_topup)
+            .service(billing::put_auto_topup)
             .service(usage::get_usage)
             .service(audit::list_audit_log),
     );

@@ -617,10 +617,211 @@ fn events_for_another_tenants_account_are_stored_not_credited(b: Backend) {
     reconciles(&app);
 }
 
+/// localstripe (PyPI, pinned), a stateful Stripe emulator that signs and delivers webhooks.
+struct Localstripe {
+    _proc: Proc,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Localstripe {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bin = python().replace("/bin/python", "/bin/localstripe");
+        let dir = tempfile::tempdir().unwrap();
+        let proc = Proc::start_quiet_in(
+            &bin,
+            &["--port", &port.to_string(), "--from-scratch"],
+            dir.path(),
+        );
+        let url = format!("http://127.0.0.1:{port}/");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    _proc: proc,
+                    url,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("localstripe did not start");
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+        ureq::post(&format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {SK}"))
+            .send_form(form)
+            .unwrap_or_else(|e| panic!("localstripe {path}: {e}"))
+            .into_json()
+            .unwrap_or(Value::Null)
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn auto_top_up_charges_the_saved_card_once_and_backs_off_on_failure(b: Backend) {
+    let stripe = Localstripe::start();
+    let app = TestApp::spawn_with(
+        b,
+        Figment::new()
+            .merge(Serialized::default(
+                "payments.encryption_key",
+                ENCRYPTION_KEY,
+            ))
+            .merge(Serialized::default("payments.stripe.api_base", &stripe.url))
+            .merge(Serialized::default("payments.auto_topup_every_ms", 200)),
+    );
+    let op = app.operator();
+    let (_, slug, owner) = app.tenant(&op, false);
+    let account = app.account(&owner, "Card on file");
+    let cardless = app.account(&owner, "No card");
+    configure(&app, &owner, &[SECRET], "debit").expect(200, "");
+    stripe.post(
+        "_config/webhooks/taogate",
+        &[
+            ("url", &format!("{}/webhooks/stripe/{slug}", app.base)),
+            ("secret", SECRET),
+        ],
+    );
+    // The customer (created with the rule) saves a card, as it would through Checkout.
+    let rule = json!({"enabled": true, "threshold_nano": 5 * UNIT, "amount_nano": 10 * UNIT});
+    // A rule the tenant's bounds refuse.
+    app.put(&format!("/api/v1/accounts/{account}/auto-topup"))
+        .bearer(&owner.token)
+        .json(json!({"enabled": true, "threshold_nano": 0, "amount_nano": 1}))
+        .expect(400, "amount_out_of_range");
+    app.put(&format!("/api/v1/accounts/{account}/auto-topup"))
+        .bearer(&owner.token)
+        .json(rule.clone())
+        .expect(200, "");
+    let customer = {
+        #[derive(diesel::QueryableByName)]
+        struct C {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            customer_id: String,
+        }
+        let mut c = app.db.get().unwrap();
+        diesel::RunQueryDsl::get_result::<C>(
+            diesel::sql_query(format!(
+                "SELECT customer_id FROM payment_customers WHERE account_id = '{account}'"
+            )),
+            &mut *c,
+        )
+        .unwrap()
+        .customer_id
+    };
+    let card = stripe.post(
+        "v1/payment_methods",
+        &[
+            ("type", "card"),
+            ("card[number]", "4242424242424242"),
+            ("card[exp_month]", "12"),
+            ("card[exp_year]", "2030"),
+            ("card[cvc]", "123"),
+        ],
+    );
+    let pm = card["id"].as_str().unwrap();
+    stripe.post(
+        &format!("v1/payment_methods/{pm}/attach"),
+        &[("customer", &customer)],
+    );
+    // The balance (0) is below the threshold: one off-session charge, credited by its webhook.
+    wait_until("the automatic top-up's credit", || {
+        balance(&app, &owner, &account) == 10 * UNIT
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(balance(&app, &owner, &account), 10 * UNIT, "credited once");
+    assert_eq!(
+        count(
+            &app,
+            &format!(
+                "SELECT COUNT(*) AS n FROM payments WHERE account_id = '{account}' AND kind = 'auto_topup'"
+            )
+        ),
+        1
+    );
+    let topups = app
+        .get(&format!("/api/v1/billing/topups?account_id={account}"))
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "")
+        .ok();
+    let paid = &topups["data"][0];
+    assert_eq!(paid["kind"], "auto_topup");
+    assert_eq!(paid["state"], "succeeded", "{topups}");
+    let pi = paid["payment_reference"].as_str().unwrap().to_owned();
+    assert!(pi.starts_with("pi_"), "{paid}");
+    // A refund made on Stripe: localstripe sends no charge.refunded, so Stripe's event is signed here.
+    stripe.post("v1/refunds", &[("payment_intent", &pi), ("amount", "300")]);
+    let refund = event(
+        "charge.refunded",
+        json!({"id": "ch_auto", "object": "charge", "amount": 1000,
+        "amount_refunded": 300, "currency": "usd", "payment_intent": pi}),
+    );
+    assert_eq!(send(&app, &slug, &refund), "debited");
+    assert_eq!(send(&app, &slug, &refund), "replayed");
+    assert_eq!(balance(&app, &owner, &account), 7 * UNIT);
+
+    // No saved card: the attempt fails, is audited, and backs off (no retry within the minute).
+    app.put(&format!("/api/v1/accounts/{cardless}/auto-topup"))
+        .bearer(&owner.token)
+        .json(rule)
+        .expect(200, "");
+    let view = |app: &TestApp| {
+        app.get(&format!("/api/v1/accounts/{cardless}/auto-topup"))
+            .bearer(&owner.token)
+            .send()
+            .expect(200, "")
+            .ok()
+    };
+    wait_until("the failed attempt", || view(&app)["failures"] == 1);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let failed = view(&app);
+    assert_eq!(failed["failures"], 1, "{failed}");
+    assert!(failed["next_attempt_at"].is_string(), "{failed}");
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("card"),
+        "{failed}"
+    );
+    assert_eq!(
+        count(
+            &app,
+            &format!(
+                "SELECT COUNT(*) AS n FROM payments WHERE account_id = '{cardless}' AND state = 'failed'"
+            )
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            &format!("SELECT COUNT(*) AS n FROM payments WHERE account_id = '{cardless}'")
+        ),
+        1
+    );
+    assert!(audit_text(&app, &owner).contains("payment.auto_topup_failed"));
+    assert_eq!(balance(&app, &owner, &cardless), 0);
+    reconciles(&app);
+}
+
 both_backends!(
     stripe_settings_are_sealed_masked_and_tenant_scoped,
     a_checkout_top_up_is_credited_once_whatever_arrives,
     forged_stale_or_unreadable_notifications_move_nothing,
     refunds_and_disputes_move_money_once,
     events_for_another_tenants_account_are_stored_not_credited,
+    auto_top_up_charges_the_saved_card_once_and_backs_off_on_failure,
 );

@@ -62,8 +62,14 @@ impl Proc {
 
     /// Starts a program that announces nothing (e.g. `redis-server`); `url` stays empty.
     pub fn start_quiet(program: &str, args: &[&str]) -> Self {
+        Self::start_quiet_in(program, args, Path::new("."))
+    }
+
+    /// As [`Proc::start_quiet`], in the working directory `dir`.
+    pub fn start_quiet_in(program: &str, args: &[&str], dir: &Path) -> Self {
         let child = Command::new(program)
             .args(args)
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

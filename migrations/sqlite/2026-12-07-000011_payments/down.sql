@@ -1,3 +1,4 @@
+DROP TABLE auto_topups;
 DROP TABLE payment_customers;
 DROP TABLE payment_movements;
 DROP TABLE payments;

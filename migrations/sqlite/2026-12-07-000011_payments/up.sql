@@ -64,6 +64,9 @@ CREATE TABLE payments (
 CREATE UNIQUE INDEX payments_reference ON payments (provider, reference);
 CREATE UNIQUE INDEX payments_session ON payments (provider, session_id);
 CREATE INDEX payments_account ON payments (tenant_id, account_id, id);
+-- At most one automatic top-up in flight per account, whichever replica starts it.
+CREATE UNIQUE INDEX payments_one_pending_auto_topup ON payments (account_id)
+    WHERE kind = 'auto_topup' AND state = 'pending';
 
 -- Each ledger transaction a payment caused, by kind.
 CREATE TABLE payment_movements (
@@ -88,3 +91,19 @@ CREATE TABLE payment_customers (
     created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (account_id, provider)
 );
+
+-- Automatic top-ups: when an account's balance is below `threshold_nano`, its saved card is
+-- charged `amount_nano` off-session (credited by the same webhook path). Failures back off.
+CREATE TABLE auto_topups (
+    account_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    enabled BOOLEAN NOT NULL,
+    threshold_nano BIGINT NOT NULL CHECK (threshold_nano >= 0),
+    amount_nano BIGINT NOT NULL CHECK (amount_nano > 0),
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMP,
+    last_error TEXT,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE INDEX auto_topups_enabled ON auto_topups (enabled, next_attempt_at);

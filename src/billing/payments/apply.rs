@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::models::account::{Account, AccountChanges};
 use crate::models::ledger::{LedgerAccount, NewTransaction, PostError, Posted, Posting};
-use crate::models::payment::{Movement, Payment, PaymentRef, ProviderSettings};
+use crate::models::payment::{AutoTopup, Movement, Payment, PaymentRef, ProviderSettings};
 
 use super::{Effect, minor_to_nano};
 
@@ -189,6 +189,9 @@ pub fn apply(
             payment.paid_minor = *amount_minor;
             payment.credited_nano = nano;
             payment.save_progress(conn)?;
+            if payment.kind == PaymentKind::AutoTopup {
+                AutoTopup::succeeded(conn, &payment.account_id)?;
+            }
             settled(
                 conn,
                 &payment,
@@ -203,12 +206,13 @@ pub fn apply(
         Effect::Failed {
             session,
             reference,
+            payment_hint,
             expired,
         } => {
             let Some(payment) = find(
                 conn,
                 settings,
-                None,
+                payment_hint.as_deref(),
                 session.as_deref(),
                 reference.as_deref(),
             )?
@@ -226,6 +230,16 @@ pub fn apply(
             }
             payment.state = next;
             payment.save_progress(conn)?;
+            if payment.kind == PaymentKind::AutoTopup
+                && let Some(rule) = AutoTopup::find(conn, &payment.account_id)?
+            {
+                AutoTopup::failed(
+                    conn,
+                    &payment.account_id,
+                    "the card payment failed",
+                    super::auto_topup::retry_at(rule.failures + 1),
+                )?;
+            }
             Ok(Applied::just(Outcome::Marked, Some(&payment)))
         }
         Effect::Refunded {

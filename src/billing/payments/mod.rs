@@ -14,11 +14,13 @@
 //! Every verified notification is stored raw (unique on provider + event id) before it is applied.
 
 pub mod apply;
+pub mod auto_topup;
 pub mod inbox;
 pub mod seal;
 pub mod settings;
 pub mod signature;
 pub mod stripe;
+pub mod stripe_account;
 pub mod stripe_api;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -31,6 +33,8 @@ use crate::domain::{Nano, PaymentState};
 #[serde(deny_unknown_fields)]
 pub struct PaymentsConfig {
     pub encryption_key: SecretString,
+    /// How often each replica checks automatic top-ups.
+    pub auto_topup_every_ms: u64,
     pub stripe: StripeConfig,
 }
 
@@ -49,6 +53,11 @@ impl PaymentsConfig {
         if !key.is_empty() && seal::Sealer::from_config(key).is_err() {
             anyhow::bail!(
                 "config key `payments.encryption_key`: must be 32 bytes, as 64 hex digits or base64"
+            );
+        }
+        if !(100..=3_600_000).contains(&self.auto_topup_every_ms) {
+            anyhow::bail!(
+                "config key `payments.auto_topup_every_ms`: must be between 100 and 3600000"
             );
         }
         let base = &self.stripe.api_base;
@@ -136,6 +145,8 @@ pub enum Effect {
     Failed {
         session: Option<String>,
         reference: Option<String>,
+        /// Our payment id, when we started it (metadata).
+        payment_hint: Option<String>,
         expired: bool,
     },
     /// Some of a payment was refunded: `refunded_total_minor` is the cumulative amount refunded.

@@ -71,8 +71,11 @@ struct CheckoutSession {
 #[derive(Deserialize)]
 struct PaymentIntent {
     id: String,
+    /// What was received; older API shapes (and emulators) leave it out of a succeeded intent,
+    /// whose `amount` was then received whole.
+    amount_received: Option<i64>,
     #[serde(default)]
-    amount_received: i64,
+    amount: i64,
     currency: String,
     #[serde(default)]
     metadata: Option<serde_json::Map<String, Value>>,
@@ -197,6 +200,7 @@ fn effect(kind: &str, object_value: Value) -> Result<Effect, Refused> {
             let s: CheckoutSession = object(object_value)?;
             Effect::Failed {
                 session: Some(id("data.object.id", s.id)?),
+                payment_hint: meta(&s.metadata, "taogate_payment_id"),
                 reference: s
                     .payment_intent
                     .map(|p| id("data.object.payment_intent", p.id()))
@@ -211,7 +215,10 @@ fn effect(kind: &str, object_value: Value) -> Result<Effect, Refused> {
                 session: None,
                 payment_hint: meta(&p.metadata, "taogate_payment_id"),
                 account_hint: meta(&p.metadata, "taogate_account_id"),
-                amount_minor: amount("data.object.amount_received", p.amount_received)?,
+                amount_minor: amount(
+                    "data.object.amount_received",
+                    p.amount_received.unwrap_or(p.amount),
+                )?,
                 currency: currency(p.currency)?,
             }
         }
@@ -219,6 +226,7 @@ fn effect(kind: &str, object_value: Value) -> Result<Effect, Refused> {
             let p: PaymentIntent = object(object_value)?;
             Effect::Failed {
                 session: None,
+                payment_hint: meta(&p.metadata, "taogate_payment_id"),
                 reference: Some(id("data.object.id", p.id)?),
                 expired: false,
             }
