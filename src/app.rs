@@ -79,6 +79,10 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
             state.config.payments.clone(),
             state.limiter.clone(),
         );
+        crate::billing::payments::notify::spawn_sender(
+            state.db.clone(),
+            state.config.payments.clone(),
+        );
     }
     let limiter = state.limiter.clone();
     actix_web::rt::spawn(async move { limiter.warm_up().await });

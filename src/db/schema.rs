@@ -306,3 +306,40 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    tenant_webhooks (tenant_id) {
+        tenant_id -> Text,
+        url -> Text,
+        secret_sealed -> Text,
+        secret_hint -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tenant_notifications (id) {
+        id -> Text,
+        tenant_id -> Text,
+        event_type -> Text,
+        payload -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+        done -> Bool,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    balance_alerts (account_id) {
+        account_id -> Text,
+        tenant_id -> Text,
+        threshold_nano -> BigInt,
+        below -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}

@@ -6,6 +6,7 @@ pub mod api_key;
 pub mod audit;
 pub mod idempotency;
 pub mod ledger;
+pub mod notification;
 pub mod payment;
 pub mod plan;
 pub mod refresh_token;

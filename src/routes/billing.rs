@@ -13,6 +13,7 @@ use crate::billing::amount::{self, Sign};
 use crate::billing::payments::auto_topup::{AutoTopupInput, AutoTopupView};
 use crate::billing::payments::inbox::{Inbox, Receipt};
 use crate::billing::payments::nano_to_minor;
+use crate::billing::payments::notify::{self, TenantWebhookInput, TenantWebhookView};
 use crate::billing::payments::settings::{self, StripeSettingsInput, StripeSettingsView};
 use crate::billing::payments::stripe::{self, Stripe};
 use crate::billing::payments::stripe_account;
@@ -22,6 +23,7 @@ use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::http::extract::Json;
 use crate::models::account::Account;
 use crate::models::audit::AuditEntry;
+use crate::models::notification::{BalanceAlert, TenantWebhook};
 use crate::models::payment::{AutoTopup, Payment, ProviderSettings};
 use crate::models::tenant::Tenant;
 use crate::models::{List, Page, utc};
@@ -456,6 +458,170 @@ pub async fn put_auto_topup(
             AuditEntry::record(c, &actor, Some(&saved.tenant_id), "billing.auto_topup.update",
                 ("account", saved.account_id.as_str()),
                 serde_json::json!({"enabled": saved.enabled, "threshold_nano": saved.threshold_nano, "amount_nano": saved.amount_nano}))?;
+            Ok::<_, ApiError>(saved)
+        })
+        .await?;
+    Ok(web::Json(saved.into()))
+}
+
+/// Where the tenant hears of payments and low balances (owner, admin, finance): the endpoint and
+/// the secret's last characters.
+#[utoipa::path(tag = "payments", responses((status = 200, body = TenantWebhookView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/billing/webhook")]
+pub async fn get_tenant_webhook(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> ApiResult<web::Json<TenantWebhookView>> {
+    let tenant = caller.tenant_reader()?.clone();
+    let hook = state
+        .db
+        .run(move |c| TenantWebhook::find(c, &tenant))
+        .await?
+        .ok_or(ApiError::NotFound { what: "webhook" })?;
+    Ok(web::Json(TenantWebhookView::of(&hook, None)))
+}
+
+/// Sets the tenant's notification endpoint (owner, admin). The signing secret is made the first
+/// time (and with `rotate_secret`) and shown only in that answer; events are signed
+/// `Taogate-Signature: t=…,v1=…` (Stripe's scheme) and retried with back-off. The URL must
+/// resolve to a public address unless the operator allows private ones.
+#[utoipa::path(tag = "payments", request_body = TenantWebhookInput,
+    responses((status = 200, body = TenantWebhookView), (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[put("/billing/webhook")]
+pub async fn put_tenant_webhook(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: Json<TenantWebhookInput>,
+) -> ApiResult<web::Json<TenantWebhookView>> {
+    let tenant = caller.managed_tenant()?.clone();
+    let sealer = state.config.payments.sealer().ok_or_else(|| {
+        ApiError::conflict(
+            "encryption_key_missing",
+            "webhook secrets cannot be stored: the operator has not set payments.encryption_key",
+        )
+    })?;
+    let rotate = body.rotate_secret;
+    let (hook, secret) = notify::configure(
+        &state.db,
+        &sealer,
+        state.config.payments.webhook_allow_private_targets,
+        &tenant,
+        body.into_inner(),
+    )
+    .await?;
+    let (actor, t, url) = (caller.actor(&meta), tenant.clone(), hook.url.clone());
+    state
+        .db
+        .write(move |c| {
+            AuditEntry::record(
+                c,
+                &actor,
+                Some(&t),
+                "billing.webhook.update",
+                ("tenant", t.as_str()),
+                serde_json::json!({"url": url, "secret_rotated": rotate}),
+            )?;
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok(web::Json(TenantWebhookView::of(&hook, secret)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceAlertInput {
+    /// Tell the tenant (webhook `account.low_balance`, audit) when the spendable balance falls
+    /// below this, once per crossing.
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_000_000_i64)]
+    pub threshold_nano: Nano,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BalanceAlertView {
+    pub object: &'static str,
+    pub account_id: AccountId,
+    #[schema(value_type = i64)]
+    pub threshold_nano: Nano,
+    /// Whether the balance is below it now (reported).
+    pub below: bool,
+}
+
+impl From<BalanceAlert> for BalanceAlertView {
+    fn from(a: BalanceAlert) -> Self {
+        Self {
+            object: "balance_alert",
+            account_id: a.account_id,
+            threshold_nano: a.threshold_nano,
+            below: a.below,
+        }
+    }
+}
+
+/// An account's low-balance alert (owner, admin, finance; a developer their own).
+#[utoipa::path(tag = "payments", responses((status = 200, body = BalanceAlertView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/accounts/{id}/balance-alert")]
+pub async fn get_balance_alert(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<web::Json<BalanceAlertView>> {
+    let tenant = caller.tenant()?.clone();
+    let id = account_of(&caller, Some(&id))?;
+    let alert = state
+        .db
+        .run(move |c| {
+            Account::find_in_tenant(c, &tenant, &id)?;
+            BalanceAlert::find(c, &id)
+        })
+        .await
+        .not_found_as("account")?;
+    Ok(web::Json(
+        alert
+            .ok_or(ApiError::NotFound {
+                what: "balance alert",
+            })?
+            .into(),
+    ))
+}
+
+/// Sets an account's low-balance alert (owner, admin).
+#[utoipa::path(tag = "payments", request_body = BalanceAlertInput,
+    responses((status = 200, body = BalanceAlertView), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[put("/accounts/{id}/balance-alert")]
+pub async fn put_balance_alert(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    id: web::Path<String>,
+    body: Json<BalanceAlertInput>,
+) -> ApiResult<web::Json<BalanceAlertView>> {
+    let tenant = caller.managed_tenant()?.clone();
+    let id = AccountId::parse(&id).ok_or(ApiError::NotFound { what: "account" })?;
+    let threshold = amount::input("threshold_nano", body.threshold_nano, Sign::NonNegative)?;
+    let actor = caller.actor(&meta);
+    let saved = state
+        .db
+        .write(move |c| {
+            Account::find_in_tenant(c, &tenant, &id).not_found_as("account")?;
+            let now = crate::db::now();
+            let saved = BalanceAlert {
+                account_id: id.clone(),
+                tenant_id: tenant.clone(),
+                threshold_nano: threshold,
+                below: false,
+                created_at: now,
+                updated_at: now,
+            }
+            .save(c)?;
+            AuditEntry::record(
+                c,
+                &actor,
+                Some(&tenant),
+                "account.balance_alert.update",
+                ("account", id.as_str()),
+                serde_json::json!({"threshold_nano": threshold}),
+            )?;
             Ok::<_, ApiError>(saved)
         })
         .await?;

@@ -113,6 +113,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(billing::get_portal)
             .service(billing::get_auto_topup)
             .service(billing::put_auto_topup)
+            .service(billing::get_tenant_webhook)
+            .service(billing::put_tenant_webhook)
+            .service(billing::get_balance_alert)
+            .service(billing::put_balance_alert)
             .service(usage::get_usage)
             .service(audit::list_audit_log),
     );

@@ -117,6 +117,14 @@ fn body_for(method: &str, path: &str, account: &str) -> Option<Value> {
         ("get" | "delete", _) => return None,
         (_, p) if p.ends_with("/adjustments") => json!({"amount_nano": 1000, "reason": "probe"}),
         (_, p) if p.ends_with("/rotate") => json!({}),
+        (_, p) if p.ends_with("/auto-topup") => {
+            json!({"enabled": true, "threshold_nano": 1000, "amount_nano": 1_000_000_000})
+        }
+        (_, p) if p.ends_with("/balance-alert") => json!({"threshold_nano": 1000}),
+        (_, "/api/v1/billing/checkout") => {
+            json!({"account_id": account, "amount_nano": 1_000_000_000,
+            "success_url": "https://probe.example/s", "cancel_url": "https://probe.example/c"})
+        }
         (_, "/api/v1/keys") => json!({"name": "probe", "account_id": account}),
         (_, p) if p.starts_with("/api/v1/users/") => json!({"status": "disabled"}),
         _ => json!({"name": "probe"}),

@@ -27,8 +27,8 @@ fn python() -> String {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned())
 }
 
-/// `Stripe-Signature` headers for `bodies`, made by the stripe library, at `now + skew`.
-fn sign(bodies: &[&str], secret: &str, skew: i64) -> Vec<String> {
+/// Runs tests/py/stripe_sign.py (the stripe library) on `job`; its JSON answer.
+fn stripe_py(job: Value) -> Value {
     let mut child = Command::new(python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -38,7 +38,6 @@ fn sign(bodies: &[&str], secret: &str, skew: i64) -> Vec<String> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let job = json!({"secret": secret, "timestamp": chrono::Utc::now().timestamp() + skew, "bodies": bodies});
     child
         .stdin
         .take()
@@ -48,6 +47,15 @@ fn sign(bodies: &[&str], secret: &str, skew: i64) -> Vec<String> {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `Stripe-Signature` headers for `bodies`, made by the stripe library, at `now + skew`.
+fn sign(bodies: &[&str], secret: &str, skew: i64) -> Vec<String> {
+    let now = chrono::Utc::now().timestamp();
+    serde_json::from_value(stripe_py(
+        json!({"secret": secret, "timestamp": now + skew, "bodies": bodies}),
+    ))
+    .unwrap()
 }
 
 fn standin() -> Proc {
@@ -817,6 +825,213 @@ fn auto_top_up_charges_the_saved_card_once_and_backs_off_on_failure(b: Backend) 
     reconciles(&app);
 }
 
+/// Whether the stripe library verifies each (body, header) with `secret`.
+fn stripe_verifies(pairs: &[(String, String)], secret: &str) -> Vec<bool> {
+    serde_json::from_value(stripe_py(json!({"secret": secret, "verify": pairs}))).unwrap()
+}
+
+/// A tenant's notification endpoint: records every request (signature header, body); answers 503
+/// to the first one, 200 after.
+struct Receiver {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(u16, String, String)>>>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader, Read};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/taogate-events", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut signature, mut length) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("taogate-signature:") {
+                        signature = line[line.len() - v.len()..].trim().to_owned();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut log = log.lock().unwrap();
+                let status = if log.is_empty() { 503 } else { 200 };
+                log.push((status, signature, String::from_utf8(body).unwrap()));
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Self { url, seen }
+    }
+
+    /// Delivered (answered 200) events: (type, body, signature).
+    fn delivered(&self) -> Vec<(String, String, String)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(status, ..)| *status == 200)
+            .map(|(_, sig, body)| {
+                let v: Value = serde_json::from_str(body).unwrap();
+                (
+                    v["type"].as_str().unwrap().to_owned(),
+                    body.clone(),
+                    sig.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn tenants_hear_of_payments_and_low_balances_through_signed_retried_webhooks(b: Backend) {
+    let receiver = Receiver::start();
+    let app = TestApp::spawn_with(
+        b,
+        Figment::new()
+            .merge(Serialized::default(
+                "payments.encryption_key",
+                ENCRYPTION_KEY,
+            ))
+            .merge(Serialized::default("payments.auto_topup_every_ms", 200))
+            .merge(Serialized::default(
+                "payments.webhook_allow_private_targets",
+                true,
+            )),
+    );
+    let op = app.operator();
+    let (_, slug, owner) = app.tenant(&op, false);
+    let account = app.account(&owner, "Customer");
+    configure(&app, &owner, &[SECRET], "debit").expect(200, "");
+    let hook = app
+        .put("/api/v1/billing/webhook")
+        .bearer(&owner.token)
+        .json(json!({"url": receiver.url}))
+        .expect(200, "")
+        .ok();
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{hook}");
+    let shown = app
+        .get("/api/v1/billing/webhook")
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "")
+        .ok();
+    assert!(
+        shown.get("secret").is_none()
+            && shown["secret_hint"]
+                .as_str()
+                .unwrap()
+                .ends_with(&secret[secret.len() - 4..])
+    );
+    // Below 5 units (it has 0): reported once.
+    app.put(&format!("/api/v1/accounts/{account}/balance-alert"))
+        .bearer(&owner.token)
+        .json(json!({"threshold_nano": 5 * UNIT}))
+        .expect(200, "");
+    let pi = format!("pi_{}", short_id());
+    wait_until("the low balance", || {
+        count(
+            &app,
+            "SELECT COUNT(*) AS n FROM tenant_notifications WHERE event_type = 'account.low_balance'",
+        ) == 1
+    });
+    assert_eq!(
+        send(
+            &app,
+            &slug,
+            &event(
+                "payment_intent.succeeded",
+                json!({"id": pi,
+        "amount_received": 2000, "currency": "usd", "metadata": {"taogate_account_id": account}})
+            )
+        ),
+        "credited"
+    );
+    assert_eq!(
+        send(
+            &app,
+            &slug,
+            &event(
+                "charge.refunded",
+                json!({"id": "ch_n", "amount": 2000,
+        "amount_refunded": 500, "currency": "usd", "payment_intent": pi})
+            )
+        ),
+        "debited"
+    );
+    // The first delivery was refused (503) and retried after 5 s.
+    wait_until("three deliveries", || receiver.delivered().len() >= 3);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let delivered = receiver.delivered();
+    let mut kinds: Vec<&str> = delivered.iter().map(|(k, ..)| k.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        ["account.low_balance", "refund.created", "topup.succeeded"],
+        "{delivered:?}"
+    );
+    assert_eq!(
+        receiver
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, ..)| *s == 503)
+            .count(),
+        1
+    );
+    let topup: Value = serde_json::from_str(
+        &delivered
+            .iter()
+            .find(|(k, ..)| k == "topup.succeeded")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(topup["data"]["account_id"], account.as_str());
+    assert_eq!(topup["data"]["amount_nano"], 20 * UNIT);
+    // Signed with the tenant's secret, Stripe's scheme: the stripe library verifies every one.
+    let pairs: Vec<(String, String)> = delivered
+        .iter()
+        .map(|(_, body, sig)| (body.clone(), sig.clone()))
+        .collect();
+    assert_eq!(stripe_verifies(&pairs, &secret), vec![true; 3]);
+    assert_eq!(
+        stripe_verifies(&pairs, "whsec_not_the_tenants"),
+        vec![false; 3]
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) AS n FROM tenant_notifications WHERE delivered_at IS NULL"
+        ),
+        0
+    );
+    // Back above the threshold: the alert is cleared, so the next crossing is reported again.
+    let alert = app
+        .get(&format!("/api/v1/accounts/{account}/balance-alert"))
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "")
+        .ok();
+    assert_eq!(alert["below"], false, "15 units is above 5: {alert}");
+    reconciles(&app);
+}
+
 both_backends!(
     stripe_settings_are_sealed_masked_and_tenant_scoped,
     a_checkout_top_up_is_credited_once_whatever_arrives,
@@ -824,4 +1039,5 @@ both_backends!(
     refunds_and_disputes_move_money_once,
     events_for_another_tenants_account_are_stored_not_credited,
     auto_top_up_charges_the_saved_card_once_and_backs_off_on_failure,
+    tenants_hear_of_payments_and_low_balances_through_signed_retried_webhooks,
 );

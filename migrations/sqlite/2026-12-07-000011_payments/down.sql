@@ -1,3 +1,6 @@
+DROP TABLE balance_alerts;
+DROP TABLE tenant_notifications;
+DROP TABLE tenant_webhooks;
 DROP TABLE auto_topups;
 DROP TABLE payment_customers;
 DROP TABLE payment_movements;

@@ -107,3 +107,41 @@ CREATE TABLE auto_topups (
     updated_at TIMESTAMP NOT NULL
 );
 CREATE INDEX auto_topups_enabled ON auto_topups (enabled, next_attempt_at);
+
+-- Where a tenant hears of its payments and low balances: its endpoint and signing secret (sealed).
+CREATE TABLE tenant_webhooks (
+    tenant_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    secret_sealed TEXT NOT NULL,
+    secret_hint TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+
+-- The outbox: each notification is written in the transaction that caused it and delivered (signed,
+-- retried with back-off) by whichever replica claims it.
+CREATE TABLE tenant_notifications (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMP NOT NULL,
+    delivered_at TIMESTAMP,
+    -- set when it stops being retried (delivered or given up)
+    done BOOLEAN NOT NULL DEFAULT FALSE,
+    last_error TEXT,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE INDEX tenant_notifications_due ON tenant_notifications (done, next_attempt_at);
+
+-- Per account: tell the tenant when the spendable balance falls below `threshold_nano` (once per
+-- crossing: `below` is cleared when the balance is back above it).
+CREATE TABLE balance_alerts (
+    account_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    threshold_nano BIGINT NOT NULL CHECK (threshold_nano >= 0),
+    below BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);

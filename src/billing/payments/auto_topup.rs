@@ -22,10 +22,11 @@ use crate::domain::{AccountId, ActiveStatus, Nano, PaymentId, PaymentKind, Payme
 use crate::error::{ApiError, ApiResult};
 use crate::limits::guard::Guard;
 use crate::models::account::Account;
-use crate::models::audit::{Actor, AuditEntry};
+use crate::models::audit::AuditEntry;
 use crate::models::ledger::LedgerAccount;
 use crate::models::payment::{AutoTopup, Payment, ProviderSettings};
 
+use super::notify::{self, system};
 use super::stripe_api::OffSessionCharge;
 use super::{PaymentsConfig, nano_to_minor, stripe, stripe_account};
 
@@ -50,7 +51,7 @@ pub fn retry_at(failures: i32) -> NaiveDateTime {
 pub struct AutoTopupInput {
     pub enabled: bool,
     /// Top up when the spendable balance is below this, nano-units.
-    #[schema(value_type = i64, minimum = 0)]
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_000_000_i64)]
     pub threshold_nano: Nano,
     /// How much to charge and credit each time, nano-units (within the tenant's top-up bounds,
     /// a whole number of the currency's minor units).
@@ -139,6 +140,9 @@ pub fn spawn(db: Db, config: PaymentsConfig, limiter: Arc<Guard>) {
             if let Err(e) = run_once(&db, &config, &limiter).await {
                 tracing::warn!(error = %e, "automatic top-ups could not be checked");
             }
+            if let Err(e) = notify::check_balances(&db, &limiter).await {
+                tracing::warn!(error = %e, "low balances could not be checked");
+            }
         }
     });
 }
@@ -168,14 +172,9 @@ async fn attempt(
     let (balance, _) = db
         .run(move |c| LedgerAccount::customer_state(c, &id))
         .await?;
-    let in_flight = limiter
-        .balance(&rule.tenant_id, &rule.account_id)
-        .await
-        .ok()
-        .flatten()
-        .map(|(r, _)| r.held.0.saturating_add(r.pending.0))
-        .unwrap_or(0);
-    if balance.0.saturating_sub(in_flight) >= rule.threshold_nano.0 {
+    if notify::spendable(limiter, &rule.tenant_id, &rule.account_id, balance.0).await
+        >= rule.threshold_nano.0
+    {
         return Ok(false);
     }
     let (tenant, id) = (rule.tenant_id.clone(), rule.account_id.clone());
@@ -287,15 +286,6 @@ async fn attempt(
     }
 }
 
-fn system() -> Actor {
-    Actor {
-        user_id: None,
-        role: None,
-        ip: None,
-        request_id: None,
-    }
-}
-
 /// A failed attempt: the payment (if started) is failed, the rule backs off, the tenant's audit
 /// log says why.
 async fn fail(db: &Db, rule: &AutoTopup, payment: Option<&PaymentId>, why: &str) -> ApiResult<()> {
@@ -306,14 +296,17 @@ async fn fail(db: &Db, rule: &AutoTopup, payment: Option<&PaymentId>, why: &str)
             Payment::abandon(c, p)?;
         }
         AutoTopup::failed(c, &rule.account_id, &why, retry_at(rule.failures + 1))?;
+        let data = serde_json::json!({"account_id": rule.account_id, "payment_id": payment,
+            "kind": "auto_topup", "error": why});
         AuditEntry::record(
             c,
             &system(),
             Some(&rule.tenant_id),
             "payment.auto_topup_failed",
             ("account", rule.account_id.as_str()),
-            serde_json::json!({"payment_id": payment, "error": why}),
+            data.clone(),
         )?;
+        notify::enqueue(c, &rule.tenant_id, "topup.failed", data)?;
         Ok::<_, ApiError>(())
     })
     .await

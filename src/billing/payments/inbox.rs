@@ -16,7 +16,9 @@ use crate::models::ledger::PostError;
 use crate::models::payment::{Notification, ProviderSettings, Stored};
 use crate::models::tenant::Tenant;
 
+use super::Effect;
 use super::apply::{Outcome, apply};
+use super::notify;
 use super::seal::Sealer;
 use super::settings::unseal;
 use super::{Provider, Refused};
@@ -149,7 +151,9 @@ impl Inbox<'_> {
                     "event_id": stored.event_id,
                     "event_type": stored.event_type,
                     "outcome": applied.outcome.as_str(),
+                    "account_id": applied.account,
                     "payment_id": applied.payment,
+                    "won": matches!(effect, Effect::DisputeClosed { won: true, .. }),
                     "amount_nano": applied.moved,
                     "suspended": applied.suspended,
                 });
@@ -158,6 +162,9 @@ impl Inbox<'_> {
                     Outcome::Credited | Outcome::Debited | Outcome::Marked => Some("payment.event"),
                     _ => None,
                 };
+                if let Some(kind) = notice(&effect, applied.outcome) {
+                    notify::enqueue(c, &tenant, kind, detail.clone())?;
+                }
                 if let Some(action) = action {
                     let target = applied
                         .account
@@ -189,5 +196,24 @@ impl Inbox<'_> {
             event_id: inbound.event_id,
             outcome: applied.outcome.as_str(),
         })
+    }
+}
+
+/// The notification a tenant gets for what a notification did, if any.
+fn notice(effect: &Effect, outcome: Outcome) -> Option<&'static str> {
+    if outcome.is_alert() {
+        return Some("payment.alert");
+    }
+    match (effect, outcome) {
+        (Effect::Paid { .. }, Outcome::Credited) => Some("topup.succeeded"),
+        (Effect::Failed { .. }, Outcome::Marked) => Some("topup.failed"),
+        (Effect::Refunded { .. }, Outcome::Debited) => Some("refund.created"),
+        (Effect::DisputeOpened { .. }, Outcome::Debited | Outcome::Marked) => {
+            Some("dispute.created")
+        }
+        (Effect::DisputeClosed { .. }, Outcome::Credited | Outcome::Marked) => {
+            Some("dispute.closed")
+        }
+        _ => None,
     }
 }

@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod auto_topup;
 pub mod inbox;
+pub mod notify;
 pub mod seal;
 pub mod settings;
 pub mod signature;
@@ -33,8 +34,10 @@ use crate::domain::{Nano, PaymentState};
 #[serde(deny_unknown_fields)]
 pub struct PaymentsConfig {
     pub encryption_key: SecretString,
-    /// How often each replica checks automatic top-ups.
+    /// How often each replica checks automatic top-ups and low-balance alerts.
     pub auto_topup_every_ms: u64,
+    /// Let tenants' webhook endpoints resolve to private addresses (tests, private deployments).
+    pub webhook_allow_private_targets: bool,
     pub stripe: StripeConfig,
 }
 

@@ -31,10 +31,10 @@ pub struct StripeSettingsInput {
     #[schema(min_length = 3, max_length = 3)]
     pub currency: String,
     /// Smallest top-up, nano-units (default: one currency unit).
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000_000_000_000_i64)]
     pub min_topup_nano: Option<Nano>,
     /// Largest top-up, nano-units (default: 10,000 currency units).
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000_000_000_000_i64)]
     pub max_topup_nano: Option<Nano>,
     /// Nano-units credited per currency unit (default 10^9).
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
