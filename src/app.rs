@@ -83,6 +83,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
             state.db.clone(),
             state.config.payments.clone(),
         );
+        crate::billing::payments::meters::spawn(state.db.clone(), state.config.payments.clone());
     }
     let limiter = state.limiter.clone();
     actix_web::rt::spawn(async move { limiter.warm_up().await });

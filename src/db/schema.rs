@@ -228,6 +228,7 @@ diesel::table! {
         min_topup_nano -> BigInt,
         max_topup_nano -> BigInt,
         dispute_policy -> Text,
+        meter_event_name -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }
@@ -343,3 +344,23 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    meter_pushes (usage_id) {
+        usage_id -> Text,
+        tenant_id -> Text,
+        account_id -> Text,
+        value_nano -> BigInt,
+        pushed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    meter_cursors (tenant_id) {
+        tenant_id -> Text,
+        scanned_before -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(usage_records, meter_pushes, accounts);

@@ -7,11 +7,12 @@ use diesel::prelude::*;
 
 use crate::db::DbConn;
 use crate::db::schema::{
-    auto_topups, payment_customers, payment_movements, payment_notifications, payment_providers,
-    payments,
+    accounts, auto_topups, meter_cursors, meter_pushes, payment_customers, payment_movements,
+    payment_notifications, payment_providers, payments, usage_records,
 };
 use crate::domain::{
-    AccountId, DisputePolicy, MovementKind, Nano, PaymentId, PaymentKind, PaymentState, TenantId,
+    AccountId, BillingMode, DisputePolicy, MovementKind, Nano, PaymentId, PaymentKind,
+    PaymentState, TenantId,
 };
 
 fn is_unique_violation(e: &diesel::result::Error) -> bool {
@@ -39,6 +40,8 @@ pub struct ProviderSettings {
     pub min_topup_nano: Nano,
     pub max_topup_nano: Nano,
     pub dispute_policy: DisputePolicy,
+    /// Postpaid usage goes to this Stripe Billing Meter (its event name), if set.
+    pub meter_event_name: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -499,5 +502,120 @@ impl AutoTopup {
             ))
             .execute(conn)
             .map(drop)
+    }
+}
+
+/// A postpaid usage record not yet sent to the tenant's Billing Meter.
+#[derive(Debug, Clone, Queryable)]
+pub struct Unmetered {
+    pub usage_id: String,
+    pub account_id: AccountId,
+    pub charged_nano: Nano,
+    pub ended_at: NaiveDateTime,
+    pub started_at: NaiveDateTime,
+}
+
+/// Usage sent to Stripe Billing Meters, and each tenant's cursor.
+pub struct MeterPush;
+
+impl MeterPush {
+    /// The tenant's charged usage of postpaid accounts that started at or after `since` and has
+    /// not been sent, oldest first.
+    pub fn unmetered(
+        conn: &mut DbConn,
+        tenant: &TenantId,
+        since: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<Unmetered>> {
+        let postpaid = accounts::table
+            .filter(
+                accounts::tenant_id
+                    .eq(tenant)
+                    .and(accounts::billing_mode.eq(BillingMode::Postpaid)),
+            )
+            .select(accounts::id);
+        let sent = meter_pushes::table
+            .filter(meter_pushes::usage_id.eq(usage_records::id))
+            .select(meter_pushes::usage_id);
+        usage_records::table
+            .filter(
+                usage_records::tenant_id
+                    .eq(tenant)
+                    .and(usage_records::started_at.ge(since))
+                    .and(usage_records::charged_nano.gt(0))
+                    .and(usage_records::account_id.eq_any(postpaid))
+                    .and(diesel::dsl::not(diesel::dsl::exists(sent))),
+            )
+            .order((usage_records::started_at.asc(), usage_records::id.asc()))
+            .limit(limit)
+            .select((
+                usage_records::id,
+                usage_records::account_id,
+                usage_records::charged_nano,
+                usage_records::ended_at,
+                usage_records::started_at,
+            ))
+            .load(conn)
+    }
+
+    /// Records that a usage record was sent (once: another replica may have sent it too, and
+    /// Stripe counted it once by its identifier).
+    pub fn sent(conn: &mut DbConn, tenant: &TenantId, usage: &Unmetered) -> QueryResult<()> {
+        let inserted = conn.transaction(|c| {
+            diesel::insert_into(meter_pushes::table)
+                .values((
+                    meter_pushes::usage_id.eq(&usage.usage_id),
+                    meter_pushes::tenant_id.eq(tenant),
+                    meter_pushes::account_id.eq(&usage.account_id),
+                    meter_pushes::value_nano.eq(usage.charged_nano),
+                    meter_pushes::pushed_at.eq(crate::db::now()),
+                ))
+                .execute(c)
+        });
+        match inserted {
+            Err(e) if !is_unique_violation(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the tenant's next scan starts, if it scanned before.
+    pub fn cursor(conn: &mut DbConn, tenant: &TenantId) -> QueryResult<Option<NaiveDateTime>> {
+        meter_cursors::table
+            .find(tenant)
+            .select(meter_cursors::scanned_before)
+            .first(conn)
+            .optional()
+    }
+
+    /// Moves the tenant's cursor forward (never back).
+    pub fn advance(conn: &mut DbConn, tenant: &TenantId, to: NaiveDateTime) -> QueryResult<()> {
+        match Self::cursor(conn, tenant)? {
+            Some(at) if at >= to => Ok(()),
+            Some(_) => diesel::update(meter_cursors::table.find(tenant))
+                .set((
+                    meter_cursors::scanned_before.eq(to),
+                    meter_cursors::updated_at.eq(crate::db::now()),
+                ))
+                .execute(conn)
+                .map(drop),
+            None => diesel::insert_into(meter_cursors::table)
+                .values((
+                    meter_cursors::tenant_id.eq(tenant),
+                    meter_cursors::scanned_before.eq(to),
+                    meter_cursors::updated_at.eq(crate::db::now()),
+                ))
+                .execute(conn)
+                .map(drop),
+        }
+    }
+}
+
+impl ProviderSettings {
+    /// Every tenant's settings that push usage to a meter.
+    pub fn metered(conn: &mut DbConn) -> QueryResult<Vec<Self>> {
+        payment_providers::table
+            .filter(payment_providers::meter_event_name.is_not_null())
+            .select(Self::as_select())
+            .load(conn)
     }
 }

@@ -1032,6 +1032,145 @@ fn tenants_hear_of_payments_and_low_balances_through_signed_retried_webhooks(b: 
     reconciles(&app);
 }
 
+fn postpaid_usage_reaches_the_stripe_meter_once_despite_an_outage(b: Backend) {
+    let stripe = standin();
+    let app = TestApp::spawn_with_subnet_and(
+        b,
+        0,
+        Figment::new()
+            .merge(Serialized::default(
+                "payments.encryption_key",
+                ENCRYPTION_KEY,
+            ))
+            .merge(Serialized::default("payments.stripe.api_base", &stripe.url))
+            .merge(Serialized::default("payments.meter_every_ms", 200))
+            .merge(Serialized::default("payments.meter_lag_secs", 0)),
+    );
+    let op = app.operator();
+    let (_, _, owner) = app.tenant(&op, false);
+    app.post("/api/v1/plans")
+        .bearer(&owner.token)
+        .json(json!({"name": "metered", "is_default": true, "prices": {"*": {
+            "prompt_nano_per_mtok": UNIT, "completion_nano_per_mtok": 2 * UNIT, "request_nano": 1000}}}))
+        .expect(201, "");
+    let postpaid = app.account(&owner, "Postpaid");
+    app.patch(&format!("/api/v1/accounts/{postpaid}"))
+        .bearer(&owner.token)
+        .json(json!({"billing_mode": "postpaid", "credit_limit_nano": 100 * UNIT}))
+        .expect(200, "");
+    let prepaid = app.account(&owner, "Prepaid");
+    app.post(&format!("/api/v1/accounts/{prepaid}/adjustments"))
+        .bearer(&owner.token)
+        .json(json!({"amount_nano": 100 * UNIT, "reason": "top-up"}))
+        .expect(201, "");
+    let mut body: Value = json!({"secret_key": SK, "webhook_secrets": [SECRET], "currency": "usd",
+        "meter_event_name": "taogate_usage"});
+    app.put("/api/v1/billing/stripe")
+        .bearer(&owner.token)
+        .json(body.clone())
+        .expect(200, "");
+    body["meter_event_name"] = json!("bad name!");
+    app.put("/api/v1/billing/stripe")
+        .bearer(&owner.token)
+        .json(body)
+        .expect(400, "invalid_request");
+    // Stripe is down for the first seconds: the pusher's attempts fail and are retried.
+    ureq::post(&format!("{}_standin/outage", stripe.url))
+        .send_json(json!({"seconds": 3}))
+        .unwrap();
+    let (_, post_key) = app.key(&owner, Some(&postpaid));
+    let (_, pre_key) = app.key(&owner, Some(&prepaid));
+    for (i, key) in [
+        &post_key, &post_key, &pre_key, &post_key, &pre_key, &post_key,
+    ]
+    .iter()
+    .enumerate()
+    {
+        app.post("/v1/chat/completions")
+            .bearer(key)
+            .json(json!({"model": "taogate-owner", "messages": [{"role": "user", "content": format!("meter {i}")}]}))
+            .expect(200, "");
+    }
+    app.wait_for_rows("usage_records", 6);
+    let postpaid_usage = count(
+        &app,
+        &format!(
+            "SELECT COUNT(*) AS n FROM usage_records WHERE account_id = '{postpaid}' AND charged_nano > 0"
+        ),
+    );
+    assert_eq!(postpaid_usage, 4);
+    wait_until("every postpaid record sent", || {
+        count(&app, "SELECT COUNT(*) AS n FROM meter_pushes") == postpaid_usage
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let seen: Value = ureq::get(&format!("{}_standin/requests", stripe.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let meter_calls: Vec<&Value> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "/v1/billing/meter_events")
+        .collect();
+    let accepted: Vec<&&Value> = meter_calls.iter().filter(|r| r["status"] == 200).collect();
+    assert!(
+        meter_calls.iter().any(|r| r["status"] == 503)
+            || seen.as_array().unwrap().iter().any(|r| r["status"] == 503),
+        "the outage was seen: {seen}"
+    );
+    let mut ids: Vec<String> = accepted
+        .iter()
+        .map(|r| r["params"]["identifier"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len() as i64,
+        postpaid_usage,
+        "one event per record: {meter_calls:?}"
+    );
+    // Every identifier is a postpaid usage record's id, and the value its charge.
+    #[derive(diesel::QueryableByName)]
+    struct U {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        charged_nano: i64,
+    }
+    let mut c = app.db.get().unwrap();
+    let rows: Vec<U> = diesel::RunQueryDsl::load(
+        diesel::sql_query(format!(
+            "SELECT id, charged_nano FROM usage_records WHERE account_id = '{postpaid}' ORDER BY id"
+        )),
+        &mut *c,
+    )
+    .unwrap();
+    let mut expected: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    for r in &rows {
+        let call = accepted
+            .iter()
+            .find(|c| c["params"]["identifier"] == r.id.as_str())
+            .unwrap();
+        assert_eq!(
+            call["params"]["payload"]["value"],
+            r.charged_nano.to_string(),
+            "{call}"
+        );
+        assert_eq!(call["params"]["event_name"], "taogate_usage");
+        assert!(
+            call["params"]["payload"]["stripe_customer_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("cus_")
+        );
+    }
+    reconciles(&app);
+}
+
 both_backends!(
     stripe_settings_are_sealed_masked_and_tenant_scoped,
     a_checkout_top_up_is_credited_once_whatever_arrives,
@@ -1040,4 +1179,5 @@ both_backends!(
     events_for_another_tenants_account_are_stored_not_credited,
     auto_top_up_charges_the_saved_card_once_and_backs_off_on_failure,
     tenants_hear_of_payments_and_low_balances_through_signed_retried_webhooks,
+    postpaid_usage_reaches_the_stripe_meter_once_despite_an_outage,
 );

@@ -1,3 +1,5 @@
+DROP TABLE meter_cursors;
+DROP TABLE meter_pushes;
 DROP TABLE balance_alerts;
 DROP TABLE tenant_notifications;
 DROP TABLE tenant_webhooks;

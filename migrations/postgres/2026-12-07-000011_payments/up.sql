@@ -17,6 +17,8 @@ CREATE TABLE payment_providers (
     min_topup_nano BIGINT NOT NULL CHECK (min_topup_nano > 0),
     max_topup_nano BIGINT NOT NULL CHECK (max_topup_nano >= min_topup_nano),
     dispute_policy TEXT NOT NULL CHECK (dispute_policy IN ('debit', 'debit_and_suspend')),
+    -- postpaid usage is pushed to this Stripe Billing Meter (event name); NULL: not pushed
+    meter_event_name TEXT,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL,
     PRIMARY KEY (tenant_id, provider)
@@ -143,5 +145,20 @@ CREATE TABLE balance_alerts (
     threshold_nano BIGINT NOT NULL CHECK (threshold_nano >= 0),
     below BOOLEAN NOT NULL DEFAULT FALSE,
     created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+
+-- Postpaid usage pushed to Stripe Billing Meters: one row per usage record sent (its id is the
+-- meter event's identifier), and how far back each tenant's usage has been fully looked at.
+CREATE TABLE meter_pushes (
+    usage_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    value_nano BIGINT NOT NULL,
+    pushed_at TIMESTAMP NOT NULL
+);
+CREATE TABLE meter_cursors (
+    tenant_id TEXT PRIMARY KEY,
+    scanned_before TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );

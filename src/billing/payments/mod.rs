@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod auto_topup;
 pub mod inbox;
+pub mod meters;
 pub mod notify;
 pub mod seal;
 pub mod settings;
@@ -38,6 +39,10 @@ pub struct PaymentsConfig {
     pub auto_topup_every_ms: u64,
     /// Let tenants' webhook endpoints resolve to private addresses (tests, private deployments).
     pub webhook_allow_private_targets: bool,
+    /// How often each replica pushes postpaid usage to Stripe Billing Meters.
+    pub meter_every_ms: u64,
+    /// How long after its request started a usage record is assumed to be in the database.
+    pub meter_lag_secs: u64,
     pub stripe: StripeConfig,
 }
 
@@ -62,6 +67,12 @@ impl PaymentsConfig {
             anyhow::bail!(
                 "config key `payments.auto_topup_every_ms`: must be between 100 and 3600000"
             );
+        }
+        if !(100..=3_600_000).contains(&self.meter_every_ms) {
+            anyhow::bail!("config key `payments.meter_every_ms`: must be between 100 and 3600000");
+        }
+        if self.meter_lag_secs > 7 * 86_400 {
+            anyhow::bail!("config key `payments.meter_lag_secs`: must be at most 604800 (7 days)");
         }
         let base = &self.stripe.api_base;
         let ok = url::Url::parse(base).is_ok_and(|u| {

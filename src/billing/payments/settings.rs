@@ -41,6 +41,10 @@ pub struct StripeSettingsInput {
     pub nano_per_unit: Option<i64>,
     /// What a dispute does besides debiting the account (default `debit`).
     pub dispute_policy: Option<DisputePolicy>,
+    /// Push postpaid accounts' usage to the Stripe Billing Meter with this event name (the
+    /// meter's `event_name`; its customer mapping `stripe_customer_id`, value `value`, sum).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,100}$")]
+    pub meter_event_name: Option<String>,
 }
 
 /// The tenant's Stripe settings as shown: never a secret.
@@ -59,6 +63,7 @@ pub struct StripeSettingsView {
     #[schema(value_type = i64)]
     pub max_topup_nano: Nano,
     pub dispute_policy: DisputePolicy,
+    pub meter_event_name: Option<String>,
 }
 
 /// Sealing contexts: a value sealed for one tenant and field opens for no other.
@@ -131,6 +136,18 @@ impl StripeSettingsInput {
                 "max_topup_nano must be at least min_topup_nano",
             ));
         }
+        if let Some(name) = &self.meter_event_name {
+            let ok = (1..=100).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !ok {
+                return Err(ApiError::invalid_param(
+                    "meter_event_name",
+                    "meter_event_name must be 1-100 letters, digits, `_`, `.` or `-`",
+                ));
+            }
+        }
         let secrets = serde_json::to_vec(&self.webhook_secrets).map_err(ApiError::internal_msg)?;
         let now = crate::db::now();
         Ok(ProviderSettings {
@@ -146,6 +163,7 @@ impl StripeSettingsInput {
             min_topup_nano: min,
             max_topup_nano: max,
             dispute_policy: self.dispute_policy.unwrap_or(DisputePolicy::Debit),
+            meter_event_name: self.meter_event_name,
             created_at: now,
             updated_at: now,
         })
@@ -190,5 +208,6 @@ pub fn view(settings: &ProviderSettings, tenant_slug: &str) -> StripeSettingsVie
         min_topup_nano: settings.min_topup_nano,
         max_topup_nano: settings.max_topup_nano,
         dispute_policy: settings.dispute_policy,
+        meter_event_name: settings.meter_event_name.clone(),
     }
 }
