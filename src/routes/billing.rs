@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::billing::amount::{self, Sign};
+use crate::billing::payments::Effect;
 use crate::billing::payments::auto_topup::{AutoTopupInput, AutoTopupView};
-use crate::billing::payments::inbox::{Inbox, Receipt};
+use crate::billing::payments::inbox::{Inbox, Receipt, Source};
 use crate::billing::payments::nano_to_minor;
 use crate::billing::payments::notify::{self, TenantWebhookInput, TenantWebhookView};
 use crate::billing::payments::settings::{self, StripeSettingsInput, StripeSettingsView};
@@ -332,6 +333,74 @@ pub async fn list_topups(
         .await
         .not_found_as("account")?;
     Ok(web::Json(List::from_rows(rows, limit, TopupView::from)))
+}
+
+/// Reads a top-up's refunds back from Stripe and applies what is new (owner, admin): for refunds
+/// made in the Stripe dashboard whose webhook was missed. Same ledger keys as the webhook's, so
+/// whichever sees a refund first debits it, once.
+#[utoipa::path(tag = "payments", responses((status = 200, body = TopupView), (status = 404, body = crate::error::ErrorBody),
+    (status = 409, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[post("/billing/topups/{id}/sync")]
+pub async fn sync_topup(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> ApiResult<web::Json<TopupView>> {
+    let tenant = caller.managed_tenant()?.clone();
+    let id = PaymentId::parse(&id).ok_or(ApiError::NotFound { what: "top-up" })?;
+    let (t, pid) = (tenant.clone(), id.clone());
+    let payment = state
+        .db
+        .run(move |c| Payment::find_in_tenant(c, &t, &pid))
+        .await?
+        .filter(|p| p.provider == stripe::NAME)
+        .ok_or(ApiError::NotFound { what: "top-up" })?;
+    let (settings, api) =
+        stripe_account::client(&state.db, &state.config.payments, &tenant).await?;
+    if let Some(reference) = payment.reference.clone() {
+        let refunds = api
+            .list_refunds(&reference)
+            .await
+            .map_err(stripe_account::provider_error)?;
+        let counted: Vec<_> = refunds
+            .iter()
+            .filter(|r| r.status == "succeeded" && r.currency == payment.currency)
+            .collect();
+        let total = counted
+            .iter()
+            .try_fold(0i64, |sum, r| sum.checked_add(r.amount_minor.max(0)));
+        if let Some(total) = total.filter(|t| *t > 0) {
+            let inbox = Inbox {
+                db: &state.db,
+                sealer: None,
+                limiter: &state.limiter,
+                invalidator: &state.invalidator,
+                tolerance_secs: 0,
+                request_id: RequestMeta::of(&req).request_id,
+            };
+            let effect = Effect::Refunded {
+                reference: reference.clone(),
+                refunded_total_minor: total,
+                currency: payment.currency.clone(),
+                refund_ids: counted.iter().map(|r| r.id.clone()).collect(),
+            };
+            let source = Source {
+                provider: stripe::NAME,
+                event_id: format!("sync:{reference}"),
+                event_type: "refunds.read".into(),
+                notification: None,
+            };
+            inbox.settle(settings, effect, source).await?;
+        }
+    }
+    let t = tenant.clone();
+    let fresh = state
+        .db
+        .run(move |c| Payment::find_in_tenant(c, &t, &id))
+        .await?
+        .ok_or(ApiError::NotFound { what: "top-up" })?;
+    Ok(web::Json(fresh.into()))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -110,6 +110,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(billing::put_stripe)
             .service(billing::create_checkout)
             .service(billing::list_topups)
+            .service(billing::sync_topup)
             .service(billing::get_portal)
             .service(billing::get_auto_topup)
             .service(billing::put_auto_topup)

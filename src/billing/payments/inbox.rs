@@ -33,6 +33,15 @@ pub struct Inbox<'a> {
     pub request_id: String,
 }
 
+/// Where an effect came from (for the audit entry and the tenant's notification).
+pub struct Source {
+    pub provider: &'static str,
+    pub event_id: String,
+    pub event_type: String,
+    /// The stored notification, when it came as one.
+    pub notification: Option<String>,
+}
+
 /// What receiving did, as answered to the provider.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Receipt {
@@ -129,7 +138,30 @@ impl Inbox<'_> {
         };
 
         // 2. Applied, with its audit trail, in one transaction.
-        let effect = inbound.effect.clone();
+        let source = Source {
+            provider: P::NAME,
+            event_id: stored.event_id.clone(),
+            event_type: stored.event_type.clone(),
+            notification: Some(stored.id.clone()),
+        };
+        let applied = self
+            .settle(settings, inbound.effect.clone(), source)
+            .await?;
+        Ok(Receipt {
+            object: "webhook_receipt",
+            event_id: inbound.event_id,
+            outcome: applied.outcome.as_str(),
+        })
+    }
+    /// Applies `effect` for the tenant, with its audit entry and tenant notification, in one
+    /// transaction (recording the outcome on the stored notification, if any); then brings the
+    /// account's cached balance up to date and, if a dispute suspended it, drops its keys.
+    pub async fn settle(
+        &self,
+        settings: ProviderSettings,
+        effect: Effect,
+        source: Source,
+    ) -> Result<super::apply::Applied, ApiError> {
         let tenant = settings.tenant_id.clone();
         let tenant_id = tenant.clone();
         let actor = Actor {
@@ -138,6 +170,7 @@ impl Inbox<'_> {
             ip: None,
             request_id: Some(self.request_id.clone()),
         };
+        let event_id = source.event_id.clone();
         let applied = self
             .db
             .write(move |c| {
@@ -145,11 +178,13 @@ impl Inbox<'_> {
                     PostError::Db(e) => ApiError::from(e),
                     other => ApiError::internal_msg(other),
                 })?;
-                Notification::processed(c, &stored.id, applied.outcome.as_str())?;
+                if let Some(id) = &source.notification {
+                    Notification::processed(c, id, applied.outcome.as_str())?;
+                }
                 let detail = serde_json::json!({
-                    "provider": P::NAME,
-                    "event_id": stored.event_id,
-                    "event_type": stored.event_type,
+                    "provider": source.provider,
+                    "event_id": source.event_id,
+                    "event_type": source.event_type,
                     "outcome": applied.outcome.as_str(),
                     "account_id": applied.account,
                     "payment_id": applied.payment,
@@ -166,19 +201,18 @@ impl Inbox<'_> {
                     notify::enqueue(c, &tenant, kind, detail.clone())?;
                 }
                 if let Some(action) = action {
-                    let target = applied
-                        .account
-                        .as_ref()
-                        .map_or(("notification", stored.id.as_str()), |a| {
-                            ("account", a.as_str())
-                        });
+                    let target = match (&applied.account, &source.notification) {
+                        (Some(a), _) => ("account", a.as_str()),
+                        (None, Some(n)) => ("notification", n.as_str()),
+                        (None, None) => ("tenant", tenant.as_str()),
+                    };
                     AuditEntry::record(c, &actor, Some(&tenant), action, target, detail)?;
                 }
                 Ok::<_, ApiError>(applied)
             })
             .await?;
         if applied.outcome.is_alert() {
-            tracing::warn!(tenant = %tenant_id, event = %inbound.event_id,
+            tracing::warn!(tenant = %tenant_id, event = %event_id,
                 outcome = applied.outcome.as_str(), "a payment notification was stored but not applied");
         }
         if let Some(account) = &applied.account
@@ -191,11 +225,7 @@ impl Inbox<'_> {
                     .await;
             }
         }
-        Ok(Receipt {
-            object: "webhook_receipt",
-            event_id: inbound.event_id,
-            outcome: applied.outcome.as_str(),
-        })
+        Ok(applied)
     }
 }
 

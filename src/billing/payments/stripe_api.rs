@@ -191,6 +191,29 @@ struct InvoiceSettingsAnswer {
 }
 
 #[derive(Deserialize)]
+struct RefundList {
+    data: Vec<RefundAnswer>,
+}
+
+#[derive(Deserialize)]
+struct RefundAnswer {
+    id: String,
+    amount: i64,
+    currency: String,
+    status: Option<String>,
+}
+
+/// A refund as Stripe reports it.
+#[derive(Debug, Clone)]
+pub struct RefundInfo {
+    pub id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// `succeeded`, `pending`, `failed`, `canceled`, …
+    pub status: String,
+}
+
+#[derive(Deserialize)]
 struct PaymentMethodList {
     data: Vec<PaymentMethodAnswer>,
 }
@@ -428,6 +451,38 @@ impl StripeApi {
             .find(|pm| pm.kind.as_deref().is_none_or(|k| k == "card"))
             .map(|pm| pm.id)
             .ok_or(StripeCallError::NoPaymentMethod)
+    }
+
+    /// GET /v1/refunds?payment_intent=…: the PaymentIntent's refunds (up to 100, newest first).
+    pub async fn list_refunds(
+        &self,
+        payment_intent: &str,
+    ) -> Result<Vec<RefundInfo>, StripeCallError> {
+        if !payment_intent
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(StripeCallError::Other(
+                "a PaymentIntent id holds only letters, digits and `_`".into(),
+            ));
+        }
+        let query = BTreeMap::from([("payment_intent", payment_intent), ("limit", "100")]);
+        let list: RefundList = self
+            .send(
+                RequestBuilder::new(StripeMethod::Get, "/refunds").query(&query),
+                None,
+            )
+            .await?;
+        Ok(list
+            .data
+            .into_iter()
+            .map(|r| RefundInfo {
+                id: r.id,
+                amount_minor: r.amount,
+                currency: r.currency.to_ascii_lowercase(),
+                status: r.status.unwrap_or_default(),
+            })
+            .collect())
     }
 
     async fn send<T: Deserialize>(
