@@ -10,15 +10,13 @@ use utoipa::ToSchema;
 
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::billing::amount::{self, Sign};
-use crate::billing::payments::Effect;
 use crate::billing::payments::auto_topup::{AutoTopupInput, AutoTopupView};
 use crate::billing::payments::inbox::{Inbox, Receipt, Source};
-use crate::billing::payments::nano_to_minor;
 use crate::billing::payments::notify::{self, TenantWebhookInput, TenantWebhookView};
 use crate::billing::payments::settings::{self, StripeSettingsInput, StripeSettingsView};
 use crate::billing::payments::stripe::{self, Stripe};
 use crate::billing::payments::stripe_account;
-use crate::billing::payments::stripe_api::CheckoutRequest;
+use crate::billing::payments::{Effect, Payer, topup};
 use crate::domain::{AccountId, Nano, PaymentId, PaymentKind, PaymentState, Role};
 use crate::error::{ApiError, ApiResult, ResultExt};
 use crate::http::extract::Json;
@@ -206,105 +204,23 @@ pub async fn create_checkout(
         .not_found_as("account")?;
     let (settings, api) =
         stripe_account::client(&state.db, &state.config.payments, &tenant).await?;
-    if amount < settings.min_topup_nano || amount > settings.max_topup_nano {
-        return Err(ApiError::BadRequest {
-            code: "amount_out_of_range",
-            message: format!(
-                "amount_nano must be between {} and {}",
-                settings.min_topup_nano.0, settings.max_topup_nano.0
-            ),
-            param: Some("amount_nano".into()),
-        });
-    }
-    let minor =
-        nano_to_minor(amount, &settings.currency, settings.nano_per_unit).ok_or_else(|| {
-            ApiError::BadRequest {
-                code: "amount_not_payable",
-                message: format!(
-                    "amount_nano must be a whole number of {} minor units",
-                    settings.currency
-                ),
-                param: Some("amount_nano".into()),
-            }
-        })?;
-    let actor = caller.actor(&meta);
-    let now = crate::db::now();
-    let payment = Payment {
-        id: PaymentId::generate(),
-        tenant_id: tenant.clone(),
-        account_id: account_id.clone(),
-        provider: stripe::NAME.to_owned(),
-        kind: PaymentKind::Checkout,
-        reference: None,
-        session_id: None,
-        state: PaymentState::Pending,
-        currency: settings.currency.clone(),
-        requested_minor: minor,
-        paid_minor: 0,
-        refunded_minor: 0,
-        credited_nano: Nano(0),
-        created_by: actor.user_id.as_ref().map(ToString::to_string),
-        created_at: now,
-        updated_at: now,
+    let provider = Stripe::new(state.db.clone(), api);
+    let payer = Payer {
+        success_url,
+        cancel_url,
     };
-    let p = payment.clone();
-    state
-        .db
-        .write(move |c| Ok::<_, ApiError>(p.insert(c)?))
-        .await?;
-    let started = async {
-        let customer = stripe_account::customer(&state.db, &api, &account).await?;
-        let (pid, aid, tid) = (
-            payment.id.to_string(),
-            account_id.to_string(),
-            tenant.to_string(),
-        );
-        let metadata = [
-            ("taogate_payment_id", pid.as_str()),
-            ("taogate_account_id", aid.as_str()),
-            ("taogate_tenant_id", tid.as_str()),
-        ];
-        api.create_checkout_session(&CheckoutRequest {
-            customer: &customer,
-            client_reference_id: aid.as_str(),
-            amount_minor: minor,
-            currency: &settings.currency,
-            product_name: "Credits",
-            success_url: &success_url,
-            cancel_url: &cancel_url,
-            metadata: &metadata,
-            idempotency_key: &format!("topup:{}", payment.id),
-        })
-        .await
-        .map_err(stripe_account::provider_error)
-    }
-    .await;
-    let mut payment = payment;
-    let session = match started {
-        Ok(session) => session,
-        Err(e) => {
-            // The attempt is kept, marked failed: nothing was charged.
-            let id = payment.id.clone();
-            state
-                .db
-                .write(move |c| Ok::<_, ApiError>(Payment::abandon(c, &id)?))
-                .await?;
-            return Err(e);
-        }
-    };
-    payment.session_id = Some(session.id.clone());
-    let (p, t) = (payment.clone(), tenant.clone());
-    state
-        .db
-        .write(move |c| {
-            Payment::started(c, &p.id, p.session_id.as_deref(), None)?;
-            AuditEntry::record(c, &actor, Some(&t), "billing.checkout", ("account", p.account_id.as_str()),
-                serde_json::json!({"payment_id": p.id, "checkout_session_id": p.session_id, "amount_minor": p.requested_minor, "currency": p.currency}))?;
-            Ok::<_, ApiError>(())
-        })
-        .await?;
-    let mut view = TopupView::from(payment);
-    view.url = Some(session.url);
+    let started = topup::start(
+        &state.db,
+        &provider,
+        &settings,
+        &account,
+        amount,
+        caller.actor(&meta),
+        &payer,
+    )
+    .await?;
+    let mut view = TopupView::from(started.payment);
+    view.url = Some(started.url);
     Ok(HttpResponse::Created().json(view))
 }
 

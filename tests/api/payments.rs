@@ -697,7 +697,7 @@ impl Localstripe {
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..300 {
+    for _ in 0..600 {
         if done() {
             return;
         }
@@ -1094,7 +1094,8 @@ fn postpaid_usage_reaches_the_stripe_meter_once_despite_an_outage(b: Backend) {
             ))
             .merge(Serialized::default("payments.stripe.api_base", &stripe.url))
             .merge(Serialized::default("payments.meter_every_ms", 200))
-            .merge(Serialized::default("payments.meter_lag_secs", 0)),
+            // Usage reaches the database well within a minute of its request starting here.
+            .merge(Serialized::default("payments.meter_lag_secs", 60)),
     );
     let op = app.operator();
     let (_, _, owner) = app.tenant(&op, false);

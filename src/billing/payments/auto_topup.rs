@@ -95,26 +95,7 @@ impl AutoTopupInput {
     pub fn rule(self, account: &Account, settings: &ProviderSettings) -> ApiResult<AutoTopup> {
         let threshold = amount::input("threshold_nano", self.threshold_nano, Sign::NonNegative)?;
         let amount = amount::input("amount_nano", self.amount_nano, Sign::Positive)?;
-        if amount < settings.min_topup_nano || amount > settings.max_topup_nano {
-            return Err(ApiError::BadRequest {
-                code: "amount_out_of_range",
-                message: format!(
-                    "amount_nano must be between {} and {}",
-                    settings.min_topup_nano.0, settings.max_topup_nano.0
-                ),
-                param: Some("amount_nano".into()),
-            });
-        }
-        if nano_to_minor(amount, &settings.currency, settings.nano_per_unit).is_none() {
-            return Err(ApiError::BadRequest {
-                code: "amount_not_payable",
-                message: format!(
-                    "amount_nano must be a whole number of {} minor units",
-                    settings.currency
-                ),
-                param: Some("amount_nano".into()),
-            });
-        }
+        super::topup::payable(settings, "amount_nano", amount)?;
         let now = crate::db::now();
         Ok(AutoTopup {
             account_id: account.id.clone(),

@@ -24,6 +24,7 @@ pub mod signature;
 pub mod stripe;
 pub mod stripe_account;
 pub mod stripe_api;
+pub mod topup;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -125,7 +126,26 @@ pub enum Refused {
     Unreadable(String),
 }
 
-/// A payment provider: verifies what it sends and says what it means.
+/// Where the payer goes back to after a hosted payment page.
+#[derive(Debug, Clone)]
+pub struct Payer {
+    pub success_url: String,
+    pub cancel_url: String,
+}
+
+/// What a provider answered when it started a payment.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// Its session (Stripe: the Checkout Session id), if it has one.
+    pub session: Option<String>,
+    /// Its payment reference, if it is known already.
+    pub reference: Option<String>,
+    /// Where the payer goes: a hosted page, or a payment URI.
+    pub url: String,
+}
+
+/// A payment provider, card or crypto: starts a payment for an account, and verifies and reads
+/// what it sends back. What a notification does to money is provider-neutral ([`apply`]).
 pub trait Provider {
     /// Its name in storage and in ledger idempotency keys (`stripe`, `tao`, …).
     const NAME: &'static str;
@@ -137,6 +157,13 @@ pub trait Provider {
         now: i64,
         tolerance_secs: i64,
     ) -> Result<Inbound, Refused>;
+    /// Starts `payment` (recorded pending) for `account`.
+    fn start(
+        &self,
+        payment: &crate::models::payment::Payment,
+        account: &crate::models::account::Account,
+        payer: &Payer,
+    ) -> impl std::future::Future<Output = crate::error::ApiResult<Start>>;
 }
 
 /// What a notification means for a payment.

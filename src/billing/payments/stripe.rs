@@ -16,10 +16,26 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::signature::{self, SignatureError};
-use super::{Effect, Inbound, Provider, Refused};
+use super::stripe_account::{customer, provider_error};
+use super::stripe_api::{CheckoutRequest, StripeApi};
+use super::{Effect, Inbound, Payer, Provider, Refused, Start};
+use crate::db::Db;
+use crate::error::ApiResult;
+use crate::models::account::Account;
+use crate::models::payment::Payment;
 
-/// The Stripe provider.
-pub struct Stripe;
+/// The Stripe provider, for one tenant's Stripe account (for [`Provider::start`]; verifying and
+/// reading notifications need only the tenant's webhook secrets).
+pub struct Stripe {
+    db: Db,
+    api: StripeApi,
+}
+
+impl Stripe {
+    pub fn new(db: Db, api: StripeApi) -> Self {
+        Self { db, api }
+    }
+}
 
 /// Its name in storage and keys.
 pub const NAME: &str = "stripe";
@@ -287,6 +303,43 @@ impl Provider for Stripe {
         }
         signature::verify(header, body, secrets, now, tolerance_secs)?;
         Self::read(body)
+    }
+
+    /// A Checkout Session in payment mode for the account's Stripe customer (created once),
+    /// `client_reference_id` = the account, our ids in the session's and the PaymentIntent's
+    /// metadata, `Idempotency-Key: topup:<payment id>`.
+    async fn start(&self, payment: &Payment, account: &Account, payer: &Payer) -> ApiResult<Start> {
+        let customer = customer(&self.db, &self.api, account).await?;
+        let (pid, aid, tid) = (
+            payment.id.to_string(),
+            account.id.to_string(),
+            account.tenant_id.to_string(),
+        );
+        let metadata = [
+            ("taogate_payment_id", pid.as_str()),
+            ("taogate_account_id", aid.as_str()),
+            ("taogate_tenant_id", tid.as_str()),
+        ];
+        let session = self
+            .api
+            .create_checkout_session(&CheckoutRequest {
+                customer: &customer,
+                client_reference_id: aid.as_str(),
+                amount_minor: payment.requested_minor,
+                currency: &payment.currency,
+                product_name: "Credits",
+                success_url: &payer.success_url,
+                cancel_url: &payer.cancel_url,
+                metadata: &metadata,
+                idempotency_key: &format!("topup:{}", payment.id),
+            })
+            .await
+            .map_err(provider_error)?;
+        Ok(Start {
+            session: Some(session.id),
+            reference: None,
+            url: session.url,
+        })
     }
 }
 
