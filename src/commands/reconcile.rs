@@ -5,6 +5,8 @@
 //! amount; no pending usage the ledger already holds). Prints the report as JSON; exits non-zero
 //! on any drift. `--rebuild` rewrites drifted ledger balances from the entries (the report still
 //! shows what was found); cached balances are never rewritten here (they follow the ledger).
+//! Payment notifications stored but never applied are applied first (see
+//! [`crate::billing::payments::inbox::apply_stored`]).
 
 use std::time::Duration;
 
@@ -27,6 +29,9 @@ struct Output {
     /// Usage records the writer could not post, set aside with their error: not drift (the
     /// ledger never saw them) but charges someone must look at. They do not fail the exit code.
     usage_dead_letters: Vec<DeadLetterView>,
+    /// Payment notifications that were stored (verified) but never applied — a crash between the
+    /// two and no redelivery — applied now, before the ledger is checked.
+    payment_notifications_applied: usize,
 }
 
 #[derive(Serialize)]
@@ -42,6 +47,15 @@ struct DeadLetterView {
 pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
     config.validate(false)?;
     let db = super::open_db(&config, false)?;
+    let notifications = db
+        .write(crate::billing::payments::inbox::apply_stored)
+        .await
+        .map_err(|e| anyhow::anyhow!("stored payment notifications could not be applied: {e}"))?;
+    if notifications > 0 {
+        eprintln!(
+            "{notifications} stored payment notification(s) had not been applied; applied now"
+        );
+    }
     let report = db.run(move |c| ledger::reconcile(c, rebuild)).await?;
     let dead: Vec<DeadLetterView> = db
         .run(DeadLetter::all)
@@ -94,6 +108,7 @@ pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
         ledger: report,
         cached_balances: cache,
         usage_dead_letters: dead,
+        payment_notifications_applied: notifications,
     };
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(clean)

@@ -129,6 +129,24 @@ impl Notification {
             .map(drop)
     }
 
+    /// Stored notifications of `provider` never applied, received before `before`, oldest first.
+    pub fn unprocessed(
+        conn: &mut DbConn,
+        provider: &str,
+        before: NaiveDateTime,
+    ) -> QueryResult<Vec<Self>> {
+        payment_notifications::table
+            .filter(
+                payment_notifications::provider
+                    .eq(provider)
+                    .and(payment_notifications::processed_at.is_null())
+                    .and(payment_notifications::received_at.lt(before)),
+            )
+            .order(payment_notifications::received_at.asc())
+            .select(Self::as_select())
+            .load(conn)
+    }
+
     /// A tenant's notifications of one provider, oldest first (reconciliation).
     pub fn of_tenant(
         conn: &mut DbConn,

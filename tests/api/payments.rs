@@ -1222,6 +1222,46 @@ fn postpaid_usage_reaches_the_stripe_meter_once_despite_an_outage(b: Backend) {
     reconciles(&app);
 }
 
+fn a_stored_notification_never_applied_is_applied_by_reconcile(b: Backend) {
+    let app = spawn(b, "http://127.0.0.1:9/", ENCRYPTION_KEY);
+    let op = app.operator();
+    let (tenant, _, owner) = app.tenant(&op, false);
+    let account = app.account(&owner, "Customer");
+    configure(&app, &owner, &[SECRET], "debit").expect(200, "");
+    // As if the process died after storing the (verified) notification and before applying it.
+    let payload = event(
+        "payment_intent.succeeded",
+        json!({"id": "pi_crashed", "amount_received": 1500,
+        "currency": "usd", "metadata": {"taogate_account_id": account}}),
+    );
+    let stored_at = (chrono::Utc::now() - chrono::Duration::minutes(10)).naive_utc();
+    {
+        let mut c = app.db.get().unwrap();
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(
+                "INSERT INTO payment_notifications (id, provider, event_id, tenant_id, event_type, payload, payload_sha256, received_at) \
+                 VALUES ($1, 'stripe', 'evt_crashed', $2, 'payment_intent.succeeded', $3, 'x', $4)",
+            )
+            .bind::<diesel::sql_types::Text, _>(uuid::Uuid::now_v7().to_string())
+            .bind::<diesel::sql_types::Text, _>(&tenant)
+            .bind::<diesel::sql_types::Text, _>(&payload)
+            .bind::<diesel::sql_types::Timestamp, _>(stored_at),
+            &mut *c,
+        )
+        .unwrap();
+    }
+    let (ok, report) = reconcile_with_cache(&app.db_url(), false, None);
+    assert!(ok, "{report}");
+    assert_eq!(report["payment_notifications_applied"], 1, "{report}");
+    assert_eq!(balance(&app, &owner, &account), 15 * UNIT);
+    let (ok, report) = reconcile_with_cache(&app.db_url(), false, None);
+    assert!(
+        ok && report["payment_notifications_applied"] == 0,
+        "{report}"
+    );
+    assert_eq!(balance(&app, &owner, &account), 15 * UNIT);
+}
+
 both_backends!(
     stripe_settings_are_sealed_masked_and_tenant_scoped,
     a_checkout_top_up_is_credited_once_whatever_arrives,
@@ -1231,4 +1271,5 @@ both_backends!(
     auto_top_up_charges_the_saved_card_once_and_backs_off_on_failure,
     tenants_hear_of_payments_and_low_balances_through_signed_retried_webhooks,
     postpaid_usage_reaches_the_stripe_meter_once_despite_an_outage,
+    a_stored_notification_never_applied_is_applied_by_reconcile,
 );

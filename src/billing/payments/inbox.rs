@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use diesel::Connection;
+
 use crate::auth::invalidation::Invalidator;
 use crate::auth::key_cache::Invalidation;
 use crate::billing::balance::resync;
@@ -162,8 +164,7 @@ impl Inbox<'_> {
         effect: Effect,
         source: Source,
     ) -> Result<super::apply::Applied, ApiError> {
-        let tenant = settings.tenant_id.clone();
-        let tenant_id = tenant.clone();
+        let tenant_id = settings.tenant_id.clone();
         let actor = Actor {
             user_id: None,
             role: None,
@@ -173,43 +174,7 @@ impl Inbox<'_> {
         let event_id = source.event_id.clone();
         let applied = self
             .db
-            .write(move |c| {
-                let applied = apply(c, &settings, &effect).map_err(|e| match e {
-                    PostError::Db(e) => ApiError::from(e),
-                    other => ApiError::internal_msg(other),
-                })?;
-                if let Some(id) = &source.notification {
-                    Notification::processed(c, id, applied.outcome.as_str())?;
-                }
-                let detail = serde_json::json!({
-                    "provider": source.provider,
-                    "event_id": source.event_id,
-                    "event_type": source.event_type,
-                    "outcome": applied.outcome.as_str(),
-                    "account_id": applied.account,
-                    "payment_id": applied.payment,
-                    "won": matches!(effect, Effect::DisputeClosed { won: true, .. }),
-                    "amount_nano": applied.moved,
-                    "suspended": applied.suspended,
-                });
-                let action = match applied.outcome {
-                    o if o.is_alert() => Some("payment.alert"),
-                    Outcome::Credited | Outcome::Debited | Outcome::Marked => Some("payment.event"),
-                    _ => None,
-                };
-                if let Some(kind) = notice(&effect, applied.outcome) {
-                    notify::enqueue(c, &tenant, kind, detail.clone())?;
-                }
-                if let Some(action) = action {
-                    let target = match (&applied.account, &source.notification) {
-                        (Some(a), _) => ("account", a.as_str()),
-                        (None, Some(n)) => ("notification", n.as_str()),
-                        (None, None) => ("tenant", tenant.as_str()),
-                    };
-                    AuditEntry::record(c, &actor, Some(&tenant), action, target, detail)?;
-                }
-                Ok::<_, ApiError>(applied)
-            })
+            .write(move |c| apply_recorded(c, &settings, &effect, &source, &actor))
             .await?;
         if applied.outcome.is_alert() {
             tracing::warn!(tenant = %tenant_id, event = %event_id,
@@ -227,6 +192,85 @@ impl Inbox<'_> {
         }
         Ok(applied)
     }
+}
+
+/// Applies `effect` in the caller's transaction with everything that goes with it: the stored
+/// notification's outcome, the audit entry and the tenant's notification.
+pub fn apply_recorded(
+    c: &mut crate::db::DbConn,
+    settings: &ProviderSettings,
+    effect: &Effect,
+    source: &Source,
+    actor: &Actor,
+) -> Result<super::apply::Applied, ApiError> {
+    let tenant = &settings.tenant_id;
+    let applied = apply(c, settings, effect).map_err(|e| match e {
+        PostError::Db(e) => ApiError::from(e),
+        other => ApiError::internal_msg(other),
+    })?;
+    if let Some(id) = &source.notification {
+        Notification::processed(c, id, applied.outcome.as_str())?;
+    }
+    let detail = serde_json::json!({
+        "provider": source.provider,
+        "event_id": source.event_id,
+        "event_type": source.event_type,
+        "outcome": applied.outcome.as_str(),
+        "account_id": applied.account,
+        "payment_id": applied.payment,
+        "won": matches!(effect, Effect::DisputeClosed { won: true, .. }),
+        "amount_nano": applied.moved,
+        "suspended": applied.suspended,
+    });
+    let action = match applied.outcome {
+        o if o.is_alert() => Some("payment.alert"),
+        Outcome::Credited | Outcome::Debited | Outcome::Marked => Some("payment.event"),
+        _ => None,
+    };
+    if let Some(kind) = notice(effect, applied.outcome) {
+        notify::enqueue(c, tenant, kind, detail.clone())?;
+    }
+    if let Some(action) = action {
+        let target = match (&applied.account, &source.notification) {
+            (Some(a), _) => ("account", a.as_str()),
+            (None, Some(n)) => ("notification", n.as_str()),
+            (None, None) => ("tenant", tenant.as_str()),
+        };
+        AuditEntry::record(c, actor, Some(tenant), action, target, detail)?;
+    }
+    Ok(applied)
+}
+
+/// Applies the Stripe notifications that were stored but never applied (a crash between storing
+/// and applying, and no redelivery), received more than a minute ago; how many (`taogate
+/// reconcile`). They were verified when stored.
+pub fn apply_stored(c: &mut crate::db::DbConn) -> Result<usize, ApiError> {
+    let cutoff = crate::db::now() - chrono::Duration::seconds(60);
+    let mut applied = 0;
+    for n in Notification::unprocessed(c, super::stripe::NAME, cutoff)? {
+        let Some(settings) = ProviderSettings::find(c, &n.tenant_id, &n.provider)? else {
+            continue;
+        };
+        let effect = match super::stripe::Stripe::read(n.payload.as_bytes()) {
+            Ok(inbound) => inbound.effect,
+            Err(_) => Effect::Ignored,
+        };
+        let source = Source {
+            provider: super::stripe::NAME,
+            event_id: n.event_id.clone(),
+            event_type: n.event_type.clone(),
+            notification: Some(n.id.clone()),
+        };
+        let actor = Actor {
+            user_id: None,
+            role: None,
+            ip: None,
+            request_id: None,
+        };
+        c.transaction(|c| apply_recorded(c, &settings, &effect, &source, &actor))?;
+        applied += 1;
+    }
+    Ok(applied)
 }
 
 /// The notification a tenant gets for what a notification did, if any.
