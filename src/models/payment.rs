@@ -129,17 +129,12 @@ impl Notification {
             .map(drop)
     }
 
-    /// Stored notifications of `provider` never applied, received before `before`, oldest first.
-    pub fn unprocessed(
-        conn: &mut DbConn,
-        provider: &str,
-        before: NaiveDateTime,
-    ) -> QueryResult<Vec<Self>> {
+    /// Stored notifications never applied, received before `before`, oldest first.
+    pub fn unprocessed(conn: &mut DbConn, before: NaiveDateTime) -> QueryResult<Vec<Self>> {
         payment_notifications::table
             .filter(
-                payment_notifications::provider
-                    .eq(provider)
-                    .and(payment_notifications::processed_at.is_null())
+                payment_notifications::processed_at
+                    .is_null()
                     .and(payment_notifications::received_at.lt(before)),
             )
             .order(payment_notifications::received_at.asc())
@@ -629,6 +624,19 @@ impl MeterPush {
 }
 
 impl ProviderSettings {
+    /// The tenant's own (custom) providers.
+    pub fn custom_of(conn: &mut DbConn, tenant: &TenantId) -> QueryResult<Vec<Self>> {
+        payment_providers::table
+            .filter(
+                payment_providers::tenant_id
+                    .eq(tenant)
+                    .and(payment_providers::provider.like("custom:%")),
+            )
+            .order(payment_providers::provider.asc())
+            .select(Self::as_select())
+            .load(conn)
+    }
+
     /// Every tenant's settings that push usage to a meter.
     pub fn metered(conn: &mut DbConn) -> QueryResult<Vec<Self>> {
         payment_providers::table

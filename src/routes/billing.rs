@@ -11,9 +11,12 @@ use utoipa::ToSchema;
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::billing::amount::{self, Sign};
 use crate::billing::payments::auto_topup::{AutoTopupInput, AutoTopupView};
+use crate::billing::payments::custom::{self, Custom};
 use crate::billing::payments::inbox::{Inbox, Receipt, Source};
 use crate::billing::payments::notify::{self, TenantWebhookInput, TenantWebhookView};
-use crate::billing::payments::settings::{self, StripeSettingsInput, StripeSettingsView};
+use crate::billing::payments::settings::{
+    self, CustomProviderInput, CustomProviderView, StripeSettingsInput, StripeSettingsView,
+};
 use crate::billing::payments::stripe::{self, Stripe};
 use crate::billing::payments::stripe_account;
 use crate::billing::payments::{Effect, Payer, topup};
@@ -85,6 +88,62 @@ pub async fn put_stripe(
         })
         .await?;
     Ok(web::Json(settings::view(&saved, &slug)))
+}
+
+/// The tenant's own payment systems (owner, admin, finance).
+#[utoipa::path(tag = "payments", responses((status = 200, body = List<CustomProviderView>)), security(("jwt" = [])))]
+#[get("/billing/custom")]
+pub async fn list_custom(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> ApiResult<web::Json<List<CustomProviderView>>> {
+    let tenant = caller.tenant_reader()?.clone();
+    let (rows, slug) = state
+        .db
+        .run(move |c| {
+            Ok((
+                ProviderSettings::custom_of(c, &tenant)?,
+                Tenant::find(c, &tenant)?.slug,
+            ))
+        })
+        .await?;
+    let limit = rows.len() as i64;
+    Ok(web::Json(List::from_rows(rows, limit, |r| {
+        settings::custom_view(&r, &slug)
+    })))
+}
+
+/// Adds or replaces one of the tenant's own payment systems (owner, admin): its signed-credit
+/// webhook is `/webhooks/custom/{tenant_slug}/{provider}`. Secrets sealed like Stripe's.
+#[utoipa::path(tag = "payments", request_body = CustomProviderInput,
+    responses((status = 200, body = CustomProviderView), (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[put("/billing/custom")]
+pub async fn put_custom(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: Json<CustomProviderInput>,
+) -> ApiResult<web::Json<CustomProviderView>> {
+    let tenant = caller.managed_tenant()?.clone();
+    let sealer = state.config.payments.sealer().ok_or_else(|| {
+        ApiError::conflict(
+            "encryption_key_missing",
+            "payment secrets cannot be stored: the operator has not set payments.encryption_key",
+        )
+    })?;
+    let settings = body.into_inner().seal(&tenant, &sealer)?;
+    let actor = caller.actor(&meta);
+    let (saved, slug) = state
+        .db
+        .write(move |c| {
+            let slug = Tenant::find(c, &tenant)?.slug;
+            let saved = settings.save(c)?;
+            AuditEntry::record(c, &actor, Some(&tenant), "billing.custom.update", ("tenant", tenant.as_str()),
+                serde_json::json!({"provider": saved.provider, "webhook_secret_count": saved.webhook_secret_count, "currency": saved.currency}))?;
+            Ok::<_, ApiError>((saved, slug))
+        })
+        .await?;
+    Ok(web::Json(settings::custom_view(&saved, &slug)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -302,7 +361,7 @@ pub async fn sync_topup(
                 refund_ids: counted.iter().map(|r| r.id.clone()).collect(),
             };
             let source = Source {
-                provider: stripe::NAME,
+                provider: stripe::NAME.into(),
                 event_id: format!("sync:{reference}"),
                 event_type: "refunds.read".into(),
                 notification: None,
@@ -641,6 +700,46 @@ pub async fn stripe_webhook(
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
     Ok(web::Json(
-        inbox.receive::<Stripe>(&slug, signature, &body).await?,
+        inbox
+            .receive::<Stripe>(&slug, stripe::NAME, signature, &body)
+            .await?,
+    ))
+}
+
+/// A tenant's own payment system reports a payment: `{payment_id, account_id, amount_nano,
+/// currency, status: succeeded | refunded, occurred_at}`, signed `Taogate-Signature: t=…,v1=…`
+/// (HMAC-SHA256 of `t.body` with the provider's secret, 300 s tolerance). Credited once per
+/// (provider, payment_id); a refund debits once.
+#[utoipa::path(tag = "payments", params(("tenant_slug" = String, Path, description = "The tenant's slug"), ("provider" = String, Path, description = "The custom provider's name")),
+    request_body = crate::billing::payments::custom::CustomPayment,
+    responses((status = 200, body = Receipt), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+#[post("/custom/{tenant_slug}/{provider}")]
+pub async fn custom_webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> ApiResult<web::Json<Receipt>> {
+    let (slug, provider) = path.into_inner();
+    let provider = custom::name("provider", &provider).map_err(|_| ApiError::NotFound {
+        what: "payment endpoint",
+    })?;
+    let inbox = Inbox {
+        db: &state.db,
+        sealer: state.config.payments.sealer(),
+        limiter: &state.limiter,
+        invalidator: &state.invalidator,
+        tolerance_secs: crate::billing::payments::signature::TOLERANCE_SECS,
+        request_id: RequestMeta::of(&req).request_id,
+    };
+    let signature = req
+        .headers()
+        .get(crate::billing::payments::notify::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    Ok(web::Json(
+        inbox
+            .receive::<Custom>(&slug, &provider, signature, &body)
+            .await?,
     ))
 }

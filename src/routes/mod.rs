@@ -71,7 +71,11 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(crate::proxy::chat::create_chat_completion)
             .service(crate::proxy::ws::chat_ws),
     );
-    cfg.service(scope::scope("/webhooks").service(billing::stripe_webhook));
+    cfg.service(
+        scope::scope("/webhooks")
+            .service(billing::stripe_webhook)
+            .service(billing::custom_webhook),
+    );
     cfg.service(
         scope::scope("/api/v1")
             .service(auth::signup)
@@ -108,6 +112,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(ledger::create_adjustment)
             .service(billing::get_stripe)
             .service(billing::put_stripe)
+            .service(billing::list_custom)
+            .service(billing::put_custom)
             .service(billing::create_checkout)
             .service(billing::list_topups)
             .service(billing::sync_topup)

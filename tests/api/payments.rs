@@ -1262,6 +1262,117 @@ fn a_stored_notification_never_applied_is_applied_by_reconcile(b: Backend) {
     assert_eq!(balance(&app, &owner, &account), 15 * UNIT);
 }
 
+fn a_resellers_own_payment_system_credits_once_and_refunds_once(b: Backend) {
+    const CUSTOM: &str = "whsec_custom_provider_secret_000001";
+    let app = spawn(b, "http://127.0.0.1:9/", ENCRYPTION_KEY);
+    let op = app.operator();
+    let (_, slug, owner) = app.tenant(&op, false);
+    let account = app.account(&owner, "Customer");
+    let (_, _, other) = app.tenant(&op, false);
+    let theirs = app.account(&other, "Theirs");
+    let shown = app
+        .put("/api/v1/billing/custom")
+        .bearer(&owner.token)
+        .json(json!({"provider": "MyPay", "webhook_secrets": [CUSTOM], "currency": "usd"}))
+        .expect(200, "")
+        .ok();
+    assert_eq!(shown["provider"], "mypay");
+    assert_eq!(
+        shown["webhook_path"],
+        format!("/webhooks/custom/{slug}/mypay")
+    );
+    assert!(!shown.to_string().contains(CUSTOM));
+    let listed = app
+        .get("/api/v1/billing/custom")
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "")
+        .ok();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    app.put("/api/v1/billing/custom")
+        .bearer(&owner.token)
+        .json(json!({"provider": "my pay", "webhook_secrets": [CUSTOM], "currency": "usd"}))
+        .expect(400, "invalid_request");
+    let path = format!("/webhooks/custom/{slug}/mypay");
+    let post = |body: &str, header: &str| {
+        app.post(&path)
+            .header("Content-Type", "application/json")
+            .header("Taogate-Signature", header)
+            .raw(Some(body.as_bytes()))
+    };
+    let payment = |id: &str, account: &str, amount: i64, status: &str| {
+        json!({"payment_id": id, "account_id": account, "amount_nano": amount, "currency": "usd",
+            "status": status, "occurred_at": "2026-12-07T12:00:00Z"})
+        .to_string()
+    };
+    let paid = payment("p-1", &account, 7 * UNIT, "succeeded");
+    let header = sign(&[&paid], CUSTOM, 0).remove(0);
+    let outcomes: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..5)
+            .map(|_| {
+                s.spawn(|| {
+                    post(&paid, &header).expect(200, "").ok()["outcome"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "credited").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(balance(&app, &owner, &account), 7 * UNIT);
+    // Forged, stale, and the Stripe endpoint's secret: nothing moves.
+    post(
+        &paid,
+        &sign(&[&paid], "whsec_not_this_providers_secret_99", 0).remove(0),
+    )
+    .expect(400, "invalid_signature");
+    post(&paid, &sign(&[&paid], CUSTOM, -301).remove(0)).expect(400, "invalid_signature");
+    app.post(&format!("/webhooks/custom/{slug}/otherpay"))
+        .header("Taogate-Signature", &header)
+        .raw(Some(paid.as_bytes()))
+        .expect(404, "not_found");
+    // The same payment id told differently is refused, not applied.
+    let changed = payment("p-1", &account, 7 * UNIT, "succeeded").replace("12:00:00", "12:00:01");
+    post(&changed, &sign(&[&changed], CUSTOM, 0).remove(0)).expect(409, "notification_conflict");
+    let send_custom = |body: &str| {
+        post(body, &sign(&[body], CUSTOM, 0).remove(0))
+            .expect(200, "")
+            .ok()["outcome"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Another tenant's account, and a refund of a payment never made: stored, nothing moves.
+    assert_eq!(
+        send_custom(&payment("p-2", &theirs, UNIT, "succeeded")),
+        "foreign_account"
+    );
+    assert_eq!(
+        send_custom(&payment("p-404", &account, UNIT, "refunded")),
+        "unknown_payment"
+    );
+    // A refund reverses once.
+    let refunded = payment("p-1", &account, 7 * UNIT, "refunded");
+    assert_eq!(send_custom(&refunded), "debited");
+    assert_eq!(send_custom(&refunded), "replayed");
+    assert_eq!(balance(&app, &owner, &account), 0);
+    assert_eq!(balance(&app, &other, &theirs), 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) AS n FROM ledger_transactions WHERE idempotency_key LIKE 'custom:mypay:%'"
+        ),
+        2
+    );
+    reconciles(&app);
+}
+
 both_backends!(
     stripe_settings_are_sealed_masked_and_tenant_scoped,
     a_checkout_top_up_is_credited_once_whatever_arrives,
@@ -1272,4 +1383,5 @@ both_backends!(
     tenants_hear_of_payments_and_low_balances_through_signed_retried_webhooks,
     postpaid_usage_reaches_the_stripe_meter_once_despite_an_outage,
     a_stored_notification_never_applied_is_applied_by_reconcile,
+    a_resellers_own_payment_system_credits_once_and_refunds_once,
 );

@@ -7,7 +7,8 @@
 -- and never leave the process unsealed; `secret_key_hint` is what may be shown.
 CREATE TABLE payment_providers (
     tenant_id TEXT NOT NULL,
-    provider TEXT NOT NULL CHECK (provider IN ('stripe')),
+    -- 'stripe', or 'custom:<name>' for a tenant's own payment system
+    provider TEXT NOT NULL CHECK (provider = 'stripe' OR provider LIKE 'custom:%'),
     secret_key_sealed TEXT NOT NULL,
     secret_key_hint TEXT NOT NULL,
     webhook_secrets_sealed TEXT NOT NULL,

@@ -20,7 +20,7 @@ use crate::models::account::{Account, AccountChanges};
 use crate::models::ledger::{LedgerAccount, NewTransaction, PostError, Posted, Posting};
 use crate::models::payment::{AutoTopup, Movement, Payment, PaymentRef, ProviderSettings};
 
-use super::{Effect, minor_to_nano};
+use super::Effect;
 
 /// What applying a notification did (stored as the notification's `outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ pub fn apply(
                 PaymentKind::External => *amount_minor,
                 _ => (*amount_minor).min(payment.requested_minor),
             };
-            let Some(nano) = minor_to_nano(credit_minor, currency, settings.nano_per_unit) else {
+            let Some(nano) = settings.to_nano(credit_minor) else {
                 return Ok(Applied::just(Outcome::OutOfRange, Some(&payment)));
             };
             let key = format!("{provider}:{reference}");
@@ -265,7 +265,8 @@ pub fn apply(
             let total = if target == payment.paid_minor {
                 payment.credited_nano.0
             } else {
-                minor_to_nano(target, currency, settings.nano_per_unit)
+                settings
+                    .to_nano(target)
                     .map_or(payment.credited_nano.0, |n| {
                         n.0.min(payment.credited_nano.0)
                     })
@@ -323,8 +324,7 @@ pub fn apply(
             // At most what the payment still has credited after refunds.
             let refunded = -moved_of(conn, &payment.id, MovementKind::Refund)?;
             let left = payment.credited_nano.0 - refunded;
-            let asked = minor_to_nano(*amount_minor, currency, settings.nano_per_unit)
-                .map_or(left, |n| n.0);
+            let asked = settings.to_nano(*amount_minor).map_or(left, |n| n.0);
             let nano = asked.min(left).max(0);
             let key = format!("{provider}:dispute:{dispute}");
             let posted = if nano > 0 {

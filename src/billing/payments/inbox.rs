@@ -37,7 +37,7 @@ pub struct Inbox<'a> {
 
 /// Where an effect came from (for the audit entry and the tenant's notification).
 pub struct Source {
-    pub provider: &'static str,
+    pub provider: String,
     pub event_id: String,
     pub event_type: String,
     /// The stored notification, when it came as one.
@@ -65,14 +65,16 @@ fn refused(e: Refused) -> ApiError {
 }
 
 impl Inbox<'_> {
-    /// Receives one notification of provider `P` for the tenant with `slug`.
+    /// Receives one notification for the tenant with `slug` from its provider named `provider`,
+    /// read as `P` reads them.
     pub async fn receive<P: Provider>(
         &self,
         slug: &str,
+        provider: &str,
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<Receipt, ApiError> {
-        let slug_owned = slug.to_owned();
+        let (slug_owned, name) = (slug.to_owned(), provider.to_owned());
         let found = self
             .db
             .run(move |c| {
@@ -81,7 +83,7 @@ impl Inbox<'_> {
                     Err(diesel::result::Error::NotFound) => return Ok(None),
                     Err(e) => return Err(e),
                 };
-                ProviderSettings::find(c, &tenant.id, P::NAME)
+                ProviderSettings::find(c, &tenant.id, &name)
             })
             .await?;
         let settings = found.ok_or(ApiError::NotFound {
@@ -110,7 +112,7 @@ impl Inbox<'_> {
         let digest = crate::crypto::sha256_hex(body);
         let notification = Notification {
             id: uuid::Uuid::now_v7().to_string(),
-            provider: P::NAME.to_owned(),
+            provider: provider.to_owned(),
             event_id: inbound.event_id.clone(),
             tenant_id: settings.tenant_id.clone(),
             event_type: inbound.event_type.clone(),
@@ -141,7 +143,7 @@ impl Inbox<'_> {
 
         // 2. Applied, with its audit trail, in one transaction.
         let source = Source {
-            provider: P::NAME,
+            provider: provider.to_owned(),
             event_id: stored.event_id.clone(),
             event_type: stored.event_type.clone(),
             notification: Some(stored.id.clone()),
@@ -241,22 +243,24 @@ pub fn apply_recorded(
     Ok(applied)
 }
 
-/// Applies the Stripe notifications that were stored but never applied (a crash between storing
+/// Applies the notifications that were stored but never applied (a crash between storing
 /// and applying, and no redelivery), received more than a minute ago; how many (`taogate
 /// reconcile`). They were verified when stored.
 pub fn apply_stored(c: &mut crate::db::DbConn) -> Result<usize, ApiError> {
     let cutoff = crate::db::now() - chrono::Duration::seconds(60);
     let mut applied = 0;
-    for n in Notification::unprocessed(c, super::stripe::NAME, cutoff)? {
+    for n in Notification::unprocessed(c, cutoff)? {
         let Some(settings) = ProviderSettings::find(c, &n.tenant_id, &n.provider)? else {
             continue;
         };
-        let effect = match super::stripe::Stripe::read(n.payload.as_bytes()) {
-            Ok(inbound) => inbound.effect,
-            Err(_) => Effect::Ignored,
+        let read = if n.provider.starts_with(super::CUSTOM_PREFIX) {
+            super::custom::Custom::read(n.payload.as_bytes())
+        } else {
+            super::stripe::Stripe::read(n.payload.as_bytes())
         };
+        let effect = read.map_or(Effect::Ignored, |inbound| inbound.effect);
         let source = Source {
-            provider: super::stripe::NAME,
+            provider: n.provider.clone(),
             event_id: n.event_id.clone(),
             event_type: n.event_type.clone(),
             notification: Some(n.id.clone()),

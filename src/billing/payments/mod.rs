@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod auto_topup;
+pub mod custom;
 pub mod inbox;
 pub mod meters;
 pub mod notify;
@@ -263,6 +264,23 @@ pub fn nano_to_minor(nano: Nano, currency: &str, nano_per_unit: i64) -> Option<i
     (per > 0 && scaled % per == 0)
         .then(|| i64::try_from(scaled / per).ok())
         .flatten()
+}
+
+/// A provider name is `stripe`, or `custom:<name>` for a tenant's own payment system.
+pub const CUSTOM_PREFIX: &str = "custom:";
+
+impl crate::models::payment::ProviderSettings {
+    /// Nano-units for an amount in the provider's units: the currency's minor units at the
+    /// tenant's rate (rounded down), or nano-units as they are for a tenant's own provider.
+    pub fn to_nano(&self, amount: i64) -> Option<Nano> {
+        if self.provider.starts_with(CUSTOM_PREFIX) {
+            (0..=crate::billing::amount::MAX_AMOUNT_NANO)
+                .contains(&amount)
+                .then_some(Nano(amount))
+        } else {
+            minor_to_nano(amount, &self.currency, self.nano_per_unit)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -67,8 +67,8 @@ pub struct StripeSettingsView {
 }
 
 /// Sealing contexts: a value sealed for one tenant and field opens for no other.
-fn context(field: &str, tenant: &TenantId) -> String {
-    format!("stripe.{field}:{tenant}")
+fn context(provider: &str, field: &str, tenant: &TenantId) -> String {
+    format!("{provider}.{field}:{tenant}")
 }
 
 fn key_like(field: &str, value: &str, prefixes: &[&str]) -> ApiResult<()> {
@@ -153,10 +153,15 @@ impl StripeSettingsInput {
         Ok(ProviderSettings {
             tenant_id: tenant.clone(),
             provider: super::stripe::NAME.to_owned(),
-            secret_key_sealed: sealer
-                .seal(self.secret_key.as_bytes(), &context("secret_key", tenant)),
+            secret_key_sealed: sealer.seal(
+                self.secret_key.as_bytes(),
+                &context(super::stripe::NAME, "secret_key", tenant),
+            ),
             secret_key_hint: hint(&self.secret_key),
-            webhook_secrets_sealed: sealer.seal(&secrets, &context("webhook_secrets", tenant)),
+            webhook_secrets_sealed: sealer.seal(
+                &secrets,
+                &context(super::stripe::NAME, "webhook_secrets", tenant),
+            ),
             webhook_secret_count: self.webhook_secrets.len() as i32,
             currency,
             nano_per_unit,
@@ -185,10 +190,13 @@ impl std::fmt::Debug for Unsealed {
 /// Opens the settings' secrets.
 pub fn unseal(settings: &ProviderSettings, sealer: &Sealer) -> Result<Unsealed, SealError> {
     let tenant = &settings.tenant_id;
-    let key = sealer.open(&settings.secret_key_sealed, &context("secret_key", tenant))?;
+    let key = sealer.open(
+        &settings.secret_key_sealed,
+        &context(&settings.provider, "secret_key", tenant),
+    )?;
     let secrets = sealer.open(
         &settings.webhook_secrets_sealed,
-        &context("webhook_secrets", tenant),
+        &context(&settings.provider, "webhook_secrets", tenant),
     )?;
     Ok(Unsealed {
         secret_key: String::from_utf8(key).map_err(|_| SealError::Open)?,
@@ -209,5 +217,95 @@ pub fn view(settings: &ProviderSettings, tenant_slug: &str) -> StripeSettingsVie
         max_topup_nano: settings.max_topup_nano,
         dispute_policy: settings.dispute_policy,
         meter_event_name: settings.meter_event_name.clone(),
+    }
+}
+
+/// `PUT /api/v1/billing/custom`: a tenant's own payment system.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomProviderInput {
+    /// Its name (1-40 letters, digits, `-`, `_`): the webhook is
+    /// `/webhooks/custom/{tenant_slug}/{provider}`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,40}$")]
+    pub provider: String,
+    /// Signing secrets (`whsec_…`, at least 24 characters after it); two while one is rotated.
+    #[schema(min_items = 1, max_items = 5)]
+    pub webhook_secrets: Vec<String>,
+    /// The currency its amounts are in (ISO 4217): the tenant's ledger currency.
+    #[schema(min_length = 3, max_length = 3)]
+    pub currency: String,
+}
+
+/// A custom provider as shown.
+#[derive(Serialize, ToSchema)]
+pub struct CustomProviderView {
+    pub object: &'static str,
+    pub provider: String,
+    pub webhook_secret_count: i32,
+    pub webhook_path: String,
+    pub currency: String,
+}
+
+impl CustomProviderInput {
+    /// Checks it and seals its secrets for `tenant`.
+    pub fn seal(self, tenant: &TenantId, sealer: &Sealer) -> ApiResult<ProviderSettings> {
+        let provider = super::custom::name("provider", &self.provider)?;
+        if self.webhook_secrets.is_empty() || self.webhook_secrets.len() > MAX_WEBHOOK_SECRETS {
+            return Err(ApiError::invalid_param(
+                "webhook_secrets",
+                format!("webhook_secrets must hold 1 to {MAX_WEBHOOK_SECRETS} secrets"),
+            ));
+        }
+        for secret in &self.webhook_secrets {
+            key_like("webhook_secrets", secret, &["whsec_"])?;
+            if secret.len() < 30 {
+                return Err(ApiError::invalid_param(
+                    "webhook_secrets",
+                    "a webhook secret needs at least 24 characters after whsec_",
+                ));
+            }
+        }
+        let currency = self.currency.to_ascii_lowercase();
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(ApiError::invalid_param(
+                "currency",
+                "currency must be a three-letter ISO 4217 code",
+            ));
+        }
+        let secrets = serde_json::to_vec(&self.webhook_secrets).map_err(ApiError::internal_msg)?;
+        let now = crate::db::now();
+        Ok(ProviderSettings {
+            tenant_id: tenant.clone(),
+            secret_key_sealed: sealer.seal(b"", &context(&provider, "secret_key", tenant)),
+            secret_key_hint: String::new(),
+            webhook_secrets_sealed: sealer
+                .seal(&secrets, &context(&provider, "webhook_secrets", tenant)),
+            webhook_secret_count: self.webhook_secrets.len() as i32,
+            provider,
+            currency,
+            nano_per_unit: 1,
+            min_topup_nano: Nano(1),
+            max_topup_nano: Nano(amount::MAX_AMOUNT_NANO),
+            dispute_policy: DisputePolicy::Debit,
+            meter_event_name: None,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
+
+/// How a custom provider is shown.
+pub fn custom_view(settings: &ProviderSettings, tenant_slug: &str) -> CustomProviderView {
+    let name = settings
+        .provider
+        .strip_prefix(super::CUSTOM_PREFIX)
+        .unwrap_or(&settings.provider)
+        .to_owned();
+    CustomProviderView {
+        object: "custom_provider",
+        webhook_path: format!("/webhooks/custom/{tenant_slug}/{name}"),
+        provider: name,
+        webhook_secret_count: settings.webhook_secret_count,
+        currency: settings.currency.clone(),
     }
 }
