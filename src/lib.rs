@@ -23,5 +23,6 @@ pub mod proxy;
 pub mod redis_link;
 pub mod routes;
 pub mod state;
+pub mod substrate;
 pub mod validate;
 pub mod worker;

@@ -10,13 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use blake2::{Blake2b512, Digest};
 use schnorrkel::{ExpansionMode, Keypair, MiniSecretKey, PublicKey, SecretKey, Signature};
 use serde_json::Value;
 
 const SIGNING_CONTEXT: &[u8] = b"substrate";
-/// Generic substrate address format, used by bittensor.
-const SS58_PREFIX: u8 = 42;
 
 pub struct Hotkey {
     keypair: Keypair,
@@ -48,11 +45,8 @@ impl Hotkey {
     /// of PBKDF2-HMAC-SHA512(entropy, "mnemonic", 2048 rounds) — over the phrase's entropy, not
     /// its words (substrate-bip39), with no password.
     pub fn from_phrase(phrase: &str) -> anyhow::Result<Self> {
-        let mnemonic = bip39::Mnemonic::parse_in_normalized(bip39::Language::English, phrase)
-            .map_err(|e| anyhow::anyhow!("secretPhrase is not a valid BIP-39 phrase: {e}"))?;
-        let mut seed = [0u8; 64];
-        pbkdf2::pbkdf2_hmac::<sha2::Sha512>(&mnemonic.to_entropy(), b"mnemonic", 2048, &mut seed);
-        let mini: [u8; 32] = seed[..32].try_into().expect("64-byte seed");
+        let mini = crate::substrate::mini_secret_from_phrase(phrase)
+            .map_err(|e| anyhow::anyhow!("secretPhrase is {e}"))?;
         Ok(Self::from_seed(mini))
     }
 
@@ -157,30 +151,7 @@ fn decode_hex(s: &str) -> anyhow::Result<Vec<u8>> {
     hex::decode(s.strip_prefix("0x").unwrap_or(s)).context("not hex")
 }
 
-fn checksum(data: &[u8]) -> [u8; 2] {
-    let mut h = Blake2b512::new();
-    h.update(b"SS58PRE");
-    h.update(data);
-    let out = h.finalize();
-    [out[0], out[1]]
-}
-
-pub fn ss58_encode(public: &[u8; 32]) -> String {
-    let mut data = Vec::with_capacity(35);
-    data.push(SS58_PREFIX);
-    data.extend_from_slice(public);
-    let sum = checksum(&data);
-    data.extend_from_slice(&sum);
-    bs58::encode(data).into_string()
-}
-
-pub fn ss58_decode(address: &str) -> Option<[u8; 32]> {
-    let data = bs58::decode(address).into_vec().ok()?;
-    if data.len() != 35 || data[0] != SS58_PREFIX || checksum(&data[..33]) != data[33..] {
-        return None;
-    }
-    data[1..33].try_into().ok()
-}
+pub use crate::substrate::{ss58_decode, ss58_encode};
 
 #[cfg(test)]
 mod tests {
