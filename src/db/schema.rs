@@ -229,6 +229,8 @@ diesel::table! {
         max_topup_nano -> BigInt,
         dispute_policy -> Text,
         meter_event_name -> Nullable<Text>,
+        server_url -> Nullable<Text>,
+        store_id -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }

@@ -42,6 +42,10 @@ pub struct ProviderSettings {
     pub dispute_policy: DisputePolicy,
     /// Postpaid usage goes to this Stripe Billing Meter (its event name), if set.
     pub meter_event_name: Option<String>,
+    /// A self-hosted provider's server (BTCPay's base URL).
+    pub server_url: Option<String>,
+    /// The tenant's store on it.
+    pub store_id: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }

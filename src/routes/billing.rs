@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::billing::amount::{self, Sign};
 use crate::billing::payments::auto_topup::{AutoTopupInput, AutoTopupView};
+use crate::billing::payments::btcpay::{self, BtcPay, BtcPaySettingsInput, BtcPaySettingsView};
 use crate::billing::payments::custom::{self, Custom};
 use crate::billing::payments::inbox::{Inbox, Receipt, Source};
 use crate::billing::payments::notify::{self, TenantWebhookInput, TenantWebhookView};
@@ -149,6 +150,9 @@ pub async fn put_custom(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCheckout {
+    /// `stripe` (the default: card, Stripe Checkout) or `btcpay` (BTC / Lightning, a BTCPay
+    /// Server invoice).
+    pub provider: Option<CheckoutProvider>,
     /// The account to top up: required for owners and admins; a developer tops up their own.
     #[schema(
         pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -164,6 +168,13 @@ pub struct CreateCheckout {
     /// Where Stripe sends the customer if they go back (http or https URL).
     #[schema(max_length = 2048, pattern = "^https?://[^\\s]+$")]
     pub cancel_url: String,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckoutProvider {
+    Stripe,
+    Btcpay,
 }
 
 /// A top-up as shown.
@@ -261,23 +272,29 @@ pub async fn create_checkout(
         .run(move |c| Account::find_in_tenant(c, &t, &a))
         .await
         .not_found_as("account")?;
-    let (settings, api) =
-        stripe_account::client(&state.db, &state.config.payments, &tenant).await?;
-    let provider = Stripe::new(state.db.clone(), api);
     let payer = Payer {
         success_url,
         cancel_url,
     };
-    let started = topup::start(
-        &state.db,
-        &provider,
-        &settings,
-        &account,
-        amount,
-        caller.actor(&meta),
-        &payer,
-    )
-    .await?;
+    let actor = caller.actor(&meta);
+    let started = match body.provider.unwrap_or(CheckoutProvider::Stripe) {
+        CheckoutProvider::Stripe => {
+            let (settings, api) =
+                stripe_account::client(&state.db, &state.config.payments, &tenant).await?;
+            let provider = Stripe::new(state.db.clone(), api);
+            topup::start(
+                &state.db, &provider, &settings, &account, amount, actor, &payer,
+            )
+            .await?
+        }
+        CheckoutProvider::Btcpay => {
+            let (settings, provider) = btcpay_client(&state, &tenant).await?;
+            topup::start(
+                &state.db, &provider, &settings, &account, amount, actor, &payer,
+            )
+            .await?
+        }
+    };
     let mut view = TopupView::from(started.payment);
     view.url = Some(started.url);
     Ok(HttpResponse::Created().json(view))
@@ -740,6 +757,125 @@ pub async fn custom_webhook(
     Ok(web::Json(
         inbox
             .receive::<Custom>(&slug, &provider, signature, &body)
+            .await?,
+    ))
+}
+
+/// The tenant's BTCPay settings and a client for its store.
+async fn btcpay_client(
+    state: &AppState,
+    tenant: &crate::domain::TenantId,
+) -> ApiResult<(ProviderSettings, BtcPay)> {
+    let id = tenant.clone();
+    let settings = state
+        .db
+        .run(move |c| ProviderSettings::find(c, &id, btcpay::NAME))
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "payments_not_configured",
+                "this tenant has not configured BTCPay Server (PUT /api/v1/billing/btcpay)",
+            )
+        })?;
+    let sealer = state
+        .config
+        .payments
+        .sealer()
+        .ok_or(ApiError::Unavailable)?;
+    let secrets = settings::unseal(&settings, &sealer).map_err(|e| {
+        tracing::error!(tenant = %settings.tenant_id, error = %e, "stored payment secrets do not open");
+        ApiError::Unavailable
+    })?;
+    let timeout = std::time::Duration::from_millis(state.config.payments.stripe.timeout_ms);
+    let client = BtcPay::new(&settings, secrets.secret_key, timeout)?;
+    Ok((settings, client))
+}
+
+/// The tenant's BTCPay Server settings, masked (owner, admin, finance).
+#[utoipa::path(tag = "payments", responses((status = 200, body = BtcPaySettingsView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/billing/btcpay")]
+pub async fn get_btcpay(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> ApiResult<web::Json<BtcPaySettingsView>> {
+    let tenant = caller.tenant_reader()?.clone();
+    let (settings, slug) = state
+        .db
+        .run(move |c| {
+            Ok((
+                ProviderSettings::find(c, &tenant, btcpay::NAME)?,
+                Tenant::find(c, &tenant)?.slug,
+            ))
+        })
+        .await?;
+    let settings = settings.ok_or(ApiError::NotFound {
+        what: "btcpay settings",
+    })?;
+    Ok(web::Json(btcpay::view(&settings, &slug)))
+}
+
+/// Sets the tenant's BTCPay Server (owner, admin): its URL, store, Greenfield API key and the store
+/// webhook's secret (sealed at rest, never shown again).
+#[utoipa::path(tag = "payments", request_body = BtcPaySettingsInput,
+    responses((status = 200, body = BtcPaySettingsView), (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[put("/billing/btcpay")]
+pub async fn put_btcpay(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: Json<BtcPaySettingsInput>,
+) -> ApiResult<web::Json<BtcPaySettingsView>> {
+    let tenant = caller.managed_tenant()?.clone();
+    let sealer = state.config.payments.sealer().ok_or_else(|| {
+        ApiError::conflict(
+            "encryption_key_missing",
+            "payment secrets cannot be stored: the operator has not set payments.encryption_key",
+        )
+    })?;
+    let settings = body.into_inner().seal(&tenant, &sealer)?;
+    let actor = caller.actor(&meta);
+    let (saved, slug) = state
+        .db
+        .write(move |c| {
+            let slug = Tenant::find(c, &tenant)?.slug;
+            let saved = settings.save(c)?;
+            AuditEntry::record(c, &actor, Some(&tenant), "billing.btcpay.update", ("tenant", tenant.as_str()),
+                serde_json::json!({"server_url": saved.server_url, "store_id": saved.store_id, "currency": saved.currency}))?;
+            Ok::<_, ApiError>((saved, slug))
+        })
+        .await?;
+    Ok(web::Json(btcpay::view(&saved, &slug)))
+}
+
+/// BTCPay Server's webhook for a tenant: the raw body and `BTCPay-Sig: sha256=<hex HMAC>`,
+/// verified against the tenant's webhook secrets; `InvoiceSettled` credits the invoice's top-up
+/// once, `InvoiceExpired` / `InvoiceInvalid` fail it.
+#[utoipa::path(tag = "payments", params(("tenant_slug" = String, Path, description = "The tenant's slug")),
+    request_body(content = serde_json::Value, description = "A BTCPay webhook delivery", content_type = "application/json"),
+    responses((status = 200, body = Receipt), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+#[post("/btcpay/{tenant_slug}")]
+pub async fn btcpay_webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    slug: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<web::Json<Receipt>> {
+    let inbox = Inbox {
+        db: &state.db,
+        sealer: state.config.payments.sealer(),
+        limiter: &state.limiter,
+        invalidator: &state.invalidator,
+        tolerance_secs: 0,
+        request_id: RequestMeta::of(&req).request_id,
+    };
+    let signature = req
+        .headers()
+        .get(btcpay::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    Ok(web::Json(
+        inbox
+            .receive::<BtcPay>(&slug, btcpay::NAME, signature, &body)
             .await?,
     ))
 }

@@ -74,7 +74,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(
         scope::scope("/webhooks")
             .service(billing::stripe_webhook)
-            .service(billing::custom_webhook),
+            .service(billing::custom_webhook)
+            .service(billing::btcpay_webhook),
     );
     cfg.service(
         scope::scope("/api/v1")
@@ -112,6 +113,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(ledger::create_adjustment)
             .service(billing::get_stripe)
             .service(billing::put_stripe)
+            .service(billing::get_btcpay)
+            .service(billing::put_btcpay)
             .service(billing::list_custom)
             .service(billing::put_custom)
             .service(billing::create_checkout)

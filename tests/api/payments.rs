@@ -1373,6 +1373,158 @@ fn a_resellers_own_payment_system_credits_once_and_refunds_once(b: Backend) {
     reconciles(&app);
 }
 
+/// `BTCPay-Sig` for `body`, computed here as BTCPay documents it: `sha256=` + hex HMAC-SHA256 of the
+/// raw body with the webhook secret.
+fn btcpay_sig(body: &str, secret: &str) -> String {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn btcpay_invoices_credit_once_when_settled(b: Backend) {
+    const KEY: &str = "greenfield-api-key-0123456789";
+    const HOOK: &str = "btcpay-webhook-secret-0001";
+    let server = Proc::start_program(
+        &python(),
+        &[
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/btcpay_standin.py"),
+            "--port",
+            "0",
+            "--api-key",
+            KEY,
+            "--store",
+            "Store1",
+        ],
+    );
+    let app = spawn(b, "http://127.0.0.1:9/", ENCRYPTION_KEY);
+    let op = app.operator();
+    let (_, slug, owner) = app.tenant(&op, false);
+    let account = app.account(&owner, "Customer");
+    let shown = app
+        .put("/api/v1/billing/btcpay")
+        .bearer(&owner.token)
+        .json(
+            json!({"server_url": server.url, "store_id": "Store1", "api_key": KEY,
+            "webhook_secrets": [HOOK], "currency": "usd"}),
+        )
+        .expect(200, "")
+        .ok();
+    assert_eq!(shown["api_key"], "…6789");
+    assert_eq!(shown["webhook_path"], format!("/webhooks/btcpay/{slug}"));
+    let read = app
+        .get("/api/v1/billing/btcpay")
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "");
+    assert!(!read.text.contains(KEY) && !read.text.contains(HOOK));
+    let checkout = |amount: i64| {
+        app.post("/api/v1/billing/checkout")
+            .bearer(&owner.token)
+            .json(json!({"provider": "btcpay", "account_id": account, "amount_nano": amount,
+                "success_url": "https://shop.example.com/paid", "cancel_url": "https://shop.example.com/back"}))
+            .expect(201, "")
+            .ok()
+    };
+    let paid = checkout(25 * UNIT);
+    let invoice = paid["payment_reference"].as_str().unwrap().to_owned();
+    assert_eq!(paid["url"], format!("{}i/{invoice}", server.url));
+    assert_eq!(paid["provider"], "btcpay");
+    let seen: Value = ureq::get(&format!("{}_standin/requests", server.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let created = &seen[0];
+    assert_eq!(created["path"], "/api/v1/stores/Store1/invoices");
+    assert_eq!(created["authorization"], format!("token {KEY}"));
+    assert_eq!(created["body"]["amount"], "25.00");
+    assert_eq!(created["body"]["currency"], "USD");
+    assert_eq!(
+        created["body"]["metadata"]["taogate_account_id"],
+        account.as_str()
+    );
+    // Settled, delivered four times at once (each a redelivery with its own deliveryId): one credit.
+    let settled = |delivery: &str, invoice: &str| {
+        json!({"deliveryId": delivery, "webhookId": "wh1", "originalDeliveryId": "d-0",
+            "isRedelivery": delivery != "d-0", "type": "InvoiceSettled", "timestamp": 1_765_000_000,
+            "storeId": "Store1", "invoiceId": invoice, "manuallyMarked": false, "overPaid": false})
+        .to_string()
+    };
+    let post = |body: &str, sig: Option<&str>| {
+        let mut req = app
+            .post(&format!("/webhooks/btcpay/{slug}"))
+            .header("Content-Type", "application/json");
+        if let Some(sig) = sig {
+            req = req.header("BTCPay-Sig", sig);
+        }
+        req.raw(Some(body.as_bytes()))
+    };
+    let outcomes: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let body = settled(&format!("d-{i}"), &invoice);
+                let post = &post;
+                s.spawn(move || {
+                    post(&body, Some(&btcpay_sig(&body, HOOK)))
+                        .expect(200, "")
+                        .ok()["outcome"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "credited").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(balance(&app, &owner, &account), 25 * UNIT);
+    // Forged, unsigned, another secret: 400, nothing stored.
+    let body = settled("d-9", &invoice);
+    post(&body, Some(&btcpay_sig(&body, "someone-elses-secret-xx")))
+        .expect(400, "invalid_signature");
+    post(&body, None).expect(400, "invalid_signature");
+    post(&body, Some("sha256=00")).expect(400, "invalid_signature");
+    // Another invoice expires: failed, nothing moves; an invoice taogate never made: nothing moves.
+    let other = checkout(5 * UNIT)["payment_reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let expired = json!({"deliveryId": "d-x", "type": "InvoiceExpired", "storeId": "Store1", "invoiceId": other}).to_string();
+    assert_eq!(
+        post(&expired, Some(&btcpay_sig(&expired, HOOK)))
+            .expect(200, "")
+            .ok()["outcome"],
+        "marked"
+    );
+    let stranger = settled("d-s", "NotOurInvoice");
+    assert_eq!(
+        post(&stranger, Some(&btcpay_sig(&stranger, HOOK)))
+            .expect(200, "")
+            .ok()["outcome"],
+        "unknown_payment"
+    );
+    let topups = app
+        .get(&format!("/api/v1/billing/topups?account_id={account}"))
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "")
+        .ok();
+    let states: Vec<&str> = topups["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded", "expired"], "{topups}");
+    assert_eq!(balance(&app, &owner, &account), 25 * UNIT);
+    reconciles(&app);
+}
+
 both_backends!(
     stripe_settings_are_sealed_masked_and_tenant_scoped,
     a_checkout_top_up_is_credited_once_whatever_arrives,
@@ -1384,4 +1536,5 @@ both_backends!(
     postpaid_usage_reaches_the_stripe_meter_once_despite_an_outage,
     a_stored_notification_never_applied_is_applied_by_reconcile,
     a_resellers_own_payment_system_credits_once_and_refunds_once,
+    btcpay_invoices_credit_once_when_settled,
 );

@@ -7,8 +7,8 @@
 -- and never leave the process unsealed; `secret_key_hint` is what may be shown.
 CREATE TABLE payment_providers (
     tenant_id TEXT NOT NULL,
-    -- 'stripe', or 'custom:<name>' for a tenant's own payment system
-    provider TEXT NOT NULL CHECK (provider = 'stripe' OR provider LIKE 'custom:%'),
+    -- 'stripe', 'btcpay', or 'custom:<name>' for a tenant's own payment system
+    provider TEXT NOT NULL CHECK (provider IN ('stripe', 'btcpay') OR provider LIKE 'custom:%'),
     secret_key_sealed TEXT NOT NULL,
     secret_key_hint TEXT NOT NULL,
     webhook_secrets_sealed TEXT NOT NULL,
@@ -20,6 +20,9 @@ CREATE TABLE payment_providers (
     dispute_policy TEXT NOT NULL CHECK (dispute_policy IN ('debit', 'debit_and_suspend')),
     -- postpaid usage is pushed to this Stripe Billing Meter (event name); NULL: not pushed
     meter_event_name TEXT,
+    -- a self-hosted provider's server (BTCPay: its base URL) and the tenant's place in it (store id)
+    server_url TEXT,
+    store_id TEXT,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL,
     PRIMARY KEY (tenant_id, provider)

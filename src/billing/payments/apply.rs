@@ -109,7 +109,8 @@ pub fn apply(
             amount_minor,
             currency,
         } => {
-            if *currency != settings.currency {
+            // Empty: the provider did not say (BTCPay's "settled"): the payment's own currency.
+            if !currency.is_empty() && *currency != settings.currency {
                 return Ok(Applied::just(Outcome::CurrencyMismatch, None));
             }
             let found = find(
@@ -123,7 +124,10 @@ pub fn apply(
                 Some(p) => p,
                 None => {
                     // A payment we did not start (the tenant's dashboard, a payment link): it
-                    // must name one of this tenant's accounts.
+                    // must say what was paid and name one of this tenant's accounts.
+                    let Some(amount_minor) = amount_minor else {
+                        return Ok(Applied::just(Outcome::UnknownPayment, None));
+                    };
                     let Some(account) =
                         own_account(conn, &settings.tenant_id, account_hint.as_deref())?
                     else {
@@ -167,9 +171,10 @@ pub fn apply(
                 };
                 return Ok(Applied::just(outcome, Some(&payment)));
             }
+            let paid_minor = amount_minor.unwrap_or(payment.requested_minor);
             let credit_minor = match payment.kind {
-                PaymentKind::External => *amount_minor,
-                _ => (*amount_minor).min(payment.requested_minor),
+                PaymentKind::External => paid_minor,
+                _ => paid_minor.min(payment.requested_minor),
             };
             let Some(nano) = settings.to_nano(credit_minor) else {
                 return Ok(Applied::just(Outcome::OutOfRange, Some(&payment)));
@@ -186,7 +191,7 @@ pub fn apply(
             if payment.session_id.is_none() {
                 payment.session_id = session.clone();
             }
-            payment.paid_minor = *amount_minor;
+            payment.paid_minor = paid_minor;
             payment.credited_nano = nano;
             payment.save_progress(conn)?;
             if payment.kind == PaymentKind::AutoTopup {

@@ -103,7 +103,7 @@ impl Custom {
                 session: None,
                 payment_hint: None,
                 account_hint: Some(p.account_id),
-                amount_minor: p.amount_nano,
+                amount_minor: Some(p.amount_nano),
                 currency,
             },
             CustomStatus::Refunded => Effect::Refunded {
@@ -158,7 +158,7 @@ mod tests {
         let read = Custom::read(good.to_string().as_bytes()).unwrap();
         assert_eq!(read.event_id, "p-1:succeeded:5");
         assert!(
-            matches!(read.effect, Effect::Paid { amount_minor: 5, ref currency, .. } if currency == "usd")
+            matches!(read.effect, Effect::Paid { amount_minor: Some(5), ref currency, .. } if currency == "usd")
         );
         for (field, bad) in [
             ("amount_nano", serde_json::json!(-1)),

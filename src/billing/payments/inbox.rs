@@ -255,6 +255,8 @@ pub fn apply_stored(c: &mut crate::db::DbConn) -> Result<usize, ApiError> {
         };
         let read = if n.provider.starts_with(super::CUSTOM_PREFIX) {
             super::custom::Custom::read(n.payload.as_bytes())
+        } else if n.provider == super::btcpay::NAME {
+            super::btcpay::BtcPay::read(n.payload.as_bytes())
         } else {
             super::stripe::Stripe::read(n.payload.as_bytes())
         };

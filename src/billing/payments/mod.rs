@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod auto_topup;
+pub mod btcpay;
 pub mod custom;
 pub mod inbox;
 pub mod meters;
@@ -180,7 +181,10 @@ pub enum Effect {
         payment_hint: Option<String>,
         /// The account it is for, as the notification says (client_reference_id / metadata).
         account_hint: Option<String>,
-        amount_minor: i64,
+        /// What was received; `None`: exactly what the payment asked for (a provider that says
+        /// "paid in full" without an amount — only for payments taogate started).
+        amount_minor: Option<i64>,
+        /// Empty when the provider does not say (then: the payment's own currency).
         currency: String,
     },
     /// A started payment will not be paid.

@@ -67,7 +67,7 @@ pub struct StripeSettingsView {
 }
 
 /// Sealing contexts: a value sealed for one tenant and field opens for no other.
-fn context(provider: &str, field: &str, tenant: &TenantId) -> String {
+pub(super) fn context(provider: &str, field: &str, tenant: &TenantId) -> String {
     format!("{provider}.{field}:{tenant}")
 }
 
@@ -169,6 +169,8 @@ impl StripeSettingsInput {
             max_topup_nano: max,
             dispute_policy: self.dispute_policy.unwrap_or(DisputePolicy::Debit),
             meter_event_name: self.meter_event_name,
+            server_url: None,
+            store_id: None,
             created_at: now,
             updated_at: now,
         })
@@ -288,6 +290,8 @@ impl CustomProviderInput {
             max_topup_nano: Nano(amount::MAX_AMOUNT_NANO),
             dispute_policy: DisputePolicy::Debit,
             meter_event_name: None,
+            server_url: None,
+            store_id: None,
             created_at: now,
             updated_at: now,
         })

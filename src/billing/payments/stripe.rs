@@ -201,11 +201,11 @@ fn effect(kind: &str, object_value: Value) -> Result<Effect, Refused> {
                 account_hint: s
                     .client_reference_id
                     .filter(|c| !c.is_empty() && c.len() <= MAX_ID),
-                amount_minor: amount(
+                amount_minor: Some(amount(
                     "data.object.amount_total",
                     s.amount_total
                         .ok_or_else(|| unreadable("a paid session without `amount_total`"))?,
-                )?,
+                )?),
                 currency: currency(
                     s.currency
                         .ok_or_else(|| unreadable("a paid session without `currency`"))?,
@@ -231,10 +231,10 @@ fn effect(kind: &str, object_value: Value) -> Result<Effect, Refused> {
                 session: None,
                 payment_hint: meta(&p.metadata, "taogate_payment_id"),
                 account_hint: meta(&p.metadata, "taogate_account_id"),
-                amount_minor: amount(
+                amount_minor: Some(amount(
                     "data.object.amount_received",
                     p.amount_received.unwrap_or(p.amount),
-                )?,
+                )?),
                 currency: currency(p.currency)?,
             }
         }
@@ -366,7 +366,7 @@ mod tests {
                 session: Some("cs_1".into()),
                 payment_hint: Some("p1".into()),
                 account_hint: Some("acct".into()),
-                amount_minor: 1000,
+                amount_minor: Some(1000),
                 currency: "usd".into(),
             }
         );
