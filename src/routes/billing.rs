@@ -33,6 +33,65 @@ use crate::models::{List, Page, utc};
 use crate::routes::ledger::{AccountQuery, account_of};
 use crate::state::AppState;
 
+/// The operator's sealing key, or 409 `encryption_key_missing`.
+fn sealer(state: &AppState) -> ApiResult<crate::billing::payments::seal::Sealer> {
+    state.config.payments.sealer().ok_or_else(|| {
+        ApiError::conflict(
+            "encryption_key_missing",
+            "payment secrets cannot be stored: the operator has not set payments.encryption_key",
+        )
+    })
+}
+
+/// The tenant's settings for `provider` (404 if none) and its slug.
+async fn load_provider(
+    state: &AppState,
+    tenant: crate::domain::TenantId,
+    provider: &'static str,
+    what: &'static str,
+) -> ApiResult<(ProviderSettings, String)> {
+    let (settings, slug) = state
+        .db
+        .run(move |c| {
+            let slug = Tenant::find(c, &tenant)?.slug;
+            Ok((ProviderSettings::find(c, &tenant, provider)?, slug))
+        })
+        .await?;
+    Ok((settings.ok_or(ApiError::NotFound { what })?, slug))
+}
+
+/// Saves a tenant's provider settings with an audit entry (never a secret: the key's hint and how
+/// many webhook secrets); the saved settings and the tenant's slug.
+async fn save_provider(
+    state: &AppState,
+    actor: crate::models::audit::Actor,
+    settings: ProviderSettings,
+) -> ApiResult<(ProviderSettings, String)> {
+    state
+        .db
+        .write(move |c| {
+            let tenant = settings.tenant_id.clone();
+            let slug = Tenant::find(c, &tenant)?.slug;
+            let saved = settings.save(c)?;
+            let action = format!("billing.{}.update", saved.provider);
+            AuditEntry::record(
+                c,
+                &actor,
+                Some(&tenant),
+                &action,
+                ("tenant", tenant.as_str()),
+                serde_json::json!({"provider": saved.provider, "secret_key": saved.secret_key_hint,
+                    "webhook_secret_count": saved.webhook_secret_count, "currency": saved.currency,
+                    "nano_per_unit": saved.nano_per_unit, "min_topup_nano": saved.min_topup_nano,
+                    "max_topup_nano": saved.max_topup_nano, "dispute_policy": saved.dispute_policy,
+                    "meter_event_name": saved.meter_event_name, "server_url": saved.server_url,
+                    "store_id": saved.store_id}),
+            )?;
+            Ok::<_, ApiError>((saved, slug))
+        })
+        .await
+}
+
 /// The tenant's Stripe settings, masked (owner, admin, finance).
 #[utoipa::path(tag = "payments", responses((status = 200, body = StripeSettingsView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
 #[get("/billing/stripe")]
@@ -41,16 +100,7 @@ pub async fn get_stripe(
     caller: Caller,
 ) -> ApiResult<web::Json<StripeSettingsView>> {
     let tenant = caller.tenant_reader()?.clone();
-    let (settings, slug) = state
-        .db
-        .run(move |c| {
-            let slug = Tenant::find(c, &tenant)?.slug;
-            Ok((ProviderSettings::find(c, &tenant, stripe::NAME)?, slug))
-        })
-        .await?;
-    let settings = settings.ok_or(ApiError::NotFound {
-        what: "stripe settings",
-    })?;
+    let (settings, slug) = load_provider(&state, tenant, stripe::NAME, "stripe settings").await?;
     Ok(web::Json(settings::view(&settings, &slug)))
 }
 
@@ -67,27 +117,8 @@ pub async fn put_stripe(
     body: Json<StripeSettingsInput>,
 ) -> ApiResult<web::Json<StripeSettingsView>> {
     let tenant = caller.managed_tenant()?.clone();
-    let sealer = state.config.payments.sealer().ok_or_else(|| {
-        ApiError::conflict(
-            "encryption_key_missing",
-            "payment secrets cannot be stored: the operator has not set payments.encryption_key",
-        )
-    })?;
-    let settings = body.into_inner().seal(&tenant, &sealer)?;
-    let actor = caller.actor(&meta);
-    let (saved, slug) = state
-        .db
-        .write(move |c| {
-            let slug = Tenant::find(c, &tenant)?.slug;
-            let saved = settings.save(c)?;
-            AuditEntry::record(c, &actor, Some(&tenant), "billing.stripe.update", ("tenant", tenant.as_str()),
-                serde_json::json!({"secret_key": saved.secret_key_hint, "webhook_secret_count": saved.webhook_secret_count,
-                    "currency": saved.currency, "nano_per_unit": saved.nano_per_unit,
-                    "min_topup_nano": saved.min_topup_nano, "max_topup_nano": saved.max_topup_nano,
-                    "dispute_policy": saved.dispute_policy}))?;
-            Ok::<_, ApiError>((saved, slug))
-        })
-        .await?;
+    let settings = body.into_inner().seal(&tenant, &sealer(&state)?)?;
+    let (saved, slug) = save_provider(&state, caller.actor(&meta), settings).await?;
     Ok(web::Json(settings::view(&saved, &slug)))
 }
 
@@ -126,24 +157,8 @@ pub async fn put_custom(
     body: Json<CustomProviderInput>,
 ) -> ApiResult<web::Json<CustomProviderView>> {
     let tenant = caller.managed_tenant()?.clone();
-    let sealer = state.config.payments.sealer().ok_or_else(|| {
-        ApiError::conflict(
-            "encryption_key_missing",
-            "payment secrets cannot be stored: the operator has not set payments.encryption_key",
-        )
-    })?;
-    let settings = body.into_inner().seal(&tenant, &sealer)?;
-    let actor = caller.actor(&meta);
-    let (saved, slug) = state
-        .db
-        .write(move |c| {
-            let slug = Tenant::find(c, &tenant)?.slug;
-            let saved = settings.save(c)?;
-            AuditEntry::record(c, &actor, Some(&tenant), "billing.custom.update", ("tenant", tenant.as_str()),
-                serde_json::json!({"provider": saved.provider, "webhook_secret_count": saved.webhook_secret_count, "currency": saved.currency}))?;
-            Ok::<_, ApiError>((saved, slug))
-        })
-        .await?;
+    let settings = body.into_inner().seal(&tenant, &sealer(&state)?)?;
+    let (saved, slug) = save_provider(&state, caller.actor(&meta), settings).await?;
     Ok(web::Json(settings::custom_view(&saved, &slug)))
 }
 
@@ -556,12 +571,7 @@ pub async fn put_tenant_webhook(
     body: Json<TenantWebhookInput>,
 ) -> ApiResult<web::Json<TenantWebhookView>> {
     let tenant = caller.managed_tenant()?.clone();
-    let sealer = state.config.payments.sealer().ok_or_else(|| {
-        ApiError::conflict(
-            "encryption_key_missing",
-            "webhook secrets cannot be stored: the operator has not set payments.encryption_key",
-        )
-    })?;
+    let sealer = sealer(&state)?;
     let rotate = body.rotate_secret;
     let (hook, secret) = notify::configure(
         &state.db,
@@ -799,18 +809,7 @@ pub async fn get_btcpay(
     caller: Caller,
 ) -> ApiResult<web::Json<BtcPaySettingsView>> {
     let tenant = caller.tenant_reader()?.clone();
-    let (settings, slug) = state
-        .db
-        .run(move |c| {
-            Ok((
-                ProviderSettings::find(c, &tenant, btcpay::NAME)?,
-                Tenant::find(c, &tenant)?.slug,
-            ))
-        })
-        .await?;
-    let settings = settings.ok_or(ApiError::NotFound {
-        what: "btcpay settings",
-    })?;
+    let (settings, slug) = load_provider(&state, tenant, btcpay::NAME, "btcpay settings").await?;
     Ok(web::Json(btcpay::view(&settings, &slug)))
 }
 
@@ -826,24 +825,8 @@ pub async fn put_btcpay(
     body: Json<BtcPaySettingsInput>,
 ) -> ApiResult<web::Json<BtcPaySettingsView>> {
     let tenant = caller.managed_tenant()?.clone();
-    let sealer = state.config.payments.sealer().ok_or_else(|| {
-        ApiError::conflict(
-            "encryption_key_missing",
-            "payment secrets cannot be stored: the operator has not set payments.encryption_key",
-        )
-    })?;
-    let settings = body.into_inner().seal(&tenant, &sealer)?;
-    let actor = caller.actor(&meta);
-    let (saved, slug) = state
-        .db
-        .write(move |c| {
-            let slug = Tenant::find(c, &tenant)?.slug;
-            let saved = settings.save(c)?;
-            AuditEntry::record(c, &actor, Some(&tenant), "billing.btcpay.update", ("tenant", tenant.as_str()),
-                serde_json::json!({"server_url": saved.server_url, "store_id": saved.store_id, "currency": saved.currency}))?;
-            Ok::<_, ApiError>((saved, slug))
-        })
-        .await?;
+    let settings = body.into_inner().seal(&tenant, &sealer(&state)?)?;
+    let (saved, slug) = save_provider(&state, caller.actor(&meta), settings).await?;
     Ok(web::Json(btcpay::view(&saved, &slug)))
 }
 
