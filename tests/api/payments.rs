@@ -1525,6 +1525,47 @@ fn btcpay_invoices_credit_once_when_settled(b: Backend) {
     reconciles(&app);
 }
 
+/// The README's "ten-line sender" for a reseller's own payment method, run as printed: its
+/// `report` function (everything before the example call) reports a payment, and taogate credits it.
+fn the_readme_sender_for_a_custom_provider_works_as_printed(b: Backend) {
+    const CUSTOM: &str = "whsec_readme_sender_secret_0000001";
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme
+        .find("**Your own payment method.**")
+        .expect("the README section")..];
+    let code = &section[section.find("```python\n").unwrap() + 10..];
+    let code = &code[..code.find("```").unwrap()];
+    let function = &code[..code.find("\nreport(").expect("the example call")];
+    assert!(function.lines().count() <= 12, "{function}");
+    let app = spawn(b, "http://127.0.0.1:9/", ENCRYPTION_KEY);
+    let op = app.operator();
+    let (_, slug, owner) = app.tenant(&op, false);
+    let account = app.account(&owner, "Customer");
+    app.put("/api/v1/billing/custom")
+        .bearer(&owner.token)
+        .json(json!({"provider": "mypay", "webhook_secrets": [CUSTOM], "currency": "usd"}))
+        .expect(200, "");
+    let script = format!(
+        "{function}\nimport sys\nprint(json.dumps(report(sys.argv[1], sys.argv[2], 'mypay', sys.argv[3], \
+         {{'payment_id': 'readme-1', 'account_id': sys.argv[4], 'amount_nano': 5_000_000_000, \
+         'currency': 'usd', 'status': 'succeeded', 'occurred_at': '2026-12-07T12:00:00Z'}})))\n"
+    );
+    let out = Command::new(python())
+        .args(["-c", &script, &app.base, &slug, CUSTOM, &account])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["outcome"], "credited", "{receipt}");
+    assert_eq!(balance(&app, &owner, &account), 5 * UNIT);
+    reconciles(&app);
+}
+
 both_backends!(
     stripe_settings_are_sealed_masked_and_tenant_scoped,
     a_checkout_top_up_is_credited_once_whatever_arrives,
@@ -1537,4 +1578,5 @@ both_backends!(
     a_stored_notification_never_applied_is_applied_by_reconcile,
     a_resellers_own_payment_system_credits_once_and_refunds_once,
     btcpay_invoices_credit_once_when_settled,
+    the_readme_sender_for_a_custom_provider_works_as_printed,
 );
