@@ -85,6 +85,16 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
         );
         crate::billing::payments::meters::spawn(state.db.clone(), state.config.payments.clone());
     }
+    if state.config.payments.tao.enabled() {
+        match crate::billing::payments::tao::watcher::Watcher::new(
+            state.db.clone(),
+            state.config.payments.tao.clone(),
+            Some(state.limiter.clone()),
+        ) {
+            Ok(watcher) => watcher.spawn(),
+            Err(e) => tracing::error!(error = %e, "TAO deposits: the watcher cannot start"),
+        }
+    }
     let limiter = state.limiter.clone();
     actix_web::rt::spawn(async move { limiter.warm_up().await });
     let (meter, grace) = (

@@ -366,3 +366,50 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(usage_records, meter_pushes, accounts);
+
+diesel::table! {
+    tao_addresses (account_id) {
+        account_id -> Text,
+        tenant_id -> Text,
+        address -> Text,
+        public_key -> Text,
+        derivation_path -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tao_cursors (genesis_hash) {
+        genesis_hash -> Text,
+        block_number -> BigInt,
+        block_hash -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tao_balances (genesis_hash, address) {
+        genesis_hash -> Text,
+        address -> Text,
+        free_rao -> BigInt,
+        block_number -> BigInt,
+    }
+}
+
+diesel::table! {
+    tao_deposits (id) {
+        id -> Text,
+        genesis_hash -> Text,
+        block_number -> BigInt,
+        block_hash -> Text,
+        address -> Text,
+        tenant_id -> Text,
+        account_id -> Text,
+        amount_rao -> BigInt,
+        rate -> BigInt,
+        rate_source -> Text,
+        credited_nano -> BigInt,
+        status -> Text,
+        created_at -> Timestamp,
+    }
+}

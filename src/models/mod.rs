@@ -10,6 +10,7 @@ pub mod notification;
 pub mod payment;
 pub mod plan;
 pub mod refresh_token;
+pub mod tao;
 pub mod tenant;
 pub mod usage;
 pub mod user;

@@ -20,6 +20,7 @@ use crate::billing::payments::settings::{
 };
 use crate::billing::payments::stripe::{self, Stripe};
 use crate::billing::payments::stripe_account;
+use crate::billing::payments::tao::{self, TaoSettingsInput, TaoSettingsView};
 use crate::billing::payments::{Effect, Payer, topup};
 use crate::domain::{AccountId, Nano, PaymentId, PaymentKind, PaymentState, Role};
 use crate::error::{ApiError, ApiResult, ResultExt};
@@ -28,6 +29,7 @@ use crate::models::account::Account;
 use crate::models::audit::AuditEntry;
 use crate::models::notification::{BalanceAlert, TenantWebhook};
 use crate::models::payment::{AutoTopup, Payment, ProviderSettings};
+use crate::models::tao::{TaoAddress, TaoBalance, TaoDeposit};
 use crate::models::tenant::Tenant;
 use crate::models::{List, Page, utc};
 use crate::routes::ledger::{AccountQuery, account_of};
@@ -697,6 +699,150 @@ pub async fn put_balance_alert(
         })
         .await?;
     Ok(web::Json(saved.into()))
+}
+
+/// Sets how the tenant prices TAO deposits (owner, admin): a `tao` ledger (1 rao = 1 nano-unit)
+/// or another currency at `nano_per_tao`.
+#[utoipa::path(tag = "payments", request_body = TaoSettingsInput,
+    responses((status = 200, body = TaoSettingsView), (status = 400, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[put("/billing/tao")]
+pub async fn put_tao(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: Json<TaoSettingsInput>,
+) -> ApiResult<web::Json<TaoSettingsView>> {
+    let tenant = caller.managed_tenant()?.clone();
+    let settings = body.into_inner().settings(&tenant)?;
+    let (saved, _) = save_provider(&state, caller.actor(&meta), settings).await?;
+    Ok(web::Json(tao::view(&saved, &state.config.payments.tao)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TaoQuery {
+    /// Required for tenant-wide roles; a developer sees their own account.
+    pub account_id: Option<String>,
+}
+
+/// An account's TAO deposit address.
+#[derive(Serialize, ToSchema)]
+pub struct TaoDepositView {
+    pub object: &'static str,
+    pub account_id: AccountId,
+    /// ss58 (prefix 42): send TAO here.
+    pub address: String,
+    /// Appended to the operator's mnemonic, gives this address in any substrate wallet.
+    pub derivation_path: String,
+    /// Smaller increases are not credited.
+    pub min_deposit_rao: i64,
+    pub currency: String,
+    /// Nano-units credited per TAO.
+    pub rate: i64,
+    pub rate_source: &'static str,
+    /// Rao received in blocks not finalized yet (credited once final); `null` if the node did not
+    /// answer.
+    pub pending: Option<i64>,
+    /// Nano-units credited from this address so far.
+    #[schema(value_type = i64)]
+    pub credited: Nano,
+    pub credited_rao: i64,
+}
+
+/// The account's TAO deposit address (made on first request) and what it has received (a developer
+/// their own; owner, admin, finance any of the tenant's). Deposits are credited once their block
+/// is finalized.
+#[utoipa::path(tag = "payments", params(TaoQuery), responses((status = 200, body = TaoDepositView), (status = 404, body = crate::error::ErrorBody),
+    (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/billing/tao")]
+pub async fn get_tao(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<TaoQuery>,
+) -> ApiResult<web::Json<TaoDepositView>> {
+    let tenant = caller.tenant()?.clone();
+    let id = account_of(&caller, query.account_id.as_deref())?;
+    let (t, a) = (tenant.clone(), id.clone());
+    let (settings, address) = state
+        .db
+        .run(move |c| {
+            Account::find_in_tenant(c, &t, &a)?;
+            Ok((
+                ProviderSettings::find(c, &t, tao::NAME)?,
+                TaoAddress::find(c, &a)?,
+            ))
+        })
+        .await
+        .not_found_as("account")?;
+    let config = &state.config.payments.tao;
+    let seed = match config.seed() {
+        Some(Ok(seed)) if config.enabled() => seed,
+        _ => {
+            return Err(ApiError::conflict(
+                "payments_not_configured",
+                "this server does not take TAO deposits (payments.tao)",
+            ));
+        }
+    };
+    let settings = settings.ok_or_else(|| {
+        ApiError::conflict(
+            "payments_not_configured",
+            "this tenant has not set up TAO deposits (PUT /api/v1/billing/tao)",
+        )
+    })?;
+    let address = match address {
+        Some(a) => a,
+        None => {
+            let fresh = tao::deposit_address(&seed, &tenant, &id)?;
+            state
+                .db
+                .write(move |c| Ok::<_, ApiError>(fresh.remember(c)?))
+                .await?
+        }
+    };
+    let (a, addr) = (address.account_id.clone(), address.address.clone());
+    let (deposits, seen) = state
+        .db
+        .run(move |c| {
+            Ok((
+                TaoDeposit::of_account(c, &a)?,
+                TaoBalance::latest(c, &addr)?,
+            ))
+        })
+        .await?;
+    let credited: Vec<&TaoDeposit> = deposits.iter().filter(|d| d.status == "credited").collect();
+    let pending = tao_pending(config, &address, seen).await;
+    Ok(web::Json(TaoDepositView {
+        object: "tao_deposit_address",
+        account_id: address.account_id,
+        address: address.address,
+        derivation_path: address.derivation_path,
+        min_deposit_rao: config.min_deposit_rao,
+        rate: settings.nano_per_unit,
+        rate_source: tao::rate_source(&settings),
+        currency: settings.currency,
+        pending,
+        credited: Nano(credited.iter().map(|d| d.credited_nano.0).sum()),
+        credited_rao: credited.iter().map(|d| d.amount_rao).sum(),
+    }))
+}
+
+/// Rao on the address at the node's best block beyond its balance at the last finalized block read
+/// (never negative); `None` if the node does not answer.
+async fn tao_pending(config: &tao::TaoConfig, address: &TaoAddress, seen: i64) -> Option<i64> {
+    let node = tao::chain::Node::new(
+        &config.rpc_url,
+        std::time::Duration::from_millis(config.rpc_timeout_ms),
+    )
+    .ok()?;
+    let public: [u8; 32] = hex::decode(&address.public_key).ok()?.try_into().ok()?;
+    let key = tao::chain::account_key(&public);
+    let best = node
+        .free_balances(std::slice::from_ref(&key), None)
+        .await
+        .ok()?;
+    let best = i64::try_from(*best.get(&key)?).ok()?;
+    Some((best - seen).max(0))
 }
 
 /// Stripe's webhook for a tenant: the raw body and `Stripe-Signature`, verified against the

@@ -113,6 +113,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(ledger::create_adjustment)
             .service(billing::get_stripe)
             .service(billing::put_stripe)
+            .service(billing::put_tao)
+            .service(billing::get_tao)
             .service(billing::get_btcpay)
             .service(billing::put_btcpay)
             .service(billing::list_custom)

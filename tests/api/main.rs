@@ -29,3 +29,4 @@ mod protocols;
 mod replicas;
 mod shutdown;
 mod steering;
+mod tao;

@@ -7,8 +7,8 @@
 -- and never leave the process unsealed; `secret_key_hint` is what may be shown.
 CREATE TABLE payment_providers (
     tenant_id TEXT NOT NULL,
-    -- 'stripe', 'btcpay', or 'custom:<name>' for a tenant's own payment system
-    provider TEXT NOT NULL CHECK (provider IN ('stripe', 'btcpay') OR provider LIKE 'custom:%'),
+    -- 'stripe', 'btcpay', 'tao', or 'custom:<name>' for a tenant's own payment system
+    provider TEXT NOT NULL CHECK (provider IN ('stripe', 'btcpay', 'tao') OR provider LIKE 'custom:%'),
     secret_key_sealed TEXT NOT NULL,
     secret_key_hint TEXT NOT NULL,
     webhook_secrets_sealed TEXT NOT NULL,
@@ -166,3 +166,46 @@ CREATE TABLE meter_cursors (
     scanned_before TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );
+
+-- TAO deposits. Each account's deposit address (derived from the operator's seed, never stored),
+-- the finalized block each chain (by genesis hash) has been read up to, the free balance last seen
+-- on each address, and every increase seen: credited once, keyed by (genesis, block hash, address).
+CREATE TABLE tao_addresses (
+    account_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    address TEXT NOT NULL UNIQUE,
+    public_key TEXT NOT NULL,
+    derivation_path TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE tao_cursors (
+    genesis_hash TEXT PRIMARY KEY,
+    block_number BIGINT NOT NULL,
+    block_hash TEXT NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE TABLE tao_balances (
+    genesis_hash TEXT NOT NULL,
+    address TEXT NOT NULL,
+    free_rao BIGINT NOT NULL CHECK (free_rao >= 0),
+    block_number BIGINT NOT NULL,
+    PRIMARY KEY (genesis_hash, address)
+);
+CREATE TABLE tao_deposits (
+    id TEXT PRIMARY KEY,
+    genesis_hash TEXT NOT NULL,
+    block_number BIGINT NOT NULL,
+    block_hash TEXT NOT NULL,
+    address TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    amount_rao BIGINT NOT NULL CHECK (amount_rao > 0),
+    -- nano-units per TAO, and where that rate came from
+    rate BIGINT NOT NULL,
+    rate_source TEXT NOT NULL,
+    credited_nano BIGINT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('credited', 'dust', 'unpriced')),
+    created_at TIMESTAMP NOT NULL,
+    UNIQUE (genesis_hash, block_hash, address)
+);
+CREATE INDEX tao_deposits_account ON tao_deposits (account_id, id);

@@ -1,3 +1,7 @@
+DROP TABLE tao_deposits;
+DROP TABLE tao_balances;
+DROP TABLE tao_cursors;
+DROP TABLE tao_addresses;
 DROP TABLE meter_cursors;
 DROP TABLE meter_pushes;
 DROP TABLE balance_alerts;

@@ -26,6 +26,7 @@ pub mod signature;
 pub mod stripe;
 pub mod stripe_account;
 pub mod stripe_api;
+pub mod tao;
 pub mod topup;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -47,6 +48,7 @@ pub struct PaymentsConfig {
     /// How long after its request started a usage record is assumed to be in the database.
     pub meter_lag_secs: u64,
     pub stripe: StripeConfig,
+    pub tao: tao::TaoConfig,
 }
 
 /// `[payments.stripe]`.
@@ -77,6 +79,7 @@ impl PaymentsConfig {
         if self.meter_lag_secs > 7 * 86_400 {
             anyhow::bail!("config key `payments.meter_lag_secs`: must be at most 604800 (7 days)");
         }
+        self.tao.validate()?;
         let base = &self.stripe.api_base;
         let ok = url::Url::parse(base).is_ok_and(|u| {
             matches!(u.scheme(), "http" | "https")
@@ -277,7 +280,9 @@ impl crate::models::payment::ProviderSettings {
     /// Nano-units for an amount in the provider's units: the currency's minor units at the
     /// tenant's rate (rounded down), or nano-units as they are for a tenant's own provider.
     pub fn to_nano(&self, amount: i64) -> Option<Nano> {
-        if self.provider.starts_with(CUSTOM_PREFIX) {
+        if self.provider == tao::NAME {
+            tao::rao_to_nano(amount, self.nano_per_unit)
+        } else if self.provider.starts_with(CUSTOM_PREFIX) {
             (0..=crate::billing::amount::MAX_AMOUNT_NANO)
                 .contains(&amount)
                 .then_some(Nano(amount))
