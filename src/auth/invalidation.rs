@@ -25,6 +25,10 @@ const HEARTBEAT: &str = "hb";
 #[derive(Clone)]
 pub struct Invalidator {
     cache: Arc<KeyCache>,
+    /// This replica's tag on what it publishes: its own messages, already applied when
+    /// published, are not applied again when they come back (a late echo would drop entries
+    /// loaded since, costing a second lookup).
+    origin: Arc<str>,
     redis: Option<(RedisLink, String)>,
     /// How long the cache is trusted without hearing the channel.
     trust: Duration,
@@ -44,6 +48,7 @@ impl Invalidator {
     ) -> Self {
         Self {
             cache,
+            origin: crate::auth::secrets::random_token(9).into(),
             redis: redis.map(|link| (link, format!("{prefix}invalidate"))),
             trust,
             undelivered: Arc::default(),
@@ -59,7 +64,8 @@ impl Invalidator {
         if self.redis.is_none() {
             return;
         }
-        self.lock().push_back(what.encode());
+        self.lock()
+            .push_back(format!("{}/{}", self.origin, what.encode()));
         self.spawn_delivery();
     }
 
@@ -153,7 +159,12 @@ impl Invalidator {
                     if payload == HEARTBEAT {
                         continue;
                     }
-                    match Invalidation::decode(&payload) {
+                    // `<origin>/<invalidation>` (an untagged one is applied as it is).
+                    let (origin, body) = payload.split_once('/').unwrap_or(("", &payload));
+                    if origin == &*self.origin {
+                        continue;
+                    }
+                    match Invalidation::decode(body) {
                         Some(what) => self.cache.apply(&what),
                         None => tracing::warn!(%payload, "unreadable invalidation"),
                     }
