@@ -895,9 +895,16 @@ pub async fn custom_webhook(
     body: web::Bytes,
 ) -> ApiResult<web::Json<Receipt>> {
     let (slug, provider) = path.into_inner();
-    let provider = custom::name("provider", &provider).map_err(|_| ApiError::NotFound {
+    let not_found = || ApiError::NotFound {
         what: "payment endpoint",
-    })?;
+    };
+    let s = slug.clone();
+    let tenant = state
+        .db
+        .run(move |c| diesel::OptionalExtension::optional(Tenant::find_by_slug(c, &s)))
+        .await?
+        .ok_or_else(not_found)?;
+    let provider = custom::name("provider", &tenant.id, &provider).map_err(|_| not_found())?;
     let inbox = Inbox {
         db: &state.db,
         sealer: state.config.payments.sealer(),

@@ -1268,7 +1268,7 @@ fn a_resellers_own_payment_system_credits_once_and_refunds_once(b: Backend) {
     let op = app.operator();
     let (_, slug, owner) = app.tenant(&op, false);
     let account = app.account(&owner, "Customer");
-    let (_, _, other) = app.tenant(&op, false);
+    let (_, other_slug, other) = app.tenant(&op, false);
     let theirs = app.account(&other, "Theirs");
     let shown = app
         .put("/api/v1/billing/custom")
@@ -1305,6 +1305,21 @@ fn a_resellers_own_payment_system_credits_once_and_refunds_once(b: Backend) {
             "status": status, "occurred_at": "2026-12-07T12:00:00Z"})
         .to_string()
     };
+    // Another tenant names its own provider alike and reports the same payment id first, for its
+    // own account: credited there, and nothing of this tenant's is taken.
+    app.put("/api/v1/billing/custom")
+        .bearer(&other.token)
+        .json(json!({"provider": "mypay", "webhook_secrets": [CUSTOM], "currency": "usd"}))
+        .expect(200, "");
+    let first = payment("p-1", &theirs, 7 * UNIT, "succeeded");
+    let credited = app
+        .post(&format!("/webhooks/custom/{other_slug}/mypay"))
+        .header("Content-Type", "application/json")
+        .header("Taogate-Signature", &sign(&[&first], CUSTOM, 0).remove(0))
+        .raw(Some(first.as_bytes()))
+        .expect(200, "")
+        .ok();
+    assert_eq!(credited["outcome"], "credited");
     let paid = payment("p-1", &account, 7 * UNIT, "succeeded");
     let header = sign(&[&paid], CUSTOM, 0).remove(0);
     let outcomes: Vec<String> = std::thread::scope(|s| {
@@ -1362,13 +1377,14 @@ fn a_resellers_own_payment_system_credits_once_and_refunds_once(b: Backend) {
     assert_eq!(send_custom(&refunded), "debited");
     assert_eq!(send_custom(&refunded), "replayed");
     assert_eq!(balance(&app, &owner, &account), 0);
-    assert_eq!(balance(&app, &other, &theirs), 0);
+    assert_eq!(balance(&app, &other, &theirs), 7 * UNIT);
+    // This tenant's credit and refund, the other tenant's credit: three keys, each its tenant's.
     assert_eq!(
         count(
             &app,
-            "SELECT COUNT(*) AS n FROM ledger_transactions WHERE idempotency_key LIKE 'custom:mypay:%'"
+            "SELECT COUNT(*) AS n FROM ledger_transactions WHERE idempotency_key LIKE 'custom:%:mypay:%'"
         ),
-        2
+        3
     );
     reconciles(&app);
 }

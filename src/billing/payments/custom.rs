@@ -17,20 +17,28 @@ use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::signature::{self, SignatureError};
+use super::signature;
 use super::{CUSTOM_PREFIX, Effect, Inbound, Payer, Provider, Refused, Start};
+use crate::domain::TenantId;
 use crate::error::{ApiError, ApiResult};
 use crate::models::account::Account;
 use crate::models::payment::Payment;
 
-/// The provider's name: letters, digits, `-` and `_`, 1–40 characters.
-pub fn name(field: &str, value: &str) -> ApiResult<String> {
+/// The stored name of a tenant's provider `value` (letters, digits, `-` and `_`, 1–40 characters):
+/// `custom:<tenant id>:<name>`. The tenant is part of it, so every key derived from it — the
+/// notification's event id, the payment's reference, the ledger key `custom:<tenant>:<name>:<payment
+/// id>` — belongs to that tenant alone: another tenant naming its provider alike and reporting the
+/// same payment ids first cannot take them.
+pub fn name(field: &str, tenant: &TenantId, value: &str) -> ApiResult<String> {
     let ok = (1..=40).contains(&value.len())
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
-        Ok(format!("{CUSTOM_PREFIX}{}", value.to_ascii_lowercase()))
+        Ok(format!(
+            "{CUSTOM_PREFIX}{tenant}:{}",
+            value.to_ascii_lowercase()
+        ))
     } else {
         Err(ApiError::invalid_param(
             field,
@@ -131,9 +139,7 @@ impl Provider for Custom {
         now: i64,
         tolerance_secs: i64,
     ) -> Result<Inbound, Refused> {
-        if secrets.is_empty() {
-            return Err(SignatureError::Mismatch.into());
-        }
+        // No secret matches nothing: an endpoint without secrets refuses everything.
         signature::verify(header, body, secrets, now, tolerance_secs)?;
         Self::read(body)
     }
@@ -174,7 +180,11 @@ mod tests {
                 "{field}"
             );
         }
-        assert_eq!(name("provider", "MyPay_1").unwrap(), "custom:mypay_1");
-        assert!(name("provider", "my pay").is_err());
+        let tenant = TenantId::parse("01234567-89ab-cdef-0123-456789abcdef").unwrap();
+        assert_eq!(
+            name("provider", &tenant, "MyPay_1").unwrap(),
+            "custom:01234567-89ab-cdef-0123-456789abcdef:mypay_1"
+        );
+        assert!(name("provider", &tenant, "my pay").is_err());
     }
 }

@@ -251,7 +251,7 @@ pub struct CustomProviderView {
 impl CustomProviderInput {
     /// Checks it and seals its secrets for `tenant`.
     pub fn seal(self, tenant: &TenantId, sealer: &Sealer) -> ApiResult<ProviderSettings> {
-        let provider = super::custom::name("provider", &self.provider)?;
+        let provider = super::custom::name("provider", tenant, &self.provider)?;
         if self.webhook_secrets.is_empty() || self.webhook_secrets.len() > MAX_WEBHOOK_SECRETS {
             return Err(ApiError::invalid_param(
                 "webhook_secrets",
@@ -300,10 +300,11 @@ impl CustomProviderInput {
 
 /// How a custom provider is shown.
 pub fn custom_view(settings: &ProviderSettings, tenant_slug: &str) -> CustomProviderView {
+    // `custom:<tenant>:<name>`
     let name = settings
         .provider
-        .strip_prefix(super::CUSTOM_PREFIX)
-        .unwrap_or(&settings.provider)
+        .rsplit_once(':')
+        .map_or(settings.provider.as_str(), |(_, name)| name)
         .to_owned();
     CustomProviderView {
         object: "custom_provider",

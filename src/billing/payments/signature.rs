@@ -93,6 +93,11 @@ mod tests {
     fn signed_bodies_verify_and_anything_else_is_refused() {
         let body = br#"{"id":"evt_1","type":"checkout.session.completed"}"#;
         let header = sign(body, "whsec_old", NOW);
+        // No configured secret: nothing verifies.
+        assert_eq!(
+            verify(&header, body, &[], NOW, TOLERANCE_SECS),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(
             verify(&header, body, &["whsec_old"], NOW, TOLERANCE_SECS),
             Ok(NOW)
