@@ -233,6 +233,9 @@ diesel::table! {
         store_id -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        api_key_id -> Nullable<Text>,
+        api_kind -> Nullable<Text>,
+        rate_source -> Nullable<Text>,
     }
 }
 

@@ -48,6 +48,12 @@ pub struct ProviderSettings {
     pub store_id: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// A provider's public API key id (Coinbase: the CDP key name, the JWT's `kid`).
+    pub api_key_id: Option<String>,
+    /// Coinbase: `business` (Checkouts) or `commerce` (legacy charges).
+    pub api_kind: Option<String>,
+    /// TAO: `feed` when priced by the operator's price endpoint; `None`: `nano_per_unit`.
+    pub rate_source: Option<String>,
 }
 
 impl ProviderSettings {

@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 use crate::auth::caller::{Caller, RequestMeta};
 use crate::billing::amount::{self, Sign};
 use crate::billing::payments::auto_topup::{AutoTopupInput, AutoTopupView};
-use crate::billing::payments::btcpay::{self, BtcPay, BtcPaySettingsInput, BtcPaySettingsView};
 use crate::billing::payments::custom::{self, Custom};
 use crate::billing::payments::inbox::{Inbox, Receipt, Source};
 use crate::billing::payments::notify::{self, TenantWebhookInput, TenantWebhookView};
@@ -32,11 +31,12 @@ use crate::models::payment::{AutoTopup, Payment, ProviderSettings};
 use crate::models::tao::{TaoAddress, TaoBalance, TaoDeposit};
 use crate::models::tenant::Tenant;
 use crate::models::{List, Page, utc};
+use crate::routes::hosted;
 use crate::routes::ledger::{AccountQuery, account_of};
 use crate::state::AppState;
 
 /// The operator's sealing key, or 409 `encryption_key_missing`.
-fn sealer(state: &AppState) -> ApiResult<crate::billing::payments::seal::Sealer> {
+pub(crate) fn sealer(state: &AppState) -> ApiResult<crate::billing::payments::seal::Sealer> {
     state.config.payments.sealer().ok_or_else(|| {
         ApiError::conflict(
             "encryption_key_missing",
@@ -46,7 +46,7 @@ fn sealer(state: &AppState) -> ApiResult<crate::billing::payments::seal::Sealer>
 }
 
 /// The tenant's settings for `provider` (404 if none) and its slug.
-async fn load_provider(
+pub(crate) async fn load_provider(
     state: &AppState,
     tenant: crate::domain::TenantId,
     provider: &'static str,
@@ -64,7 +64,7 @@ async fn load_provider(
 
 /// Saves a tenant's provider settings with an audit entry (never a secret: the key's hint and how
 /// many webhook secrets); the saved settings and the tenant's slug.
-async fn save_provider(
+pub(crate) async fn save_provider(
     state: &AppState,
     actor: crate::models::audit::Actor,
     settings: ProviderSettings,
@@ -167,8 +167,9 @@ pub async fn put_custom(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCheckout {
-    /// `stripe` (the default: card, Stripe Checkout) or `btcpay` (BTC / Lightning, a BTCPay
-    /// Server invoice).
+    /// `stripe` (the default: card, Stripe Checkout), `btcpay` (BTC / Lightning, a BTCPay
+    /// Server invoice) or `coinbase` (a Coinbase Business checkout in USDC, or a legacy Commerce
+    /// charge).
     pub provider: Option<CheckoutProvider>,
     /// The account to top up: required for owners and admins; a developer tops up their own.
     #[schema(
@@ -192,6 +193,7 @@ pub struct CreateCheckout {
 pub enum CheckoutProvider {
     Stripe,
     Btcpay,
+    Coinbase,
 }
 
 /// A top-up as shown.
@@ -305,7 +307,14 @@ pub async fn create_checkout(
             .await?
         }
         CheckoutProvider::Btcpay => {
-            let (settings, provider) = btcpay_client(&state, &tenant).await?;
+            let (settings, provider) = hosted::btcpay_client(&state, &tenant).await?;
+            topup::start(
+                &state.db, &provider, &settings, &account, amount, actor, &payer,
+            )
+            .await?
+        }
+        CheckoutProvider::Coinbase => {
+            let (settings, provider) = hosted::coinbase_client(&state, &tenant).await?;
             topup::start(
                 &state.db, &provider, &settings, &account, amount, actor, &payer,
             )
@@ -920,98 +929,6 @@ pub async fn custom_webhook(
     Ok(web::Json(
         inbox
             .receive::<Custom>(&slug, &provider, signature, &body)
-            .await?,
-    ))
-}
-
-/// The tenant's BTCPay settings and a client for its store.
-async fn btcpay_client(
-    state: &AppState,
-    tenant: &crate::domain::TenantId,
-) -> ApiResult<(ProviderSettings, BtcPay)> {
-    let id = tenant.clone();
-    let settings = state
-        .db
-        .run(move |c| ProviderSettings::find(c, &id, btcpay::NAME))
-        .await?
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "payments_not_configured",
-                "this tenant has not configured BTCPay Server (PUT /api/v1/billing/btcpay)",
-            )
-        })?;
-    let sealer = state
-        .config
-        .payments
-        .sealer()
-        .ok_or(ApiError::Unavailable)?;
-    let secrets = settings::unseal(&settings, &sealer).map_err(|e| {
-        tracing::error!(tenant = %settings.tenant_id, error = %e, "stored payment secrets do not open");
-        ApiError::Unavailable
-    })?;
-    let timeout = std::time::Duration::from_millis(state.config.payments.stripe.timeout_ms);
-    let client = BtcPay::new(&settings, secrets.secret_key, timeout)?;
-    Ok((settings, client))
-}
-
-/// The tenant's BTCPay Server settings, masked (owner, admin, finance).
-#[utoipa::path(tag = "payments", responses((status = 200, body = BtcPaySettingsView), (status = 404, body = crate::error::ErrorBody)), security(("jwt" = [])))]
-#[get("/billing/btcpay")]
-pub async fn get_btcpay(
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> ApiResult<web::Json<BtcPaySettingsView>> {
-    let tenant = caller.tenant_reader()?.clone();
-    let (settings, slug) = load_provider(&state, tenant, btcpay::NAME, "btcpay settings").await?;
-    Ok(web::Json(btcpay::view(&settings, &slug)))
-}
-
-/// Sets the tenant's BTCPay Server (owner, admin): its URL, store, Greenfield API key and the store
-/// webhook's secret (sealed at rest, never shown again).
-#[utoipa::path(tag = "payments", request_body = BtcPaySettingsInput,
-    responses((status = 200, body = BtcPaySettingsView), (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
-#[put("/billing/btcpay")]
-pub async fn put_btcpay(
-    state: web::Data<AppState>,
-    caller: Caller,
-    meta: RequestMeta,
-    body: Json<BtcPaySettingsInput>,
-) -> ApiResult<web::Json<BtcPaySettingsView>> {
-    let tenant = caller.managed_tenant()?.clone();
-    let settings = body.into_inner().seal(&tenant, &sealer(&state)?)?;
-    let (saved, slug) = save_provider(&state, caller.actor(&meta), settings).await?;
-    Ok(web::Json(btcpay::view(&saved, &slug)))
-}
-
-/// BTCPay Server's webhook for a tenant: the raw body and `BTCPay-Sig: sha256=<hex HMAC>`,
-/// verified against the tenant's webhook secrets; `InvoiceSettled` credits the invoice's top-up
-/// once, `InvoiceExpired` / `InvoiceInvalid` fail it.
-#[utoipa::path(tag = "payments", params(("tenant_slug" = String, Path, description = "The tenant's slug")),
-    request_body(content = serde_json::Value, description = "A BTCPay webhook delivery", content_type = "application/json"),
-    responses((status = 200, body = Receipt), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
-#[post("/btcpay/{tenant_slug}")]
-pub async fn btcpay_webhook(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    slug: web::Path<String>,
-    body: web::Bytes,
-) -> ApiResult<web::Json<Receipt>> {
-    let inbox = Inbox {
-        db: &state.db,
-        sealer: state.config.payments.sealer(),
-        limiter: &state.limiter,
-        invalidator: &state.invalidator,
-        tolerance_secs: 0,
-        request_id: RequestMeta::of(&req).request_id,
-    };
-    let signature = req
-        .headers()
-        .get(btcpay::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
-    Ok(web::Json(
-        inbox
-            .receive::<BtcPay>(&slug, btcpay::NAME, signature, &body)
             .await?,
     ))
 }

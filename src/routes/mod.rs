@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod health;
+pub mod hosted;
 pub mod key_limits;
 pub mod keys;
 pub mod ledger;
@@ -75,7 +76,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         scope::scope("/webhooks")
             .service(billing::stripe_webhook)
             .service(billing::custom_webhook)
-            .service(billing::btcpay_webhook),
+            .service(hosted::btcpay_webhook)
+            .service(hosted::coinbase_webhook),
     );
     cfg.service(
         scope::scope("/api/v1")
@@ -115,8 +117,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(billing::put_stripe)
             .service(billing::put_tao)
             .service(billing::get_tao)
-            .service(billing::get_btcpay)
-            .service(billing::put_btcpay)
+            .service(hosted::get_btcpay)
+            .service(hosted::put_btcpay)
+            .service(hosted::get_coinbase)
+            .service(hosted::put_coinbase)
             .service(billing::list_custom)
             .service(billing::put_custom)
             .service(billing::create_checkout)

@@ -13,11 +13,12 @@ use crate::billing::amount::MAX_AMOUNT_NANO;
 use crate::validate::{EMAIL_PATTERN, NAME_PATTERN, NO_NUL_PATTERN, SLUG_PATTERN, UUID_PATTERN};
 
 /// Request bodies whose fields get the shared text rules.
-const REQUESTS: [&str; 26] = [
+const REQUESTS: [&str; 27] = [
     "ChangePassword",
     "StripeSettingsInput",
     "CustomProviderInput",
     "BtcPaySettingsInput",
+    "CoinbaseSettingsInput",
     "TaoSettingsInput",
     "CreateCheckout",
     "AutoTopupInput",

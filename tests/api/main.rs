@@ -9,6 +9,7 @@ mod bounds;
 mod bulk;
 mod chain;
 mod chat;
+mod coinbase;
 mod durable;
 mod epistula;
 mod holds;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::ToSchema;
 
-use super::settings::{MAX_WEBHOOK_SECRETS, context};
+use super::settings::{context, printable, topup_bounds, webhook_secrets};
 use super::signature::SignatureError;
 use super::{Effect, Inbound, Payer, Provider, Refused, Start, minor_unit_exponent};
 use crate::domain::{DisputePolicy, Nano, TenantId};
@@ -239,16 +239,6 @@ pub struct BtcPaySettingsView {
     pub max_topup_nano: Nano,
 }
 
-fn printable(field: &str, value: &str, min: usize) -> ApiResult<()> {
-    let ok = (min..=255).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
-    ok.then_some(()).ok_or_else(|| {
-        ApiError::invalid_param(
-            field,
-            format!("{field} must be {min}-255 printable ASCII characters"),
-        )
-    })
-}
-
 impl BtcPaySettingsInput {
     pub fn seal(self, tenant: &TenantId, sealer: &Sealer) -> ApiResult<ProviderSettings> {
         let url = url::Url::parse(&self.server_url).ok().filter(|u| {
@@ -270,15 +260,7 @@ impl BtcPaySettingsInput {
             ));
         }
         printable("api_key", &self.api_key, 8)?;
-        if self.webhook_secrets.is_empty() || self.webhook_secrets.len() > MAX_WEBHOOK_SECRETS {
-            return Err(ApiError::invalid_param(
-                "webhook_secrets",
-                format!("webhook_secrets must hold 1 to {MAX_WEBHOOK_SECRETS} secrets"),
-            ));
-        }
-        for s in &self.webhook_secrets {
-            printable("webhook_secrets", s, 16)?;
-        }
+        let secrets = webhook_secrets(&self.webhook_secrets, 16)?;
         let currency = self.currency.to_ascii_lowercase();
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
             return Err(ApiError::invalid_param(
@@ -287,23 +269,7 @@ impl BtcPaySettingsInput {
             ));
         }
         let per_unit = super::settings::DEFAULT_NANO_PER_UNIT;
-        let min = crate::billing::amount::input(
-            "min_topup_nano",
-            self.min_topup_nano.unwrap_or(Nano(per_unit)),
-            crate::billing::amount::Sign::Positive,
-        )?;
-        let max = crate::billing::amount::input(
-            "max_topup_nano",
-            self.max_topup_nano.unwrap_or(Nano(per_unit * 10_000)),
-            crate::billing::amount::Sign::Positive,
-        )?;
-        if max < min {
-            return Err(ApiError::invalid_param(
-                "max_topup_nano",
-                "max_topup_nano must be at least min_topup_nano",
-            ));
-        }
-        let secrets = serde_json::to_vec(&self.webhook_secrets).map_err(ApiError::internal_msg)?;
+        let (min, max) = topup_bounds(per_unit, self.min_topup_nano, self.max_topup_nano)?;
         let hint = format!("…{}", &self.api_key[self.api_key.len() - 4..]);
         let now = crate::db::now();
         Ok(ProviderSettings {
@@ -327,6 +293,9 @@ impl BtcPaySettingsInput {
             store_id: Some(self.store_id),
             created_at: now,
             updated_at: now,
+            api_key_id: None,
+            api_kind: None,
+            rate_source: None,
         })
     }
 }

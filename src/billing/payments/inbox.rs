@@ -257,6 +257,8 @@ pub fn apply_stored(c: &mut crate::db::DbConn) -> Result<usize, ApiError> {
             super::custom::Custom::read(n.payload.as_bytes())
         } else if n.provider == super::btcpay::NAME {
             super::btcpay::BtcPay::read(n.payload.as_bytes())
+        } else if n.provider == super::coinbase::NAME {
+            super::coinbase::Coinbase::read(n.payload.as_bytes())
         } else {
             super::stripe::Stripe::read(n.payload.as_bytes())
         };

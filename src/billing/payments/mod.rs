@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod auto_topup;
 pub mod btcpay;
+pub mod coinbase;
 pub mod custom;
 pub mod inbox;
 pub mod meters;
@@ -48,6 +49,7 @@ pub struct PaymentsConfig {
     /// How long after its request started a usage record is assumed to be in the database.
     pub meter_lag_secs: u64,
     pub stripe: StripeConfig,
+    pub coinbase: coinbase::CoinbaseConfig,
     pub tao: tao::TaoConfig,
 }
 
@@ -80,6 +82,7 @@ impl PaymentsConfig {
             anyhow::bail!("config key `payments.meter_lag_secs`: must be at most 604800 (7 days)");
         }
         self.tao.validate()?;
+        self.coinbase.validate()?;
         let base = &self.stripe.api_base;
         let ok = url::Url::parse(base).is_ok_and(|u| {
             matches!(u.scheme(), "http" | "https")

@@ -95,6 +95,55 @@ fn hint(key: &str) -> String {
     format!("{prefix}…{}", &key[key.len().saturating_sub(4)..])
 }
 
+/// A tenant's top-up bounds: given, or one currency unit to 10,000 of them at `nano_per_unit`.
+pub fn topup_bounds(
+    nano_per_unit: i64,
+    min: Option<Nano>,
+    max: Option<Nano>,
+) -> ApiResult<(Nano, Nano)> {
+    let min = min.unwrap_or(Nano(nano_per_unit));
+    let max = max.unwrap_or(Nano(
+        nano_per_unit
+            .saturating_mul(10_000)
+            .min(amount::MAX_AMOUNT_NANO),
+    ));
+    let min = amount::input("min_topup_nano", min, Sign::Positive)?;
+    let max = amount::input("max_topup_nano", max, Sign::Positive)?;
+    if max < min {
+        return Err(ApiError::invalid_param(
+            "max_topup_nano",
+            "max_topup_nano must be at least min_topup_nano",
+        ));
+    }
+    Ok((min, max))
+}
+
+/// Webhook secrets as a tenant gives them: 1 to [`MAX_WEBHOOK_SECRETS`], each `min`-255 printable
+/// ASCII characters; sealed as one JSON list.
+pub fn webhook_secrets(list: &[String], min: usize) -> ApiResult<Vec<u8>> {
+    if list.is_empty() || list.len() > MAX_WEBHOOK_SECRETS {
+        return Err(ApiError::invalid_param(
+            "webhook_secrets",
+            format!("webhook_secrets must hold 1 to {MAX_WEBHOOK_SECRETS} secrets"),
+        ));
+    }
+    for s in list {
+        printable("webhook_secrets", s, min)?;
+    }
+    serde_json::to_vec(list).map_err(ApiError::internal_msg)
+}
+
+/// `value` is `min`-255 printable ASCII characters.
+pub fn printable(field: &str, value: &str, min: usize) -> ApiResult<()> {
+    let ok = (min..=255).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(()).ok_or_else(|| {
+        ApiError::invalid_param(
+            field,
+            format!("{field} must be {min}-255 printable ASCII characters"),
+        )
+    })
+}
+
 impl StripeSettingsInput {
     /// Checks every field and seals the secrets for `tenant`.
     pub fn seal(self, tenant: &TenantId, sealer: &Sealer) -> ApiResult<ProviderSettings> {
@@ -122,20 +171,7 @@ impl StripeSettingsInput {
                 "nano_per_unit must be between 1 and 10^12",
             ));
         }
-        let min = self.min_topup_nano.unwrap_or(Nano(nano_per_unit));
-        let max = self.max_topup_nano.unwrap_or(Nano(
-            nano_per_unit
-                .saturating_mul(10_000)
-                .min(amount::MAX_AMOUNT_NANO),
-        ));
-        let min = amount::input("min_topup_nano", min, Sign::Positive)?;
-        let max = amount::input("max_topup_nano", max, Sign::Positive)?;
-        if max < min {
-            return Err(ApiError::invalid_param(
-                "max_topup_nano",
-                "max_topup_nano must be at least min_topup_nano",
-            ));
-        }
+        let (min, max) = topup_bounds(nano_per_unit, self.min_topup_nano, self.max_topup_nano)?;
         if let Some(name) = &self.meter_event_name {
             let ok = (1..=100).contains(&name.len())
                 && name
@@ -173,6 +209,9 @@ impl StripeSettingsInput {
             store_id: None,
             created_at: now,
             updated_at: now,
+            api_key_id: None,
+            api_kind: None,
+            rate_source: None,
         })
     }
 }
@@ -294,6 +333,9 @@ impl CustomProviderInput {
             store_id: None,
             created_at: now,
             updated_at: now,
+            api_key_id: None,
+            api_kind: None,
+            rate_source: None,
         })
     }
 }

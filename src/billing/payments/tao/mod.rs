@@ -184,6 +184,9 @@ impl TaoSettingsInput {
             store_id: None,
             created_at: now,
             updated_at: now,
+            api_key_id: None,
+            api_kind: None,
+            rate_source: None,
         })
     }
 }
