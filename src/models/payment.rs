@@ -57,6 +57,34 @@ pub struct ProviderSettings {
 }
 
 impl ProviderSettings {
+    /// Settings for `provider` with nothing sealed yet and the defaults — top-ups of any size in
+    /// the amount range, disputes debited, no meter, server or key id — for each provider's input
+    /// to fill in.
+    pub fn new(tenant: &TenantId, provider: &str, currency: String, nano_per_unit: i64) -> Self {
+        let now = crate::db::now();
+        Self {
+            tenant_id: tenant.clone(),
+            provider: provider.to_owned(),
+            secret_key_sealed: String::new(),
+            secret_key_hint: String::new(),
+            webhook_secrets_sealed: String::new(),
+            webhook_secret_count: 0,
+            currency,
+            nano_per_unit,
+            min_topup_nano: Nano(1),
+            max_topup_nano: Nano(crate::billing::amount::MAX_AMOUNT_NANO),
+            dispute_policy: DisputePolicy::Debit,
+            meter_event_name: None,
+            server_url: None,
+            store_id: None,
+            created_at: now,
+            updated_at: now,
+            api_key_id: None,
+            api_kind: None,
+            rate_source: None,
+        }
+    }
+
     pub fn find(conn: &mut DbConn, tenant: &TenantId, provider: &str) -> QueryResult<Option<Self>> {
         payment_providers::table
             .find((tenant, provider))

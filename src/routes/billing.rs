@@ -710,10 +710,11 @@ pub async fn put_balance_alert(
     Ok(web::Json(saved.into()))
 }
 
-/// Sets how the tenant prices TAO deposits (owner, admin): a `tao` ledger (1 rao = 1 nano-unit)
-/// or another currency at `nano_per_tao`.
+/// Sets how the tenant prices TAO deposits (owner, admin): a `tao` ledger (1 rao = 1 nano-unit),
+/// another currency at a fixed `nano_per_tao`, or the operator's price feed (`rate_source`
+/// `feed`; 409 `price_feed_missing` if the server has none).
 #[utoipa::path(tag = "payments", request_body = TaoSettingsInput,
-    responses((status = 200, body = TaoSettingsView), (status = 400, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+    responses((status = 200, body = TaoSettingsView), (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)), security(("jwt" = [])))]
 #[put("/billing/tao")]
 pub async fn put_tao(
     state: web::Data<AppState>,
@@ -722,7 +723,9 @@ pub async fn put_tao(
     body: Json<TaoSettingsInput>,
 ) -> ApiResult<web::Json<TaoSettingsView>> {
     let tenant = caller.managed_tenant()?.clone();
-    let settings = body.into_inner().settings(&tenant)?;
+    let settings = body
+        .into_inner()
+        .settings(&tenant, &state.config.payments.tao)?;
     let (saved, _) = save_provider(&state, caller.actor(&meta), settings).await?;
     Ok(web::Json(tao::view(&saved, &state.config.payments.tao)))
 }
@@ -746,9 +749,9 @@ pub struct TaoDepositView {
     /// Smaller increases are not credited.
     pub min_deposit_rao: i64,
     pub currency: String,
-    /// Nano-units credited per TAO.
-    pub rate: i64,
-    pub rate_source: &'static str,
+    /// Nano-units credited per TAO (on the feed: its price now; `null` if it did not answer).
+    pub rate: Option<i64>,
+    pub rate_source: tao::RateSource,
     /// Rao received in blocks not finalized yet (credited once final); `null` if the node did not
     /// answer.
     pub pending: Option<i64>,
@@ -821,13 +824,20 @@ pub async fn get_tao(
         .await?;
     let credited: Vec<&TaoDeposit> = deposits.iter().filter(|d| d.status == "credited").collect();
     let pending = tao_pending(config, &address, seen).await;
+    let rate = match tao::rate_source(&settings) {
+        tao::RateSource::Feed => match tao::price::PriceFeed::from_config(config) {
+            Some(feed) => feed.nano_per_tao().await.ok(),
+            None => None,
+        },
+        _ => Some(settings.nano_per_unit),
+    };
     Ok(web::Json(TaoDepositView {
         object: "tao_deposit_address",
         account_id: address.account_id,
         address: address.address,
         derivation_path: address.derivation_path,
         min_deposit_rao: config.min_deposit_rao,
-        rate: settings.nano_per_unit,
+        rate,
         rate_source: tao::rate_source(&settings),
         currency: settings.currency,
         pending,

@@ -106,6 +106,9 @@ fn tao_config(url: &str) -> taogate::billing::payments::tao::TaoConfig {
         poll_ms: 100,
         max_blocks_per_pass: 2,
         rpc_timeout_ms: 5000,
+        price_url: String::new(),
+        price_pointer: "/price".into(),
+        price_currency: "usd".into(),
     }
 }
 
@@ -275,4 +278,129 @@ fn tao_deposits_are_credited_once_after_finality(b: Backend) {
     assert!(ok, "{report}");
 }
 
-both_backends!(tao_deposits_are_credited_once_after_finality);
+/// A tenant priced by the operator's price endpoint (tests/py/price_standin.py): each deposit is
+/// credited at the price read when its block is applied, and that rate is stored on it; while the
+/// endpoint fails, the block waits and nothing is credited at a stale or made-up rate.
+fn tao_on_the_price_feed_is_credited_at_the_rate_of_its_block(b: Backend) {
+    let chain = Chain::start();
+    let feed = Proc::start_program(
+        &std::env::var("TAOGATE_TEST_PYTHON").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned()
+        }),
+        &[
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/price_standin.py"),
+            "--port",
+            "0",
+            "--body",
+            r#"{"bittensor": {"usd": 250.5}}"#,
+        ],
+    );
+    let set_price = |status: u16, body: Value| {
+        ureq::post(&format!("{}_standin/set", feed.url))
+            .send_json(json!({"status": status, "body": body}))
+            .unwrap();
+    };
+    let app = TestApp::spawn_with(
+        b,
+        Figment::new()
+            .merge(Serialized::default("payments.tao.mnemonic", PHRASE))
+            .merge(Serialized::default("payments.tao.rpc_url", &chain.proc.url))
+            .merge(Serialized::default("payments.tao.poll_ms", 100))
+            .merge(Serialized::default(
+                "payments.tao.price_url",
+                format!("{}price", feed.url),
+            ))
+            .merge(Serialized::default(
+                "payments.tao.price_pointer",
+                "/bittensor/usd",
+            ))
+            .merge(Serialized::default("payments.tao.price_currency", "usd")),
+    );
+    let op = app.operator();
+    let (_, _, owner) = app.tenant(&op, false);
+    let a1 = app.account(&owner, "A1");
+    let put = |body: Value| {
+        app.put("/api/v1/billing/tao")
+            .bearer(&owner.token)
+            .json(body)
+    };
+    put(json!({"currency": "usd", "rate_source": "feed", "nano_per_tao": 5}))
+        .expect(400, "invalid_request");
+    put(json!({"currency": "eur", "rate_source": "feed"})).expect(400, "invalid_request");
+    put(json!({"currency": "tao", "rate_source": "feed"})).expect(400, "invalid_request");
+    let shown = put(json!({"currency": "usd", "rate_source": "feed"}))
+        .expect(200, "")
+        .ok();
+    assert_eq!(
+        (
+            shown["rate_source"].as_str(),
+            shown["nano_per_tao"].is_null()
+        ),
+        (Some("feed"), true)
+    );
+    let view = deposit(&app, &owner, &a1);
+    assert_eq!(
+        (view["rate_source"].as_str(), view["rate"].as_i64()),
+        (Some("feed"), Some(250_500_000_000))
+    );
+    let addr = view["address"].as_str().unwrap().to_owned();
+    // 2 TAO at 250.5 → 501 units.
+    let n = chain.block(&[(&addr, 2 * TAO)]);
+    chain.finalize(n);
+    wait_until("the first deposit", || {
+        balance(&app, &owner, &a1) == 501 * UNIT
+    });
+    // The feed fails: the next deposit's block waits; the view shows no rate.
+    set_price(503, json!({}));
+    let n = chain.block(&[(&addr, 3 * TAO)]);
+    chain.finalize(n);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(balance(&app, &owner, &a1), 501 * UNIT);
+    assert!(deposit(&app, &owner, &a1)["rate"].is_null());
+    // The feed answers again, at another price: credited once, at that price.
+    set_price(200, json!({"bittensor": {"usd": "300"}}));
+    wait_until("the second deposit", || {
+        balance(&app, &owner, &a1) == 801 * UNIT
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(balance(&app, &owner, &a1), 801 * UNIT);
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        amount_rao: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        rate: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        rate_source: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        credited_nano: i64,
+    }
+    let mut c = app.db.get().unwrap();
+    let rows: Vec<Row> = diesel::RunQueryDsl::load(
+        diesel::sql_query(
+            "SELECT amount_rao, rate, rate_source, credited_nano FROM tao_deposits ORDER BY block_number",
+        ),
+        &mut *c,
+    )
+    .unwrap();
+    let feed_row = |amount_rao, rate, credited_nano| Row {
+        amount_rao,
+        rate,
+        rate_source: "feed".into(),
+        credited_nano,
+    };
+    assert_eq!(
+        rows,
+        [
+            feed_row(2 * TAO, 250_500_000_000, 501 * UNIT),
+            feed_row(TAO, 300 * UNIT, 300 * UNIT)
+        ]
+    );
+    let (ok, report) = reconcile_with_cache(&app.db_url(), false, None);
+    assert!(ok, "{report}");
+}
+
+both_backends!(
+    tao_deposits_are_credited_once_after_finality,
+    tao_on_the_price_feed_is_credited_at_the_rate_of_its_block
+);

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::settings::{context, printable, topup_bounds, webhook_secrets};
 use super::signature::SignatureError;
 use super::{Effect, Inbound, Payer, Provider, Refused, Start, minor_unit_exponent};
-use crate::domain::{DisputePolicy, Nano, TenantId};
+use crate::domain::{Nano, TenantId};
 use crate::error::{ApiError, ApiResult};
 use crate::models::account::Account;
 use crate::models::payment::{Payment, ProviderSettings};
@@ -271,10 +271,7 @@ impl BtcPaySettingsInput {
         let per_unit = super::settings::DEFAULT_NANO_PER_UNIT;
         let (min, max) = topup_bounds(per_unit, self.min_topup_nano, self.max_topup_nano)?;
         let hint = format!("…{}", &self.api_key[self.api_key.len() - 4..]);
-        let now = crate::db::now();
         Ok(ProviderSettings {
-            tenant_id: tenant.clone(),
-            provider: NAME.to_owned(),
             secret_key_sealed: sealer.seal(
                 self.api_key.as_bytes(),
                 &context(NAME, "secret_key", tenant),
@@ -283,19 +280,11 @@ impl BtcPaySettingsInput {
             webhook_secrets_sealed: sealer
                 .seal(&secrets, &context(NAME, "webhook_secrets", tenant)),
             webhook_secret_count: self.webhook_secrets.len() as i32,
-            currency,
-            nano_per_unit: per_unit,
             min_topup_nano: min,
             max_topup_nano: max,
-            dispute_policy: DisputePolicy::Debit,
-            meter_event_name: None,
             server_url: Some(self.server_url),
             store_id: Some(self.store_id),
-            created_at: now,
-            updated_at: now,
-            api_key_id: None,
-            api_kind: None,
-            rate_source: None,
+            ..ProviderSettings::new(tenant, NAME, currency, per_unit)
         })
     }
 }

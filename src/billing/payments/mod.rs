@@ -276,6 +276,22 @@ pub fn nano_to_minor(nano: Nano, currency: &str, nano_per_unit: i64) -> Option<i
         .flatten()
 }
 
+/// A decimal string (`"12.345"`) in units of 10^-`exp`, extra places cut (`1234` for `exp` 2: a
+/// credit never exceeds what was paid); `None` unless a plain non-negative decimal within range.
+pub fn parse_decimal(value: &str, exp: u32) -> Option<i64> {
+    let (whole, frac) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || whole.len() > 15 || !digits(whole) || !digits(frac) || frac.len() > 18 {
+        return None;
+    }
+    let exp = exp as usize;
+    let mut kept: String = frac.chars().take(exp).collect();
+    while kept.len() < exp {
+        kept.push('0');
+    }
+    format!("{whole}{kept}").parse().ok()
+}
+
 /// A provider name is `stripe`, or `custom:<name>` for a tenant's own payment system.
 pub const CUSTOM_PREFIX: &str = "custom:";
 

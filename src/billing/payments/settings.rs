@@ -185,10 +185,7 @@ impl StripeSettingsInput {
             }
         }
         let secrets = serde_json::to_vec(&self.webhook_secrets).map_err(ApiError::internal_msg)?;
-        let now = crate::db::now();
         Ok(ProviderSettings {
-            tenant_id: tenant.clone(),
-            provider: super::stripe::NAME.to_owned(),
             secret_key_sealed: sealer.seal(
                 self.secret_key.as_bytes(),
                 &context(super::stripe::NAME, "secret_key", tenant),
@@ -199,19 +196,11 @@ impl StripeSettingsInput {
                 &context(super::stripe::NAME, "webhook_secrets", tenant),
             ),
             webhook_secret_count: self.webhook_secrets.len() as i32,
-            currency,
-            nano_per_unit,
             min_topup_nano: min,
             max_topup_nano: max,
             dispute_policy: self.dispute_policy.unwrap_or(DisputePolicy::Debit),
             meter_event_name: self.meter_event_name,
-            server_url: None,
-            store_id: None,
-            created_at: now,
-            updated_at: now,
-            api_key_id: None,
-            api_kind: None,
-            rate_source: None,
+            ..ProviderSettings::new(tenant, super::stripe::NAME, currency, nano_per_unit)
         })
     }
 }
@@ -314,28 +303,12 @@ impl CustomProviderInput {
             ));
         }
         let secrets = serde_json::to_vec(&self.webhook_secrets).map_err(ApiError::internal_msg)?;
-        let now = crate::db::now();
         Ok(ProviderSettings {
-            tenant_id: tenant.clone(),
             secret_key_sealed: sealer.seal(b"", &context(&provider, "secret_key", tenant)),
-            secret_key_hint: String::new(),
             webhook_secrets_sealed: sealer
                 .seal(&secrets, &context(&provider, "webhook_secrets", tenant)),
             webhook_secret_count: self.webhook_secrets.len() as i32,
-            provider,
-            currency,
-            nano_per_unit: 1,
-            min_topup_nano: Nano(1),
-            max_topup_nano: Nano(amount::MAX_AMOUNT_NANO),
-            dispute_policy: DisputePolicy::Debit,
-            meter_event_name: None,
-            server_url: None,
-            store_id: None,
-            created_at: now,
-            updated_at: now,
-            api_key_id: None,
-            api_kind: None,
-            rate_source: None,
+            ..ProviderSettings::new(tenant, &provider, currency, 1)
         })
     }
 }

@@ -34,8 +34,8 @@ use super::btcpay::decimal;
 use super::seal::Sealer;
 use super::settings::{context, printable, topup_bounds, webhook_secrets};
 use super::signature::SignatureError;
-use super::{Effect, Inbound, Payer, Provider, Refused, Start, minor_unit_exponent};
-use crate::domain::{DisputePolicy, Nano, TenantId};
+use super::{Effect, Inbound, Payer, Provider, Refused, Start, minor_unit_exponent, parse_decimal};
+use crate::domain::{Nano, TenantId};
 use crate::error::{ApiError, ApiResult};
 use crate::models::account::Account;
 use crate::models::payment::{Payment, ProviderSettings};
@@ -253,22 +253,6 @@ fn id_like(v: &str) -> bool {
     !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// `"12.345"` in minor units of a currency with `exp` decimals, cut to them (`1234` for `exp` 2);
-/// `None` unless a plain non-negative decimal within range.
-pub fn minor_units(value: &str, exp: u32) -> Option<i64> {
-    let (whole, frac) = value.split_once('.').unwrap_or((value, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || whole.len() > 15 || !digits(whole) || !digits(frac) || frac.len() > 18 {
-        return None;
-    }
-    let exp = exp as usize;
-    let mut kept: String = frac.chars().take(exp).collect();
-    while kept.len() < exp {
-        kept.push('0');
-    }
-    format!("{whole}{kept}").parse().ok()
-}
-
 fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
@@ -307,7 +291,7 @@ impl Coinbase {
             .unwrap_or_default()
             .to_ascii_lowercase();
         let exp = minor_unit_exponent(&currency);
-        let amount = |p: &str| text(v, p).and_then(|s| minor_units(s, exp));
+        let amount = |p: &str| text(v, p).and_then(|s| parse_decimal(s, exp));
         let (payment_hint, account_hint) = hints(v.get("metadata"));
         let mut event_id = format!("{kind}:{id}");
         let effect = match kind {
@@ -352,7 +336,7 @@ impl Coinbase {
                         .map(|r| {
                             r.get("amount")
                                 .and_then(Value::as_str)
-                                .and_then(|s| minor_units(s, exp))
+                                .and_then(|s| parse_decimal(s, exp))
                         })
                         .try_fold(0i64, |acc, a| acc.checked_add(a?))
                         .ok_or_else(|| unreadable("`refundedAmount`"))?,
@@ -396,7 +380,7 @@ impl Coinbase {
                     .unwrap_or_default()
                     .to_ascii_lowercase();
                 let amount = text(v, "/event/data/pricing/local/amount")
-                    .and_then(|s| minor_units(s, minor_unit_exponent(&currency)))
+                    .and_then(|s| parse_decimal(s, minor_unit_exponent(&currency)))
                     .ok_or_else(|| unreadable("`pricing.local.amount`"))?;
                 Effect::Paid {
                     reference: charge.to_owned(),
@@ -655,10 +639,7 @@ impl CoinbaseSettingsInput {
         let secrets = webhook_secrets(&self.webhook_secrets, 16)?;
         let per_unit = super::settings::DEFAULT_NANO_PER_UNIT;
         let (min, max) = topup_bounds(per_unit, self.min_topup_nano, self.max_topup_nano)?;
-        let now = crate::db::now();
         Ok(ProviderSettings {
-            tenant_id: tenant.clone(),
-            provider: NAME.to_owned(),
             secret_key_sealed: sealer.seal(
                 self.api_key_secret.as_bytes(),
                 &context(NAME, "secret_key", tenant),
@@ -667,19 +648,11 @@ impl CoinbaseSettingsInput {
             webhook_secrets_sealed: sealer
                 .seal(&secrets, &context(NAME, "webhook_secrets", tenant)),
             webhook_secret_count: self.webhook_secrets.len() as i32,
-            currency,
-            nano_per_unit: per_unit,
             min_topup_nano: min,
             max_topup_nano: max,
-            dispute_policy: DisputePolicy::Debit,
-            meter_event_name: None,
-            server_url: None,
-            store_id: None,
-            created_at: now,
-            updated_at: now,
             api_key_id: key_id,
             api_kind: Some(api.as_str().to_owned()),
-            rate_source: None,
+            ..ProviderSettings::new(tenant, NAME, currency, per_unit)
         })
     }
 }
@@ -714,15 +687,15 @@ mod tests {
 
     #[test]
     fn decimals_read_exactly_and_cut_extra_places() {
-        assert_eq!(minor_units("100.00", 2), Some(10_000));
-        assert_eq!(minor_units("0.5", 2), Some(50));
-        assert_eq!(minor_units("7", 2), Some(700));
-        assert_eq!(minor_units("1.239", 2), Some(123));
-        assert_eq!(minor_units("-1.00", 2), None);
-        assert_eq!(minor_units("1e3", 2), None);
-        assert_eq!(minor_units("", 2), None);
-        assert_eq!(minor_units(".5", 2), None);
-        assert_eq!(minor_units("9999999999999999", 2), None);
+        assert_eq!(parse_decimal("100.00", 2), Some(10_000));
+        assert_eq!(parse_decimal("0.5", 2), Some(50));
+        assert_eq!(parse_decimal("7", 2), Some(700));
+        assert_eq!(parse_decimal("1.239", 2), Some(123));
+        assert_eq!(parse_decimal("-1.00", 2), None);
+        assert_eq!(parse_decimal("1e3", 2), None);
+        assert_eq!(parse_decimal("", 2), None);
+        assert_eq!(parse_decimal(".5", 2), None);
+        assert_eq!(parse_decimal("9999999999999999", 2), None);
     }
 
     #[test]

@@ -7,17 +7,19 @@
 //!
 //! Pricing, per tenant (`PUT /api/v1/billing/tao`): a tenant whose ledger currency is TAO is
 //! credited 1 nano-unit per rao, exactly (`rate_source` `tao`); any other currency at the tenant's
-//! rate in nano-units per TAO (`rate_source` `tenant`), rounded down. Each deposit records
-//! `amount_rao`, `rate`, `rate_source` and `credited_nano`.
+//! rate in nano-units per TAO (`rate_source` `tenant`), rounded down, or at the operator's price
+//! endpoint's rate when the deposit is credited (`rate_source` `feed`, [`price`]). Each deposit
+//! records `amount_rao`, `rate`, `rate_source` and `credited_nano`.
 
 pub mod chain;
+pub mod price;
 pub mod watcher;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{AccountId, DisputePolicy, Nano, TenantId};
+use crate::domain::{AccountId, Nano, TenantId};
 use crate::error::{ApiError, ApiResult};
 use crate::models::payment::ProviderSettings;
 use crate::models::tao::TaoAddress;
@@ -39,6 +41,11 @@ pub struct TaoConfig {
     pub poll_ms: u64,
     pub max_blocks_per_pass: u64,
     pub rpc_timeout_ms: u64,
+    /// The operator's price endpoint (see [`price`]); empty: none.
+    pub price_url: String,
+    pub price_pointer: String,
+    /// The currency of the endpoint's price (tenants on the feed keep their ledger in it).
+    pub price_currency: String,
 }
 
 impl TaoConfig {
@@ -64,6 +71,18 @@ impl TaoConfig {
             anyhow::bail!(
                 "config keys `payments.tao.poll_ms` (50-600000), `max_blocks_per_pass` (1-10000), `rpc_timeout_ms` (100-120000)"
             );
+        }
+        if !self.price_url.is_empty() {
+            let url_ok = url::Url::parse(&self.price_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            let currency_ok = self.price_currency.len() == 3
+                && self.price_currency.bytes().all(|b| b.is_ascii_lowercase())
+                && self.price_currency != NAME;
+            if !url_ok || !self.price_pointer.starts_with('/') || !currency_ok {
+                anyhow::bail!(
+                    "config keys `payments.tao.price_url` (an http(s) URL), `price_pointer` (a JSON pointer, `/…`) and `price_currency` (a lowercase ISO 4217 code)"
+                );
+            }
         }
         Ok(())
     }
@@ -115,34 +134,62 @@ pub struct TaoSettingsInput {
     /// The tenant's ledger currency: `tao` (1 rao = 1 nano-unit, exact) or an ISO 4217 code.
     #[schema(min_length = 3, max_length = 3)]
     pub currency: String,
-    /// Nano-units credited per TAO when the currency is not `tao`.
+    /// Nano-units credited per TAO, for `rate_source` `tenant`.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub nano_per_tao: Option<i64>,
+    /// `tao` (a TAO ledger), `tenant` (a fixed `nano_per_tao`) or `feed` (the operator's price
+    /// endpoint, read when each deposit is credited; the currency must be the feed's). Default:
+    /// `tao` for a TAO ledger, else `tenant`.
+    pub rate_source: Option<RateSource>,
+}
+
+/// Where a tenant's TAO rate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateSource {
+    Tao,
+    Tenant,
+    Feed,
+}
+
+impl RateSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tao => "tao",
+            Self::Tenant => "tenant",
+            Self::Feed => "feed",
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct TaoSettingsView {
     pub object: &'static str,
     pub currency: String,
-    pub nano_per_tao: i64,
-    /// `tao` (exact) or `tenant` (the tenant's rate).
-    pub rate_source: &'static str,
+    /// Nano-units per TAO; `null` on the feed (read at each deposit).
+    pub nano_per_tao: Option<i64>,
+    pub rate_source: RateSource,
     pub min_deposit_rao: i64,
     /// Whether this server takes deposits (a seed and a node are configured).
     pub enabled: bool,
 }
 
 /// Where a tenant's rate comes from.
-pub fn rate_source(settings: &ProviderSettings) -> &'static str {
+pub fn rate_source(settings: &ProviderSettings) -> RateSource {
     if settings.currency == NAME {
-        "tao"
+        RateSource::Tao
+    } else if settings.rate_source.as_deref() == Some(FEED) {
+        RateSource::Feed
     } else {
-        "tenant"
+        RateSource::Tenant
     }
 }
 
+/// `rate_source` as stored for a tenant on the operator's feed.
+pub const FEED: &str = "feed";
+
 impl TaoSettingsInput {
-    pub fn settings(self, tenant: &TenantId) -> ApiResult<ProviderSettings> {
+    pub fn settings(self, tenant: &TenantId, config: &TaoConfig) -> ApiResult<ProviderSettings> {
         let currency = self.currency.to_ascii_lowercase();
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
             return Err(ApiError::invalid_param(
@@ -150,43 +197,57 @@ impl TaoSettingsInput {
                 "currency must be `tao` or a three-letter ISO 4217 code",
             ));
         }
-        let rate = match (currency.as_str(), self.nano_per_tao) {
-            (NAME, None | Some(RAO_PER_TAO)) => RAO_PER_TAO,
-            (NAME, Some(_)) => {
+        let source = self.rate_source.unwrap_or(if currency == NAME {
+            RateSource::Tao
+        } else {
+            RateSource::Tenant
+        });
+        // A feed tenant keeps nano_per_unit at a placeholder (the column is NOT NULL): the rate
+        // is read at each deposit and stored on it.
+        let rate = match (source, currency.as_str(), self.nano_per_tao) {
+            (RateSource::Tao, NAME, None | Some(RAO_PER_TAO)) => RAO_PER_TAO,
+            (RateSource::Tao, _, _) | (_, NAME, _) => {
                 return Err(ApiError::invalid_param(
-                    "nano_per_tao",
-                    "a TAO ledger is credited 1 nano-unit per rao; leave nano_per_tao out",
+                    "rate_source",
+                    "a TAO ledger is credited 1 nano-unit per rao: currency `tao`, rate_source `tao`, no nano_per_tao",
                 ));
             }
-            (_, Some(rate)) if (1..=1_000_000_000_000_000).contains(&rate) => rate,
-            (_, _) => {
+            (RateSource::Tenant, _, Some(rate))
+                if (1..=price::MAX_NANO_PER_TAO).contains(&rate) =>
+            {
+                rate
+            }
+            (RateSource::Tenant, _, _) => {
                 return Err(ApiError::invalid_param(
                     "nano_per_tao",
                     "nano_per_tao (1 to 10^15) is required for a currency other than tao",
                 ));
             }
+            (RateSource::Feed, _, Some(_)) => {
+                return Err(ApiError::invalid_param(
+                    "nano_per_tao",
+                    "a tenant on the price feed gives no nano_per_tao",
+                ));
+            }
+            (RateSource::Feed, c, None) => {
+                if config.price_url.is_empty() {
+                    return Err(ApiError::conflict(
+                        "price_feed_missing",
+                        "this server has no TAO price endpoint (payments.tao.price_url)",
+                    ));
+                }
+                if c != config.price_currency {
+                    return Err(ApiError::invalid_param(
+                        "currency",
+                        format!("the price feed is in `{}`", config.price_currency),
+                    ));
+                }
+                RAO_PER_TAO
+            }
         };
-        let now = crate::db::now();
         Ok(ProviderSettings {
-            tenant_id: tenant.clone(),
-            provider: NAME.to_owned(),
-            secret_key_sealed: String::new(),
-            secret_key_hint: String::new(),
-            webhook_secrets_sealed: String::new(),
-            webhook_secret_count: 0,
-            currency,
-            nano_per_unit: rate,
-            min_topup_nano: Nano(1),
-            max_topup_nano: Nano(crate::billing::amount::MAX_AMOUNT_NANO),
-            dispute_policy: DisputePolicy::Debit,
-            meter_event_name: None,
-            server_url: None,
-            store_id: None,
-            created_at: now,
-            updated_at: now,
-            api_key_id: None,
-            api_kind: None,
-            rate_source: None,
+            rate_source: (source == RateSource::Feed).then(|| FEED.to_owned()),
+            ..ProviderSettings::new(tenant, NAME, currency, rate)
         })
     }
 }
@@ -196,7 +257,7 @@ pub fn view(settings: &ProviderSettings, config: &TaoConfig) -> TaoSettingsView 
     TaoSettingsView {
         object: "tao_settings",
         currency: settings.currency.clone(),
-        nano_per_tao: settings.nano_per_unit,
+        nano_per_tao: (rate_source(settings) != RateSource::Feed).then_some(settings.nano_per_unit),
         rate_source: rate_source(settings),
         min_deposit_rao: config.min_deposit_rao,
         enabled: config.enabled(),

@@ -30,7 +30,20 @@ use crate::models::payment::ProviderSettings;
 use crate::models::tao::{TaoAddress, TaoBalance, TaoCursor, TaoDeposit};
 
 use super::chain::{ChainError, Node, account_key};
-use super::{NAME, TaoConfig, rate_source};
+use super::price::PriceFeed;
+use super::{NAME, RateSource, TaoConfig, rate_source};
+
+/// A tenant's settings at the rate of this block: on the feed, the price read this pass (none:
+/// the block waits, 503 inside the pass, and is read again next pass).
+fn priced(
+    mut settings: ProviderSettings,
+    price: Option<i64>,
+) -> Result<ProviderSettings, ApiError> {
+    if rate_source(&settings) == RateSource::Feed {
+        settings.nano_per_unit = price.ok_or(ApiError::Unavailable)?;
+    }
+    Ok(settings)
+}
 
 /// The watcher of one node.
 pub struct Watcher {
@@ -107,12 +120,21 @@ impl Watcher {
             })
             .collect();
         let key_list: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+        // The operator's price, read once per pass, for tenants on the feed.
+        let price = match PriceFeed::from_config(&self.config) {
+            Some(feed) => feed
+                .nano_per_tao()
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "TAO price feed unavailable"))
+                .ok(),
+            None => None,
+        };
         let mut read = 0;
         for number in start..=end {
             let hash = self.node.block_hash(number).await?;
             let balances = self.node.free_balances(&key_list, Some(&hash)).await?;
             let credited = self
-                .block(&genesis, number, &hash, &keys, &balances)
+                .block(&genesis, number, &hash, &keys, &balances, price)
                 .await?;
             read += 1;
             if let Some(limiter) = &self.limiter {
@@ -134,6 +156,7 @@ impl Watcher {
         hash: &str,
         keys: &[(TaoAddress, String)],
         balances: &HashMap<String, u128>,
+        price: Option<i64>,
     ) -> Result<Vec<(TenantId, AccountId)>, ApiError> {
         let (genesis, hash) = (genesis.to_owned(), hash.to_owned());
         let seen: Vec<(TaoAddress, u128)> = keys
@@ -155,11 +178,13 @@ impl Watcher {
                     let last = TaoBalance::last(c, &genesis, &address.address)?;
                     if free > last {
                         let amount = free - last;
-                        let settings = ProviderSettings::find(c, &address.tenant_id, NAME)?;
+                        let settings = ProviderSettings::find(c, &address.tenant_id, NAME)?
+                            .map(|s| priced(s, price))
+                            .transpose()?;
                         let key = format!("{genesis}:{hash}:{}", address.address);
                         let (status, rate, source, nano) = match &settings {
                             None => ("unpriced", 0, "none", Nano(0)),
-                            Some(s) if amount < min => ("dust", s.nano_per_unit, rate_source(s), Nano(0)),
+                            Some(s) if amount < min => ("dust", s.nano_per_unit, rate_source(s).as_str(), Nano(0)),
                             Some(s) => {
                                 let effect = Effect::Paid {
                                     reference: key.clone(),
@@ -177,7 +202,7 @@ impl Watcher {
                                 };
                                 let applied = apply_recorded(c, s, &effect, &source, &system())?;
                                 credited.push((address.tenant_id.clone(), address.account_id.clone()));
-                                ("credited", s.nano_per_unit, rate_source(s), applied.moved)
+                                ("credited", s.nano_per_unit, rate_source(s).as_str(), applied.moved)
                             }
                         };
                         TaoDeposit {
