@@ -101,6 +101,9 @@ fn records(n: usize) -> Vec<UsageRecord> {
                 charged_nano: Nano(3_000 + k % 1_000),
                 tenant_charged_nano: Nano(1_000 + k % 300),
                 usage_source: taogate::domain::UsageSource::Upstream,
+                prompt_nano_per_mtok: None,
+                completion_nano_per_mtok: None,
+                request_nano: None,
             }
         })
         .collect()

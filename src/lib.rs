@@ -12,6 +12,7 @@ pub mod db;
 pub mod devnet;
 pub mod domain;
 pub mod error;
+pub mod finance;
 pub mod hop;
 pub mod http;
 pub mod limits;

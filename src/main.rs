@@ -64,6 +64,41 @@ enum Command {
         #[arg(long)]
         rebuild: bool,
     },
+    /// Usage for finance as CSV or JSONL (every tenant, or `--tenant`), to `--out` or stdout:
+    /// a progress bar on a terminal, a summary at the end; `--resume` continues an interrupted
+    /// export from the cursor kept beside `--out`.
+    Export {
+        /// A calendar month, `YYYY-MM` (UTC) — or give `--from` and `--to`.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        month: Option<String>,
+        /// Start (RFC 3339 or YYYY-MM-DD, inclusive).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// End (RFC 3339 or YYYY-MM-DD, exclusive).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// `request`, `hour`, `day` or `month`.
+        #[arg(long, default_value = "day", value_parser = ["request", "hour", "day", "month"])]
+        granularity: String,
+        /// `csv` or `jsonl`.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+        format: String,
+        /// Any of account,key,model,route (aggregated exports).
+        #[arg(long, default_value = "account,key,model,route")]
+        group_by: String,
+        /// One tenant (slug or id).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// One account of `--tenant`.
+        #[arg(long)]
+        account: Option<String>,
+        /// The output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue an interrupted export into `--out`.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Bootstrap operations.
     Admin {
         #[command(subcommand)]
@@ -189,6 +224,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !taogate::commands::reconcile::run(config, rebuild).await? {
                 anyhow::bail!("reconcile found drift");
             }
+            Ok(())
+        }
+        Command::Export {
+            month,
+            from,
+            to,
+            granularity,
+            format,
+            group_by,
+            tenant,
+            account,
+            out,
+            resume,
+        } => {
+            let config = Config::load(config_path, Figment::new())?;
+            fn quoted<T: serde::de::DeserializeOwned>(s: &str) -> serde_json::Result<T> {
+                serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            }
+            let args = taogate::commands::export::Args {
+                month,
+                from,
+                to,
+                granularity: quoted(&granularity)?,
+                format: quoted(&format)?,
+                group_by,
+                tenant,
+                account,
+                out,
+                resume,
+            };
+            let summary = taogate::commands::export::run(config, args).await?;
+            let totals: Vec<String> = summary
+                .totals
+                .iter()
+                .map(|(c, n)| format!("{} {c}", taogate::finance::export::decimal(*n)))
+                .collect();
+            eprintln!(
+                "exported {} row(s), {} request(s); totals: {}",
+                summary.rows,
+                summary.requests,
+                if totals.is_empty() {
+                    "none".to_owned()
+                } else {
+                    totals.join(", ")
+                }
+            );
             Ok(())
         }
         Command::Openapi => {

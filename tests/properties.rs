@@ -226,6 +226,9 @@ proptest! {
                         charged_nano: Nano(*retail),
                         tenant_charged_nano: Nano(*wholesale),
                         usage_source: UsageSource::Upstream,
+                        prompt_nano_per_mtok: None,
+                        completion_nano_per_mtok: None,
+                        request_nano: None,
                     };
                     // Written twice (a replay): charged once.
                     let wrote = conn.transaction(|c| write_batch_per_row(c, &[record.clone(), record]));

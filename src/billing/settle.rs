@@ -310,7 +310,11 @@ impl Meter {
             Some(p) if !free => p.cost(prompt, completion),
             _ => Nano(0),
         };
+        let retail = admitted.prices.0;
         let record = UsageRecord {
+            prompt_nano_per_mtok: retail.map(|p| p.prompt_nano_per_mtok),
+            completion_nano_per_mtok: retail.map(|p| p.completion_nano_per_mtok),
+            request_nano: retail.map(|p| p.request_nano),
             charged_nano: charge(admitted.prices.0),
             tenant_charged_nano: charge(admitted.prices.1),
             id: admitted.admission_id.clone(),

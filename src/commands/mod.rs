@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod dev;
+pub mod export;
 pub mod reconcile;
 pub mod serve;
 pub mod worker;

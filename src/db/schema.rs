@@ -149,6 +149,28 @@ diesel::table! {
         charged_nano -> BigInt,
         tenant_charged_nano -> BigInt,
         usage_source -> Text,
+        prompt_nano_per_mtok -> Nullable<BigInt>,
+        completion_nano_per_mtok -> Nullable<BigInt>,
+        request_nano -> Nullable<BigInt>,
+        recorded_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    export_cutoffs (tenant_id, month) {
+        tenant_id -> Text,
+        month -> Text,
+        cutoff_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    statements (account_id, month) {
+        account_id -> Text,
+        month -> Text,
+        tenant_id -> Text,
+        document -> Text,
+        created_at -> Timestamp,
     }
 }
 

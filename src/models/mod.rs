@@ -4,6 +4,7 @@
 pub mod account;
 pub mod api_key;
 pub mod audit;
+pub mod finance;
 pub mod idempotency;
 pub mod ledger;
 pub mod notification;

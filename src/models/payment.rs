@@ -85,6 +85,14 @@ impl ProviderSettings {
         }
     }
 
+    /// (provider, currency) of every provider the tenant has set up.
+    pub fn currencies(conn: &mut DbConn, tenant: &TenantId) -> QueryResult<Vec<(String, String)>> {
+        payment_providers::table
+            .filter(payment_providers::tenant_id.eq(tenant))
+            .select((payment_providers::provider, payment_providers::currency))
+            .load(conn)
+    }
+
     pub fn find(conn: &mut DbConn, tenant: &TenantId, provider: &str) -> QueryResult<Option<Self>> {
         payment_providers::table
             .find((tenant, provider))

@@ -38,6 +38,14 @@ pub struct UsageRecord {
     /// unless `estimated`, fixed up on replay).
     #[serde(default = "unknown_source")]
     pub usage_source: UsageSource,
+    /// The retail unit prices it was charged at (`None`: unpriced, or recorded before they were
+    /// kept).
+    #[serde(default)]
+    pub prompt_nano_per_mtok: Option<i64>,
+    #[serde(default)]
+    pub completion_nano_per_mtok: Option<i64>,
+    #[serde(default)]
+    pub request_nano: Option<i64>,
 }
 
 fn unknown_source() -> UsageSource {
@@ -114,9 +122,10 @@ impl UsageRecord {
         Ok(found)
     }
 
+    /// Inserts it, stamped with when it reached the database (`recorded_at`).
     pub fn insert(&self, conn: &mut DbConn) -> QueryResult<()> {
         diesel::insert_into(usage_records::table)
-            .values(self)
+            .values((self, usage_records::recorded_at.eq(crate::db::now())))
             .execute(conn)
             .map(drop)
     }

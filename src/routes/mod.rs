@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod billing;
+pub mod finance;
 pub mod health;
 pub mod hosted;
 pub mod key_limits;
@@ -133,7 +134,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(billing::put_tenant_webhook)
             .service(billing::get_balance_alert)
             .service(billing::put_balance_alert)
+            .service(finance::usage_export)
             .service(usage::get_usage)
+            .service(finance::get_statement)
+            .service(finance::revenue_report)
             .service(audit::list_audit_log),
     );
 }

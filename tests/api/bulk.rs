@@ -48,6 +48,9 @@ fn records(n: usize, now: NaiveDateTime) -> Vec<UsageRecord> {
                 charged_nano: Nano(if i % 7 == 0 { 0 } else { 1_000 + 13 * k }),
                 tenant_charged_nano: Nano(if i % 11 == 0 { 0 } else { 400 + 5 * k }),
                 usage_source: taogate::domain::UsageSource::Upstream,
+                prompt_nano_per_mtok: None,
+                completion_nano_per_mtok: None,
+                request_nano: None,
             }
         })
         .collect()

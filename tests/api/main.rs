@@ -12,6 +12,7 @@ mod chat;
 mod coinbase;
 mod durable;
 mod epistula;
+mod finance;
 mod holds;
 mod idempotency;
 mod isolation;

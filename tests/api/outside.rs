@@ -230,7 +230,23 @@ fn no_route_reaches_another_tenants_objects(b: Backend) {
             } else {
                 None // creates in the caller's own tenant: not aimed at A
             };
-            let Some(url) = url else { continue };
+            let Some(mut url) = url else { continue };
+            // Finance reads need their period too.
+            let period = match path.as_str() {
+                "/api/v1/statements" => "month=2026-11",
+                "/api/v1/usage/export" | "/api/v1/reports/revenue" => {
+                    "from=2026-01-01T00:00:00Z&to=2026-12-01T00:00:00Z&granularity=request"
+                }
+                _ => "",
+            };
+            if !period.is_empty() {
+                let period = if path == "/api/v1/reports/revenue" {
+                    period.trim_end_matches("&granularity=request")
+                } else {
+                    period
+                };
+                url = format!("{url}{}{period}", if url.contains('?') { '&' } else { '?' });
+            }
             let verb: &'static str = match method.as_str() {
                 "get" => "GET",
                 "post" => "POST",
@@ -257,7 +273,7 @@ fn no_route_reaches_another_tenants_objects(b: Backend) {
                     Some(body) => req.json(body),
                     None => req.send(),
                 };
-                let aimed = url.contains('?') || path.contains("{id}") || verb != "GET";
+                let aimed = url.contains("account_id=") || path.contains("{id}") || verb != "GET";
                 if aimed {
                     assert!(
                         res.status == 403 || res.status == 404,

@@ -220,6 +220,9 @@ mod tests {
             charged_nano: Nano(5),
             tenant_charged_nano: Nano(1),
             usage_source: crate::domain::UsageSource::Upstream,
+            prompt_nano_per_mtok: None,
+            completion_nano_per_mtok: None,
+            request_nano: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Usage records of a batch in one `INSERT … SELECT FROM unnest(…)`: one array per column (so no
+//! Usage records of a batch in one `INSERT … SELECT FROM unnest(…)`, stamped `recorded_at` now:
+//! one array per column (so no
 //! bind-parameter limit, whatever the batch size), records already written skipped (`ON CONFLICT
 //! DO NOTHING` on the primary key (id, started_at); a replayed record has the same started_at).
 //! Rows go in id order, so two writers replaying overlapping batches wait for each other instead
@@ -13,9 +14,10 @@ use crate::models::usage::UsageRecord;
 const INSERT: &str = "INSERT INTO usage_records (id, request_id, tenant_id, account_id, api_key_id, \
     model, prompt_tokens, completion_tokens, estimated, status, worker, upstream, miner_uid, \
     started_at, ended_at, ttft_ms, latency_ms, wholesale_cost_nano, charged_nano, \
-    tenant_charged_nano, usage_source) \
-    SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-    $17, $18, $19, $20, $21) ORDER BY 1 \
+    tenant_charged_nano, usage_source, prompt_nano_per_mtok, completion_nano_per_mtok, request_nano, \
+    recorded_at) \
+    SELECT u.*, $25 FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+    $16, $17, $18, $19, $20, $21, $22, $23, $24) AS u ORDER BY 1 \
     ON CONFLICT DO NOTHING";
 
 /// One column of `records`.
@@ -47,5 +49,9 @@ pub fn insert(pg: &mut PgConnection, r: &[UsageRecord]) -> QueryResult<usize> {
         .bind::<Array<BigInt>, _>(col(r, |r| r.charged_nano))
         .bind::<Array<BigInt>, _>(col(r, |r| r.tenant_charged_nano))
         .bind::<Array<Text>, _>(col(r, |r| r.usage_source))
+        .bind::<Array<Nullable<BigInt>>, _>(col(r, |r| r.prompt_nano_per_mtok))
+        .bind::<Array<Nullable<BigInt>>, _>(col(r, |r| r.completion_nano_per_mtok))
+        .bind::<Array<Nullable<BigInt>>, _>(col(r, |r| r.request_nano))
+        .bind::<Timestamp, _>(crate::db::now())
         .execute(pg)
 }
