@@ -63,6 +63,10 @@ enum Command {
         /// Rewrite drifted cached balances from the entries.
         #[arg(long)]
         rebuild: bool,
+        /// Also check a month (YYYY-MM): exports against usage postings per account, payment
+        /// credits against stored provider notifications.
+        #[arg(long)]
+        period: Option<String>,
     },
     /// Usage for finance as CSV or JSONL (every tenant, or `--tenant`), to `--out` or stdout:
     /// a progress bar on a terminal, a summary at the end; `--resume` continues an interrupted
@@ -219,9 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Reconcile { rebuild } => {
+        Command::Reconcile { rebuild, period } => {
             let config = Config::load(config_path, Figment::new())?;
-            if !taogate::commands::reconcile::run(config, rebuild).await? {
+            if !taogate::commands::reconcile::run(config, rebuild, period).await? {
                 anyhow::bail!("reconcile found drift");
             }
             Ok(())

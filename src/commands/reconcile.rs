@@ -5,6 +5,7 @@
 //! amount; no pending usage the ledger already holds). Prints the report as JSON; exits non-zero
 //! on any drift. `--rebuild` rewrites drifted ledger balances from the entries (the report still
 //! shows what was found); cached balances are never rewritten here (they follow the ledger).
+//! `--period YYYY-MM` adds finance's checks of that month ([`crate::finance::reconcile`]).
 //! Payment notifications stored but never applied are applied first (see
 //! [`crate::billing::payments::inbox::apply_stored`]).
 
@@ -32,6 +33,9 @@ struct Output {
     /// Payment notifications that were stored (verified) but never applied — a crash between the
     /// two and no redelivery — applied now, before the ledger is checked.
     payment_notifications_applied: usize,
+    /// With `--period YYYY-MM`: exports against usage postings, credits against notifications.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period: Option<crate::finance::reconcile::PeriodReport>,
 }
 
 #[derive(Serialize)]
@@ -44,8 +48,15 @@ struct DeadLetterView {
 }
 
 /// Returns whether the ledger (and the cache) was clean.
-pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
+pub async fn run(config: Config, rebuild: bool, period: Option<String>) -> anyhow::Result<bool> {
     config.validate(false)?;
+    let bounds = match &period {
+        Some(m) => Some(
+            crate::finance::statement::month_range(m)
+                .ok_or_else(|| anyhow::anyhow!("--period: a month, YYYY-MM"))?,
+        ),
+        None => None,
+    };
     let db = super::open_db(&config, false)?;
     let notifications = db
         .write(crate::billing::payments::inbox::apply_stored)
@@ -82,7 +93,27 @@ pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
         let backend = RedisBackend::new(link, &config.redis_prefix, Clock::System);
         Some(check_cached(&db, &backend).await?)
     };
-    let clean = report.is_clean() && cache.as_ref().is_none_or(CacheReport::is_clean);
+    let period_report = match (period, bounds) {
+        (Some(month), Some(bounds)) => {
+            let now = crate::db::now();
+            Some(
+                db.run(move |c| crate::finance::reconcile::check(c, &month, bounds, now))
+                    .await?,
+            )
+        }
+        _ => None,
+    };
+    if let Some(p) = period_report.as_ref().filter(|p| !p.is_clean()) {
+        eprintln!(
+            "period {}: {} account(s) whose export differs from their usage postings, {} credit(s) without a stored notification",
+            p.month,
+            p.export_mismatches.len(),
+            p.credits_without_notification.len()
+        );
+    }
+    let clean = report.is_clean()
+        && cache.as_ref().is_none_or(CacheReport::is_clean)
+        && period_report.as_ref().is_none_or(|p| p.is_clean());
     if !report.is_clean() {
         eprintln!(
             "ledger drift: {} entry(ies) without transaction or account, {} unbalanced transaction(s), {} account(s) whose cached balance differs, Σ entries = {}, \
@@ -109,6 +140,7 @@ pub async fn run(config: Config, rebuild: bool) -> anyhow::Result<bool> {
         cached_balances: cache,
         usage_dead_letters: dead,
         payment_notifications_applied: notifications,
+        period: period_report,
     };
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(clean)

@@ -288,7 +288,7 @@ pub fn closed(start: NaiveDateTime, now: NaiveDateTime) -> bool {
 /// The selection of one month piece of one tenant: a closed month reads up to its cutoff (stored
 /// on first use); a piece starting at its month's start carries in the previous month's late
 /// arrivals.
-fn selection(
+pub fn selection(
     conn: &mut DbConn,
     plan: &Plan,
     tenant: &TenantId,

@@ -4,6 +4,7 @@
 
 pub mod export;
 pub mod pdf;
+pub mod reconcile;
 pub mod revenue;
 pub mod statement;
 

@@ -467,3 +467,72 @@ pub fn statement_lines(
     .bind::<Timestamp, _>(to)
     .load(conn)
 }
+
+/// Per account of a selection: Σ `charged_nano` of its usage records (what an export shows) and
+/// Σ of what the ledger's `usage:<id>` postings of those records debited its balance.
+#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
+pub struct ExportTie {
+    #[diesel(sql_type = Text)]
+    pub account_id: String,
+    #[diesel(sql_type = BigInt)]
+    pub records: i64,
+    #[diesel(sql_type = BigInt)]
+    pub exported_nano: i64,
+    #[diesel(sql_type = BigInt)]
+    pub posted_nano: i64,
+}
+
+/// [`ExportTie`] per account of `sel`.
+pub fn export_ties(conn: &mut DbConn, sel: &Selection) -> QueryResult<Vec<ExportTie>> {
+    let (clause, binds) = sel.clause();
+    let sql = format!(
+        "SELECT u.account_id AS account_id, COUNT(*) AS records, \
+         CAST(COALESCE(SUM(u.charged_nano), 0) AS BIGINT) AS exported_nano, \
+         CAST(COALESCE(SUM(p.posted), 0) AS BIGINT) AS posted_nano \
+         FROM (SELECT id, account_id, charged_nano FROM usage_records WHERE {clause}) u \
+         LEFT JOIN (SELECT t.idempotency_key AS k, SUM(-e.amount_nano) AS posted \
+                    FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
+                    JOIN ledger_accounts a ON a.id = e.account_id AND a.purpose = 'customer_balance' \
+                    WHERE t.idempotency_key LIKE 'usage:%' GROUP BY t.idempotency_key) p \
+              ON p.k = 'usage:' || u.id \
+         GROUP BY u.account_id ORDER BY u.account_id"
+    );
+    bound(sql, binds).load(conn)
+}
+
+/// A payment credit with no stored provider notification naming its reference.
+#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
+pub struct UnbackedCredit {
+    #[diesel(sql_type = Text)]
+    pub payment_id: String,
+    #[diesel(sql_type = Text)]
+    pub tenant_id: String,
+    #[diesel(sql_type = Text)]
+    pub provider: String,
+    #[diesel(sql_type = Text)]
+    pub reference: String,
+    #[diesel(sql_type = BigInt)]
+    pub amount_nano: i64,
+}
+
+/// Credits made in `[from, to)` by providers that notify (not the chain watcher) whose reference no
+/// stored notification of that provider and tenant contains.
+pub fn unbacked_credits(
+    conn: &mut DbConn,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> QueryResult<Vec<UnbackedCredit>> {
+    diesel::sql_query(
+        "SELECT p.id AS payment_id, p.tenant_id AS tenant_id, p.provider AS provider, \
+         COALESCE(p.reference, '') AS reference, m.amount_nano AS amount_nano \
+         FROM payment_movements m JOIN payments p ON p.id = m.payment_id \
+         WHERE m.kind = 'credit' AND m.created_at >= $1 AND m.created_at < $2 AND p.provider <> 'tao' \
+         AND NOT EXISTS (SELECT 1 FROM payment_notifications n WHERE n.provider = p.provider \
+              AND n.tenant_id = p.tenant_id AND p.reference IS NOT NULL \
+              AND n.payload LIKE '%' || p.reference || '%') \
+         ORDER BY p.id",
+    )
+    .bind::<Timestamp, _>(from)
+    .bind::<Timestamp, _>(to)
+    .load(conn)
+}

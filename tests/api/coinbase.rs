@@ -433,6 +433,28 @@ fn coinbase_checkouts_credit_once_and_refunds_reverse_once(b: Backend) {
     assert_eq!(balance(&app, &owner2, &account2), 7 * UNIT);
     let (ok, report) = reconcile_with_cache(&app.db_url(), false, None);
     assert!(ok, "{report}");
+    // Every credit of the month is backed by a stored notification naming it.
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let (ok, report) = crate::finance::reconcile_period(&app.db_url(), &month);
+    assert!(ok, "{report}");
+    assert_eq!(report["period"]["credits_without_notification"], json!([]));
+    // A credit whose notifications are gone (a hand-made credit, a wiped table) is reported.
+    let mut c = app.db.get().unwrap();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "DELETE FROM payment_notifications WHERE payload LIKE '%{charge_id}%'"
+        )),
+        &mut *c,
+    )
+    .unwrap();
+    drop(c);
+    let (ok, report) = crate::finance::reconcile_period(&app.db_url(), &month);
+    assert!(!ok);
+    assert_eq!(
+        report["period"]["credits_without_notification"][0]["reference"],
+        charge_id.as_str(),
+        "{report}"
+    );
 }
 
 both_backends!(coinbase_checkouts_credit_once_and_refunds_reverse_once);

@@ -545,6 +545,20 @@ fn statements_tie_opening_lines_and_closing_to_the_balance(b: Backend) {
     assert!(ok, "{report}");
 }
 
+/// `taogate reconcile --period <month>`: (exit success, its JSON report).
+pub(crate) fn reconcile_period(db_url: &str, month: &str) -> (bool, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_taogate"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db_url)
+        .args(["reconcile", "--period", month])
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| json!({"stderr": String::from_utf8_lossy(&out.stderr).to_string()}));
+    (out.status.success(), report)
+}
+
 fn pdf_bytes(app: &TestApp, who: &Session, path: &str) -> Vec<u8> {
     let res = ureq::get(&format!("{}{path}", app.base))
         .set("Authorization", &format!("Bearer {}", who.token))
@@ -556,7 +570,130 @@ fn pdf_bytes(app: &TestApp, who: &Session, path: &str) -> Vec<u8> {
     out
 }
 
+/// `taogate export` as finance runs it: a month to a file, equal to the API's export; killed by the
+/// kernel part-way (a file size limit, SIGXFSZ) and resumed with `--resume`: the same bytes.
+fn the_cli_exports_a_month_and_resumes_where_it_stopped(b: Backend) {
+    let app = TestApp::spawn(b);
+    let op = app.operator();
+    let (tenant, slug, owner) = app.tenant(&op, false);
+    let a1 = app.account(&owner, "A1");
+    let (k1, _) = app.key(&owner, Some(&a1));
+    let records = (0..60)
+        .map(|i| {
+            record(
+                &tenant,
+                &a1,
+                &k1,
+                ["m-small", "m-large", "m-tiny"][i as usize % 3],
+                t("2026-11-01 00:00:00") + Duration::hours(11 * i),
+                i,
+            )
+        })
+        .collect();
+    write(&app, records);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &std::path::Path, extra: &[&str], limit_kb: Option<u32>| {
+        let mut args = vec![
+            "export",
+            "--month",
+            "2026-11",
+            "--granularity",
+            "day",
+            "--tenant",
+            slug.as_str(),
+            "--out",
+        ];
+        let out = out.to_str().unwrap().to_owned();
+        args.push(&out);
+        args.extend_from_slice(extra);
+        let mut cmd = match limit_kb {
+            Some(kb) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("ulimit -f {kb}; exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_taogate"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_taogate")),
+        };
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", app.db_url())
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let full = dir.path().join("full.csv");
+    let out = run(&full, &[], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    let total = ledger_usage(&app, &tenant, None);
+    let decimal = format!("{}.{:09}", total / 1_000_000_000, total % 1_000_000_000);
+    assert!(
+        summary.contains("60 request(s)") && summary.contains(&format!("{decimal} usd")),
+        "{summary}"
+    );
+    let bytes = std::fs::read(&full).unwrap();
+    assert!(!dir.path().join("full.csv.cursor").exists());
+    // The same as the API's export of that month for the operator.
+    let api = export(
+        &app,
+        &op,
+        &format!(
+            "from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z&granularity=day&tenant_id={tenant}"
+        ),
+    );
+    assert!(
+        api.as_bytes() == bytes.as_slice(),
+        "CLI and API differ:\n{api}\n---\n{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        bytes.len() > 6 * 1024,
+        "{} bytes: too small to be cut",
+        bytes.len()
+    );
+    // Interrupted: the kernel stops it at 4 KiB. Resumed: identical to the uninterrupted run.
+    let part = dir.path().join("part.csv");
+    let cut = run(&part, &[], Some(4));
+    assert!(!cut.status.success());
+    assert!(
+        dir.path().join("part.csv.cursor").exists(),
+        "a checkpoint was kept"
+    );
+    assert!(std::fs::read(&part).unwrap().len() < bytes.len());
+    let resumed = run(&part, &["--resume"], None);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        std::fs::read(&part).unwrap() == bytes,
+        "the resumed file differs"
+    );
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains("60 request(s)"),
+        "the summary counts both runs"
+    );
+    // Resuming what is complete is refused; so is a bad month.
+    assert!(!run(&part, &["--resume"], None).status.success());
+    let bad = Command::new(env!("CARGO_BIN_EXE_taogate"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", app.db_url())
+        .args(["export", "--month", "2026-13"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--month"));
+}
+
 both_backends!(
+    the_cli_exports_a_month_and_resumes_where_it_stopped,
     usage_exports_tie_to_the_ledger_and_closed_months_are_final,
     statements_tie_opening_lines_and_closing_to_the_balance
 );
