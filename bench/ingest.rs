@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::{Connection, PgConnection, RunQueryDsl};
+use diesel::Connection;
 use taogate::billing::metering::writer::{
     UsageWriter, max_batch, write_batch, write_batch_per_row,
 };
@@ -32,44 +32,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use taogate::metrics::GatewayMetrics;
 use taogate::models::usage::UsageRecord;
 
-/// A scratch database, dropped with the guard.
-struct Scratch {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Scratch {
-    fn create(admin: &str) -> Self {
-        let name = format!(
-            "tg_ingest_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let mut conn = PgConnection::establish(admin).expect("PostgreSQL reachable");
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .unwrap();
-        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-        let url = format!("{base}/{name}");
-        Self {
-            admin: admin.to_owned(),
-            name,
-            url,
-        }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mut conn) = PgConnection::establish(&self.admin) {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn);
-        }
-    }
-}
+#[path = "scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 fn records(n: usize) -> Vec<UsageRecord> {
     let tenants: Vec<TenantId> = (0..8).map(|_| TenantId::generate()).collect();
@@ -190,7 +155,7 @@ fn main() {
     let records = records(events);
     let mut rows = Vec::new();
     for (label, bulk, writers) in paths.split(',').map(path) {
-        let scratch = Scratch::create(&admin);
+        let scratch = Scratch::create(&admin, "tg_ingest");
         let db = Db::connect(&scratch.url, writers as u32 + 3).unwrap();
         migrations::run_pending(&db).unwrap();
         if writers == 0 {

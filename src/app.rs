@@ -121,6 +121,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
             .wrap(from_fn(crate::limits::response::attach))
             .wrap(crate::http::cors::layer(&origins))
             .wrap(TracingLogger::default())
+            .wrap(from_fn(crate::http::observe::observe))
             .wrap(from_fn(request_id::assign))
     })
     .on_connect(crate::http::on_connect)

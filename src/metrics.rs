@@ -14,11 +14,17 @@
 //! - `taogate_pool_attempts_total{via}`: attempts on workers, `http` or `process` (a worker
 //!   running in this process, called directly);
 //! - `taogate_key_lookups_total`: API keys looked up in the database (key cache misses; concurrent
-//!   misses on one key share one lookup).
+//!   misses on one key share one lookup);
+//! - `taogate_http_requests_total{route,method,status}`: every HTTP answer, by the matched route
+//!   pattern (`/api/v1/keys/{id}`, never the raw path: bounded labels; `unmatched` otherwise);
+//! - `taogate_http_request_duration_seconds{route}`: time until the answer's head (a stream's
+//!   first byte);
+//! - `taogate_payments_total{provider,outcome}`: provider notifications received, by what they did
+//!   (`credited`, `debited`, `replayed`, …; a tenant's own providers count as `custom`).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct GatewayMetrics {
@@ -37,6 +43,9 @@ pub struct GatewayMetrics {
     pub usage_source: IntCounterVec,
     /// Usage records the writer could not post and set aside (dead letters).
     pub usage_dead_letters: IntCounter,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub payments: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -124,8 +133,39 @@ impl GatewayMetrics {
             "Usage records set aside in usage_dead_letters because they could not be posted",
         )
         .expect("valid metric");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "taogate_http_requests_total",
+                "HTTP answers by route pattern, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "taogate_http_request_duration_seconds",
+                "Time until an HTTP answer's head, by route pattern",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let payments = IntCounterVec::new(
+            Opts::new(
+                "taogate_payments_total",
+                "Payment provider notifications received, by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(limiter_degraded.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_requests.clone()),
+            Box::new(http_duration.clone()),
+            Box::new(payments.clone()),
             Box::new(usage_source.clone()),
             Box::new(usage_dead_letters.clone()),
             Box::new(limiter_transitions.clone()),
@@ -154,7 +194,20 @@ impl GatewayMetrics {
             key_lookups,
             usage_source,
             usage_dead_letters,
+            http_requests,
+            http_duration,
+            payments,
         }
+    }
+
+    /// Counts a payment notification's outcome (a tenant's own providers as `custom`).
+    pub fn payment(&self, provider: &str, outcome: &str) {
+        let provider = if provider.starts_with("custom:") {
+            "custom"
+        } else {
+            provider
+        };
+        self.payments.with_label_values(&[provider, outcome]).inc();
     }
 
     /// The text exposition format.

@@ -5,6 +5,7 @@ pub mod cors;
 pub mod extract;
 pub mod idempotency;
 pub mod methods;
+pub mod observe;
 pub mod peer;
 pub mod request_id;
 

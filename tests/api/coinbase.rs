@@ -433,8 +433,28 @@ fn coinbase_checkouts_credit_once_and_refunds_reverse_once(b: Backend) {
     assert_eq!(balance(&app, &owner2, &account2), 7 * UNIT);
     let (ok, report) = reconcile_with_cache(&app.db_url(), false, None);
     assert!(ok, "{report}");
-    // Every credit of the month is backed by a stored notification naming it.
+    // The month's statement shows the top-ups by provider and the refunds, and ties.
     let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let st = app
+        .get(&format!(
+            "/api/v1/statements?account_id={account}&month={month}"
+        ))
+        .bearer(&owner.token)
+        .send()
+        .expect(200, "")
+        .ok();
+    assert_eq!(
+        (
+            st["topups"][0]["provider"].as_str(),
+            st["topups"][0]["count"].as_i64(),
+            st["topups"][0]["amount_nano"].as_i64()
+        ),
+        (Some("coinbase"), Some(2), Some(35 * UNIT)),
+        "{st}"
+    );
+    assert_eq!(st["refunds_and_disputes"][0]["amount_nano"], -25 * UNIT);
+    assert_eq!(st["closing_balance_nano"], 10 * UNIT);
+    // Every credit of the month is backed by a stored notification naming it.
     let (ok, report) = crate::finance::reconcile_period(&app.db_url(), &month);
     assert!(ok, "{report}");
     assert_eq!(report["period"]["credits_without_notification"], json!([]));

@@ -1,7 +1,77 @@
 //! Ops endpoints, request ids, and the committed OpenAPI document against the served one.
 
+use std::collections::HashMap;
+
+use serde_json::json;
+
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp};
+
+/// The exposition's samples summed per family name (`name` with its labels dropped).
+fn families(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').expect("`name value`");
+        let family = name.split('{').next().unwrap().to_owned();
+        *out.entry(family).or_insert(0.0) += value.parse::<f64>().expect("a number");
+    }
+    out
+}
+
+/// A small load — management calls, a 404, chat completions, a forged webhook — moves every family
+/// an operator watches; labels name route patterns, never raw paths.
+fn metrics_move_with_a_small_load(b: Backend) {
+    let app = TestApp::spawn_with_subnet(b, 0);
+    let scrape = || app.get("/metrics").send().expect(200, "").text;
+    let before = families(&scrape());
+    let (owner, _, key_id, key) = app.api_key();
+    // A key with a limit, so the limiter decides.
+    app.patch(&format!("/api/v1/keys/{key_id}"))
+        .bearer(&owner.token)
+        .json(json!({"limits": {"rpm": 1000}}))
+        .expect(200, "");
+    for i in 0..3 {
+        app.post("/v1/chat/completions")
+            .bearer(&key)
+            .json(json!({"model": "taogate-demo", "messages": [{"role": "user", "content": format!("hi {i}")}]}))
+            .expect(200, "");
+    }
+    app.get("/no/such/route").send().expect(404, "not_found");
+    app.post("/webhooks/custom/nobody/nope")
+        .raw(Some(b"{}"))
+        .expect(404, "");
+    app.wait_for_rows("usage_records", 3);
+    let text = scrape();
+    let after = families(&text);
+    for family in [
+        "taogate_http_requests_total",
+        "taogate_http_request_duration_seconds_count",
+        "taogate_http_request_duration_seconds_sum",
+        "taogate_limiter_decisions_total",
+        "taogate_limiter_admission_seconds_count",
+        "taogate_usage_written_total",
+        "taogate_pool_attempts_total",
+        "taogate_usage_source_total",
+    ] {
+        let (was, now) = (
+            before.get(family).copied().unwrap_or(0.0),
+            after.get(family).copied().unwrap_or(0.0),
+        );
+        assert!(now > was, "{family} did not move ({was} → {now})\n{text}");
+    }
+    assert!(
+        text.contains(r#"route="/v1/chat/completions""#) && text.contains(r#"status="200""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="unmatched""#), "{text}");
+    assert!(
+        !text.contains("/no/such/route"),
+        "raw paths never become labels"
+    );
+}
 
 fn health_ready_and_request_ids(b: Backend) {
     let app = TestApp::spawn(b);
@@ -70,6 +140,7 @@ fn served_openapi_matches_the_committed_file(b: Backend) {
 }
 
 both_backends!(
+    metrics_move_with_a_small_load,
     health_ready_and_request_ids,
     served_openapi_matches_the_committed_file
 );

@@ -151,6 +151,9 @@ impl Inbox<'_> {
         let applied = self
             .settle(settings, inbound.effect.clone(), source)
             .await?;
+        self.limiter
+            .metrics()
+            .payment(provider, applied.outcome.as_str());
         Ok(Receipt {
             object: "webhook_receipt",
             event_id: inbound.event_id,

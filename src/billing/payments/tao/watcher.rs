@@ -138,6 +138,9 @@ impl Watcher {
                 .await?;
             read += 1;
             if let Some(limiter) = &self.limiter {
+                for _ in &credited {
+                    limiter.metrics().payment(NAME, "credited");
+                }
                 for (tenant, account) in credited {
                     resync(&self.db, limiter, &tenant, &account)
                         .await
