@@ -56,6 +56,10 @@ pub enum ApiError {
     LimiterUnavailable,
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    /// This gateway has no validator worker to send requests to (none configured in
+    /// `pool.workers`, none announcing itself through Redis).
+    #[error("no validator worker is configured: set pool.workers or start `taogate worker`")]
+    NoWorkers,
     /// The price book that would price this request is stored in a form this server cannot read:
     /// the request is refused rather than served free.
     #[error("pricing for this request is unavailable; retry shortly")]
@@ -175,6 +179,7 @@ impl ApiError {
             Self::InsufficientQuota { .. } => ("insufficient_quota", "insufficient_quota"),
             Self::LimiterUnavailable => ("service_unavailable_error", "limiter_unavailable"),
             Self::Unavailable => ("service_unavailable_error", "service_unavailable"),
+            Self::NoWorkers => ("service_unavailable_error", "no_workers"),
             Self::PricingUnavailable => ("service_unavailable_error", "pricing_unavailable"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             Self::Upstream { .. } => ("api_error", "upstream_error"),
@@ -231,9 +236,10 @@ impl ResponseError for ApiError {
             Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientQuota { .. } => StatusCode::PAYMENT_REQUIRED,
-            Self::Unavailable | Self::Overloaded { .. } | Self::PricingUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable
+            | Self::NoWorkers
+            | Self::Overloaded { .. }
+            | Self::PricingUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             Self::Upstream { .. } | Self::PaymentProvider { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -253,7 +259,10 @@ impl ResponseError for ApiError {
             Self::LimitExceeded(r) => {
                 res.insert_header((header::RETRY_AFTER, r.retry_after_secs.to_string()));
             }
-            Self::Unavailable | Self::LimiterUnavailable | Self::PricingUnavailable => {
+            Self::Unavailable
+            | Self::NoWorkers
+            | Self::LimiterUnavailable
+            | Self::PricingUnavailable => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
             Self::MethodNotAllowed { allow } => {

@@ -108,6 +108,13 @@ enum Command {
         #[command(subcommand)]
         action: Admin,
     },
+    /// Asks a running gateway whether it is ready (`GET /readyz`): exit 0 if so, 1 if not —
+    /// for container health checks (no shell, no curl needed).
+    Health {
+        /// The gateway's readiness URL (default: `/readyz` on the port of `TAOGATE_LISTEN`, or 8080).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Prints the OpenAPI document (as served at /openapi.json).
     Openapi,
 }
@@ -275,6 +282,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             );
             Ok(())
+        }
+        Command::Health { url } => {
+            let url = url.unwrap_or_else(|| {
+                let port = std::env::var("TAOGATE_LISTEN")
+                    .ok()
+                    .and_then(|l| l.rsplit_once(':').map(|(_, p)| p.to_owned()))
+                    .unwrap_or_else(|| "8080".to_owned());
+                format!("http://127.0.0.1:{port}/readyz")
+            });
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?;
+            match client.get(&url).send().await {
+                Ok(res) if res.status().is_success() => Ok(()),
+                Ok(res) => anyhow::bail!("{url}: not ready ({})", res.status()),
+                Err(e) => anyhow::bail!("{url}: {}", e.without_url()),
+            }
         }
         Command::Openapi => {
             println!("{}", taogate::app::openapi_document().to_pretty_json()?);

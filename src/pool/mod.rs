@@ -196,6 +196,10 @@ impl Pool {
         request_id: &str,
         tried: &mut Vec<String>,
     ) -> ApiResult<Answer> {
+        if self.size() == 0 {
+            tracing::warn!(request.id = %request_id, "no validator worker is configured (pool.workers) or announcing itself: answering 503");
+            return Err(ApiError::NoWorkers);
+        }
         let wait = Duration::from_millis(self.cfg.queue_wait_ms);
         let permit = tokio::time::timeout(wait, self.slots.clone().acquire_owned())
             .await

@@ -252,9 +252,11 @@ fn scope_revocation_and_missing_workers(b: Backend) {
         .expect(201, "")
         .ok();
     chat(&app, models_only["secret"].as_str().unwrap(), ask("x")).expect(403, "insufficient_scope");
-    // No worker configured: 503 with Retry-After, recorded as an upstream error.
-    let res = chat(&app, &key, ask("x")).expect(503, "service_unavailable");
+    // No worker configured: 503 `no_workers` saying so, with Retry-After, recorded as an
+    // upstream error.
+    let res = chat(&app, &key, ask("x")).expect(503, "no_workers");
     assert!(res.header("retry-after").is_some());
+    assert!(res.text.contains("pool.workers"), "{}", res.text);
     app.wait_for_rows("usage_records", 1);
     assert_eq!(usage_rows(&app)[0]["status"], "upstream_error");
     app.delete(&format!("/api/v1/keys/{key_id}"))

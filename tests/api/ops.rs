@@ -103,6 +103,18 @@ fn health_ready_and_request_ids(b: Backend) {
         .send();
     assert_ne!(unsafe_id.header("x-request-id"), Some("bad id with spaces"));
     app.get("/no/such/route").send().expect(404, "not_found");
+    // `taogate health` (the container health check) asks /readyz.
+    let health = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_taogate"))
+            .args(["health", "--url", url])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(health(&format!("{}/readyz", app.base)));
+    assert!(!health(&format!("{}/no/such/route", app.base)));
+    assert!(!health("http://127.0.0.1:9/readyz"));
 }
 
 fn served_openapi_matches_the_committed_file(b: Backend) {
