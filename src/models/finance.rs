@@ -181,11 +181,8 @@ pub fn records_after(
     let mut n = binds.len();
     let mut keyset = String::new();
     if let Some((t, id)) = after {
-        keyset = format!(
-            " AND (started_at > ${a} OR (started_at = ${a} AND id > ${b}))",
-            a = n + 1,
-            b = n + 2
-        );
+        // A row comparison, so PostgreSQL walks the (tenant_id, started_at, id) index from there.
+        keyset = format!(" AND (started_at, id) > (${}, ${})", n + 1, n + 2);
         binds.push(Bind::Time(t));
         binds.push(Bind::Text(id));
         n += 2;
