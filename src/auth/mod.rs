@@ -8,4 +8,5 @@ pub mod jwt;
 pub mod key_cache;
 pub mod login_limit;
 pub mod password;
+pub mod pepper;
 pub mod secrets;

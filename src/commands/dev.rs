@@ -271,6 +271,14 @@ pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> 
     let (worker_url, worker) = use_local_subnet(&mut config, &registry, token_delay_ms).await?;
     config.validate(true)?;
     let db = super::open_db(&config, true)?;
+    {
+        use secrecy::ExposeSecret;
+        let mut conn = db.get()?;
+        crate::auth::pepper::check(
+            &mut conn,
+            config.auth.api_key_pepper.expose_secret().as_bytes(),
+        )?;
+    }
     let base_url = format!("http://{}", listener.local_addr()?);
     let demo_path = config.data_dir.join("demo.json");
     let demo = match std::fs::read_to_string(&demo_path) {

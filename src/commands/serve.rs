@@ -11,6 +11,14 @@ use crate::state::AppState;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate(true)?;
     let db = super::open_db(&config, config.database.auto_migrate)?;
+    {
+        use secrecy::ExposeSecret;
+        let mut conn = db.get()?;
+        crate::auth::pepper::check(
+            &mut conn,
+            config.auth.api_key_pepper.expose_secret().as_bytes(),
+        )?;
+    }
     let listener =
         TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let workers = std::thread::available_parallelism()

@@ -165,6 +165,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    server_settings (name) {
+        name -> Text,
+        value -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     statements (account_id, month) {
         account_id -> Text,
         month -> Text,

@@ -11,6 +11,7 @@ pub mod notification;
 pub mod payment;
 pub mod plan;
 pub mod refresh_token;
+pub mod server_setting;
 pub mod tao;
 pub mod tenant;
 pub mod usage;

@@ -151,7 +151,56 @@ fn served_openapi_matches_the_committed_file(b: Backend) {
     );
 }
 
+/// A gateway started with another API-key pepper than the one its database's keys were made with
+/// refuses to start (every key would fail), saying why; the right pepper starts again.
+fn a_gateway_refuses_a_pepper_its_keys_were_not_made_with(b: Backend) {
+    use crate::procs::{self, BIN, Proc};
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::helpers::TestDb::new(b);
+    let setup = procs::GatewaySetup {
+        data_dir: &dir.path().join("data"),
+        db: &db.url,
+        redis: None,
+        limits: "",
+        worker: ("http://127.0.0.1:9", "0123456789abcdef0123456789"),
+    };
+    let config = procs::gateway_config(&dir.path().join("gateway.toml"), &setup);
+    drop(Proc::start(&["serve"], Some(&config)));
+    let mut child = std::process::Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "TAOGATE_AUTH__API_KEY_PEPPER",
+            "a-different-pepper-0123456789abcdef0123",
+        )
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("a gateway with another pepper kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("api_key_pepper"), "{stderr}");
+    // The pepper the keys were made with starts as before.
+    drop(Proc::start(&["serve"], Some(&config)));
+}
+
 both_backends!(
+    a_gateway_refuses_a_pepper_its_keys_were_not_made_with,
     metrics_move_with_a_small_load,
     health_ready_and_request_ids,
     served_openapi_matches_the_committed_file
