@@ -156,6 +156,16 @@ impl Pool {
         )
     }
 
+    /// Members whose breaker lets requests through (for readiness).
+    pub fn healthy(&self) -> usize {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|m| m.breaker.available())
+            .count()
+    }
+
     pub fn size(&self) -> usize {
         self.members.read().unwrap_or_else(|p| p.into_inner()).len()
     }

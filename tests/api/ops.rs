@@ -25,6 +25,26 @@ fn families(text: &str) -> HashMap<String, f64> {
 /// an operator watches; labels name route patterns, never raw paths.
 fn metrics_move_with_a_small_load(b: Backend) {
     let app = TestApp::spawn_with_subnet(b, 0);
+    // Once its worker has announced itself the gateway is ready, and `taogate health` says so.
+    let mut tries = 0;
+    let ready = loop {
+        let r = app.get("/readyz").send();
+        if r.status == 200 || tries == 200 {
+            break r.expect(200, "").ok();
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        (ready["status"].as_str(), ready["database"].as_str()),
+        (Some("ready"), Some("ok"))
+    );
+    assert!(ready["workers"].as_i64().unwrap() >= 1);
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_taogate"))
+        .args(["health", "--url", &format!("{}/readyz", app.base)])
+        .status()
+        .unwrap();
+    assert!(health.success());
     let scrape = || app.get("/metrics").send().expect(200, "").text;
     let before = families(&scrape());
     let (owner, _, key_id, key) = app.api_key();
@@ -77,8 +97,16 @@ fn health_ready_and_request_ids(b: Backend) {
     let app = TestApp::spawn(b);
     let ok = app.get("/healthz").send().expect(200, "");
     assert_eq!(ok.body["status"], "ok");
-    let ready = app.get("/readyz").send().expect(200, "");
-    assert_eq!(ready.body["database"], "ok");
+    // No worker configured: alive, not ready — and the answer says why.
+    let ready = app.get("/readyz").send();
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert_eq!(
+        (
+            ready.body["database"].as_str(),
+            ready.body["workers"].as_i64()
+        ),
+        (Some("ok"), Some(0))
+    );
     let a = ok
         .header("x-request-id")
         .expect("x-request-id on success")
@@ -112,7 +140,10 @@ fn health_ready_and_request_ids(b: Backend) {
             .status
             .success()
     };
-    assert!(health(&format!("{}/readyz", app.base)));
+    assert!(
+        !health(&format!("{}/readyz", app.base)),
+        "no worker: not ready"
+    );
     assert!(!health(&format!("{}/no/such/route", app.base)));
     assert!(!health("http://127.0.0.1:9/readyz"));
 }
