@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -659,11 +659,6 @@ pub fn periods(plan: &Plan) -> usize {
         }
     }
     n * plan.tenants.len()
-}
-
-/// `t` as a UTC `DateTime`.
-pub fn utc(t: NaiveDateTime) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&t)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! (`statements`); every later request renders that document, so JSON, CSV and PDF re-export
 //! byte-identical. Rendered as JSON, CSV (one line per item) or PDF ([`super::pdf`]).
 
-use chrono::{Duration, NaiveDate, NaiveDateTime};
+use chrono::{NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -321,11 +321,6 @@ pub fn csv(s: &Statement) -> Result<Vec<u8>, csv::Error> {
         s.closing_balance_nano,
     )?;
     w.into_inner().map_err(|e| e.into_error().into())
-}
-
-/// The month before `start`'s month, as `YYYY-MM`.
-pub fn previous_month(start: NaiveDateTime) -> String {
-    super::export::month_key(start - Duration::days(1))
 }
 
 #[cfg(test)]
