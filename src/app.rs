@@ -120,7 +120,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
             .wrap(from_fn(idempotency::handle))
             .wrap(from_fn(crate::limits::response::attach))
             .wrap(crate::http::cors::layer(&origins))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<crate::http::span::RequestSpan>::new())
             .wrap(from_fn(crate::http::observe::observe))
             .wrap(from_fn(request_id::assign))
     })

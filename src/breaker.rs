@@ -43,6 +43,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// `closed`, `open` (cooling down, or its one probe under way) or `half_open` (a probe may go).
+    pub fn circuit(&self) -> &'static str {
+        let s = self.state();
+        match s.open_until {
+            None => "closed",
+            Some(until) if Instant::now() >= until && !s.probing => "half_open",
+            Some(_) => "open",
+        }
+    }
+
     /// Marks the half-open probe as taken, so only one request tests a recovering target.
     pub fn claim_probe(&self) {
         let mut s = self.state();

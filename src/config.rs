@@ -36,6 +36,7 @@ pub struct Config {
     pub redis_url: String,
     pub redis_prefix: String,
     pub database: DatabaseConfig,
+    pub metrics: MetricsConfig,
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub idempotency: IdempotencyConfig,
@@ -45,6 +46,13 @@ pub struct Config {
     pub pool: crate::pool::PoolConfig,
     pub worker: crate::worker::config::WorkerConfig,
     pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-tenant request counts (`taogate_tenant_requests_total{tenant,status}`).
+    pub tenant_labels: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,11 +141,10 @@ impl Config {
                 "config key `database_url`: must start with postgres://, postgresql:// or sqlite://"
             );
         }
-        let redis_ok = self.redis_url.is_empty()
-            || self.redis_url.starts_with("redis://")
-            || self.redis_url.starts_with("rediss://");
-        if !redis_ok {
-            bail!("config key `redis_url`: must start with redis:// or rediss://");
+        if !self.redis_url.is_empty()
+            && let Err(e) = crate::redis_link::parse(&self.redis_url)
+        {
+            bail!("config key `redis_url`: {e:#}");
         }
         if self.database.pool_size == 0 {
             bail!("config key `database.pool_size`: must be at least 1");

@@ -1,6 +1,8 @@
 //! The gateway's Prometheus metrics, served at `GET /metrics`:
 //!
 //! - `taogate_limiter_degraded` (gauge): 1 while the shared limiter (Redis) is unreachable;
+//! - `taogate_limiter_degraded_tenants` (gauge): on a Redis Cluster, tenants whose slot cannot be
+//!   reached now (served under this replica's own limits or refused, per `on_redis_down`);
 //! - `taogate_limiter_transitions_total{to}`: `degraded` / `recovered` transitions;
 //! - `taogate_limiter_decisions_total{backend,outcome}`: admissions by backend (`shared`, `local`,
 //!   `first_line`) and outcome (`admitted`, `refused`, `insufficient` (402: the balance hold),
@@ -20,16 +22,65 @@
 //! - `taogate_http_request_duration_seconds{route}`: time until the answer's head (a stream's
 //!   first byte);
 //! - `taogate_payments_total{provider,outcome}`: provider notifications received, by what they did
-//!   (`credited`, `debited`, `replayed`, …; a tenant's own providers count as `custom`).
+//!   (`credited`, `debited`, `replayed`, …; a tenant's own providers count as `custom`);
+//! - `taogate_limiter_refusals_total{scope,kind}`: 429s by the limit that refused (`key`,
+//!   `account`, `tenant` × `rpm`, `tpm`, `concurrency`, `requests_per_day`, …);
+//! - `taogate_holds_in_flight` (gauge): balance holds taken and not yet settled on this replica;
+//! - `taogate_ledger_postings_total{kind}`: ledger transactions this replica committed (`usage`,
+//!   `payment`, `adjustment`);
+//! - `taogate_pool_worker_in_flight{worker}`, `taogate_pool_worker_circuit{worker,state}` (gauges,
+//!   read at scrape time): each pool member's requests in flight and its breaker (`closed`,
+//!   `open`, `half_open`; 1 for the current state);
+//! - `taogate_proxy_overhead_seconds`, `taogate_upstream_first_byte_seconds`: a chat's time in
+//!   the gateway before the worker is asked, and from then until the worker's first byte;
+//! - `taogate_backend_errors_total{backend}`: failed calls to `redis` and `database` (the pool
+//!   could not hand out a connection, or the server failed); with `taogate_limiter_degraded` /
+//!   `taogate_limiter_degraded_tenants` the degraded state.
+//!
+//! Labels are bounded: route patterns, enum values, worker URLs of the pool. Per-tenant labels
+//! (`taogate_tenant_requests_total{tenant,status}`) only with `metrics.tenant_labels = true`;
+//! nothing is ever labelled by key.
+
+use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Failed calls to Redis and the database, counted where they happen (the links have no handle
+/// on a replica's metrics); one process-wide family, registered in each replica's registry.
+pub static BACKEND_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new(
+            "taogate_backend_errors_total",
+            "Failed calls to Redis and the database",
+        ),
+        &["backend"],
+    )
+    .expect("valid metric");
+    for backend in ["redis", "database"] {
+        c.with_label_values(&[backend]);
+    }
+    c
+});
+
+/// Counts a failed call to `backend` (`redis` or `database`).
+pub fn backend_error(backend: &str) {
+    BACKEND_ERRORS.with_label_values(&[backend]).inc();
+}
+
+/// One pool member as `/metrics` reports it: URL, requests in flight, breaker state.
+pub struct WorkerState {
+    pub url: String,
+    pub in_flight: usize,
+    pub circuit: &'static str,
+}
 
 pub struct GatewayMetrics {
     registry: Registry,
     pub limiter_degraded: IntGauge,
+    pub limiter_degraded_tenants: IntGauge,
     pub limiter_transitions: IntCounterVec,
     pub limiter_decisions: IntCounterVec,
     pub admission_seconds: Histogram,
@@ -46,14 +97,33 @@ pub struct GatewayMetrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub payments: IntCounterVec,
+    pub refusals: IntCounterVec,
+    pub holds_in_flight: IntGauge,
+    pub ledger_postings: IntCounterVec,
+    pub worker_in_flight: IntGaugeVec,
+    pub worker_circuit: IntGaugeVec,
+    pub proxy_overhead: Histogram,
+    pub upstream_first_byte: Histogram,
+    /// Only with `metrics.tenant_labels`.
+    pub tenant_requests: Option<IntCounterVec>,
 }
 
 impl GatewayMetrics {
     pub fn new() -> Self {
+        Self::with_tenant_labels(false)
+    }
+
+    /// Metrics with or without the per-tenant request counter (`metrics.tenant_labels`).
+    pub fn with_tenant_labels(tenant_labels: bool) -> Self {
         let registry = Registry::new();
         let limiter_degraded = IntGauge::new(
             "taogate_limiter_degraded",
             "1 while the shared limiter backend is unreachable",
+        )
+        .expect("valid metric");
+        let limiter_degraded_tenants = IntGauge::new(
+            "taogate_limiter_degraded_tenants",
+            "Tenants whose Redis Cluster slot cannot be reached",
         )
         .expect("valid metric");
         let limiter_transitions = IntCounterVec::new(
@@ -161,8 +231,93 @@ impl GatewayMetrics {
             &["provider", "outcome"],
         )
         .expect("valid metric");
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "taogate_limiter_refusals_total",
+                "Requests refused by a limit, by its scope and kind",
+            ),
+            &["scope", "kind"],
+        )
+        .expect("valid metric");
+        let holds_in_flight = IntGauge::new(
+            "taogate_holds_in_flight",
+            "Balance holds taken and not yet settled on this replica",
+        )
+        .expect("valid metric");
+        let ledger_postings = IntCounterVec::new(
+            Opts::new(
+                "taogate_ledger_postings_total",
+                "Ledger transactions committed, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let worker_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "taogate_pool_worker_in_flight",
+                "Requests in flight per pool member",
+            ),
+            &["worker"],
+        )
+        .expect("valid metric");
+        let worker_circuit = IntGaugeVec::new(
+            Opts::new(
+                "taogate_pool_worker_circuit",
+                "Each pool member's circuit breaker state (1 for the current one)",
+            ),
+            &["worker", "state"],
+        )
+        .expect("valid metric");
+        let fast = vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+        ];
+        let proxy_overhead = Histogram::with_opts(
+            HistogramOpts::new(
+                "taogate_proxy_overhead_seconds",
+                "A chat's time in the gateway before its worker is asked",
+            )
+            .buckets(fast),
+        )
+        .expect("valid metric");
+        let upstream_first_byte = Histogram::with_opts(
+            HistogramOpts::new(
+                "taogate_upstream_first_byte_seconds",
+                "From asking the worker to its first byte",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        let tenant_requests = tenant_labels.then(|| {
+            IntCounterVec::new(
+                Opts::new(
+                    "taogate_tenant_requests_total",
+                    "HTTP answers to a tenant's callers, by tenant and status",
+                ),
+                &["tenant", "status"],
+            )
+            .expect("valid metric")
+        });
+        if let Some(t) = &tenant_requests {
+            registry
+                .register(Box::new(t.clone()))
+                .expect("unique metric");
+        }
+        for kind in ["usage", "payment", "adjustment"] {
+            ledger_postings.with_label_values(&[kind]);
+        }
         for c in [
-            Box::new(limiter_degraded.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(BACKEND_ERRORS.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refusals.clone()),
+            Box::new(holds_in_flight.clone()),
+            Box::new(ledger_postings.clone()),
+            Box::new(worker_in_flight.clone()),
+            Box::new(worker_circuit.clone()),
+            Box::new(proxy_overhead.clone()),
+            Box::new(upstream_first_byte.clone()),
+            Box::new(limiter_degraded.clone()),
+            Box::new(limiter_degraded_tenants.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
             Box::new(payments.clone()),
@@ -183,6 +338,7 @@ impl GatewayMetrics {
         Self {
             registry,
             limiter_degraded,
+            limiter_degraded_tenants,
             limiter_transitions,
             limiter_decisions,
             admission_seconds,
@@ -197,6 +353,30 @@ impl GatewayMetrics {
             http_requests,
             http_duration,
             payments,
+            refusals,
+            holds_in_flight,
+            ledger_postings,
+            worker_in_flight,
+            worker_circuit,
+            proxy_overhead,
+            upstream_first_byte,
+            tenant_requests,
+        }
+    }
+
+    /// Sets the pool gauges to `workers` (members that left the pool disappear).
+    pub fn observe_pool(&self, workers: &[WorkerState]) {
+        self.worker_in_flight.reset();
+        self.worker_circuit.reset();
+        for w in workers {
+            self.worker_in_flight
+                .with_label_values(&[w.url.as_str()])
+                .set(w.in_flight as i64);
+            for state in ["closed", "open", "half_open"] {
+                self.worker_circuit
+                    .with_label_values(&[w.url.as_str(), state])
+                    .set(i64::from(state == w.circuit));
+            }
         }
     }
 
@@ -208,6 +388,9 @@ impl GatewayMetrics {
             provider
         };
         self.payments.with_label_values(&[provider, outcome]).inc();
+        if matches!(outcome, "credited" | "debited") {
+            self.ledger_postings.with_label_values(&["payment"]).inc();
+        }
     }
 
     /// The text exposition format.

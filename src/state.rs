@@ -55,7 +55,9 @@ impl AppState {
                 )
             })
             .transpose()?;
-        let metrics = Arc::new(GatewayMetrics::new());
+        let metrics = Arc::new(GatewayMetrics::with_tenant_labels(
+            config.metrics.tenant_labels,
+        ));
         let shared = match &redis {
             Some(link) => Shared::Redis(RedisBackend::new(
                 link.clone(),

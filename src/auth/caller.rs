@@ -118,7 +118,11 @@ impl FromRequest for Caller {
                 ));
             }
             let claims = state.sessions.verify(token)?;
-            Self::as_now(&state, claims).await
+            let caller = Self::as_now(&state, claims).await?;
+            if let Some(tenant) = &caller.tenant_id {
+                crate::http::span::tag(&req, tenant, None);
+            }
+            Ok(caller)
         })
     }
 }
@@ -287,7 +291,10 @@ impl FromRequest for KeyCaller {
                     "send `Authorization: Bearer tg_…` with an API key",
                 )
             })?;
-            Self::authenticate(&state, presented).await
+            let caller = Self::authenticate(&state, presented).await?;
+            let key = caller.key();
+            crate::http::span::tag(&req, &key.tenant_id, Some(&key.prefix));
+            Ok(caller)
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Push invalidation of the [`KeyCache`] across replicas: a change is applied to the local cache at
-//! once and published on `<prefix>invalidate` (Redis pub/sub); every replica's subscriber applies
-//! it within milliseconds. Without Redis there is one replica and the local apply is all there is.
+//! once and published on `<prefix>{registry}:invalidate` (classic Redis pub/sub, which a Redis
+//! Cluster delivers to subscribers on every node); every replica's subscriber applies it within
+//! milliseconds. Without Redis there is one replica and the local apply is all there is.
 //!
 //! A revocation never waits on a hung Redis: every replica publishes a heartbeat on the channel
 //! every quarter of `limits.key_cache_trust_ms` and trusts its cache only while it hears one
@@ -49,7 +50,7 @@ impl Invalidator {
         Self {
             cache,
             origin: crate::auth::secrets::random_token(9).into(),
-            redis: redis.map(|link| (link, format!("{prefix}invalidate"))),
+            redis: redis.map(|link| (link, format!("{prefix}{{registry}}:invalidate"))),
             trust,
             undelivered: Arc::default(),
             delivering: Arc::default(),
@@ -197,9 +198,7 @@ async fn send(link: &RedisLink, channel: &str, message: String) -> anyhow::Resul
 }
 
 async fn subscribe(link: &RedisLink, channel: &str) -> anyhow::Result<redis::aio::PubSub> {
-    let mut pubsub = tokio::time::timeout(Duration::from_secs(2), link.client().get_async_pubsub())
-        .await
-        .map_err(|_| anyhow::anyhow!("timeout"))??;
+    let mut pubsub = link.pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
 }

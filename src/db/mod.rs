@@ -107,8 +107,10 @@ impl Db {
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            Ok(f(&mut conn)?)
+            let mut conn = pool
+                .get()
+                .inspect_err(|_| crate::metrics::backend_error("database"))?;
+            Ok(f(&mut conn).inspect_err(count_db_error)?)
         })
         .await?
     }
@@ -123,7 +125,10 @@ impl Db {
         let pool = self.pool.clone();
         let lock = (self.backend == Backend::Sqlite).then(|| self.write_lock.clone());
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(DbError::from)?;
+            let mut conn = pool
+                .get()
+                .inspect_err(|_| crate::metrics::backend_error("database"))
+                .map_err(DbError::from)?;
             let _guard = lock
                 .as_ref()
                 .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
@@ -138,6 +143,23 @@ impl Db {
         &self,
     ) -> Result<diesel::r2d2::PooledConnection<ConnectionManager<DbConn>>, DbError> {
         Ok(self.pool.get()?)
+    }
+}
+
+/// Counts a failure of the database itself (not an outcome a query expects: no row, a unique or
+/// check constraint) in `taogate_backend_errors_total{backend="database"}`.
+fn count_db_error(e: &diesel::result::Error) {
+    use diesel::result::{DatabaseErrorKind as K, Error as E};
+    let expected = match e {
+        E::NotFound | E::RollbackTransaction => true,
+        E::DatabaseError(kind, _) => matches!(
+            kind,
+            K::UniqueViolation | K::ForeignKeyViolation | K::CheckViolation | K::NotNullViolation
+        ),
+        _ => false,
+    };
+    if !expected {
+        crate::metrics::backend_error("database");
     }
 }
 

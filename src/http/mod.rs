@@ -8,6 +8,7 @@ pub mod methods;
 pub mod observe;
 pub mod peer;
 pub mod request_id;
+pub mod span;
 
 pub use crate::worker::no_delay;
 

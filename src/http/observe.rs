@@ -6,9 +6,17 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{Error, web};
+use actix_web::{Error, HttpMessage, web};
 
 use crate::state::AppState;
+
+/// When the request reached the gateway (in its extensions), for the proxy-overhead histogram.
+#[derive(Clone, Copy)]
+pub struct Arrived(pub Instant);
+
+/// The tenant a request was authenticated for (in its extensions), for per-tenant metrics.
+#[derive(Clone)]
+pub struct TenantTag(pub crate::domain::TenantId);
 
 pub async fn observe(
     req: ServiceRequest,
@@ -29,8 +37,16 @@ pub async fn observe(
         "OPTIONS" => "OPTIONS",
         _ => "OTHER",
     };
+    req.extensions_mut().insert(Arrived(started));
     let res = next.call(req).await?;
     if let Some(m) = metrics {
+        if let Some(per_tenant) = &m.tenant_requests
+            && let Some(TenantTag(tenant)) = res.request().extensions().get::<TenantTag>()
+        {
+            per_tenant
+                .with_label_values(&[tenant.as_str(), res.status().as_str()])
+                .inc();
+        }
         let route = res
             .request()
             .match_pattern()

@@ -4,9 +4,13 @@
 //! (`fail_open`) or refuses with 503 `limiter_unavailable` (`fail_closed`); a probe brings it back
 //! as soon as Redis answers, replaying the settles (slot releases, token corrections) that could
 //! not be delivered meanwhile, so no concurrency slot stays taken.
+//!
+//! On a Redis Cluster an outage is one slot's (its node down), and a tenant's keys all live in
+//! one slot: a failure degrades that tenant only (`taogate_limiter_degraded_tenants`), probed and
+//! brought back on its own; every other tenant keeps the shared limits.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,11 +124,15 @@ pub struct Guard {
     local: MemoryBackend,
     config: LimitsConfig,
     degraded: AtomicBool,
+    /// On a cluster: the tenants whose slot cannot be reached (and how many, read without the
+    /// lock on every admission).
+    tenants_down: Mutex<HashSet<TenantId>>,
+    tenants_down_count: AtomicUsize,
     pending: Mutex<Vec<Parked>>,
     /// (tenant, account) of holds taken since the last [`Guard::take_touched`].
     touched: Mutex<HashSet<(TenantId, AccountId)>>,
     /// While degraded: what this replica reserved per account since the outage began.
-    outage_spent: Mutex<HashMap<AccountId, i64>>,
+    outage_spent: Mutex<HashMap<(TenantId, AccountId), i64>>,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -140,6 +148,8 @@ impl Guard {
             local: MemoryBackend::new(clock),
             config,
             degraded: AtomicBool::new(false),
+            tenants_down: Mutex::default(),
+            tenants_down_count: AtomicUsize::new(0),
             pending: Mutex::default(),
             touched: Mutex::default(),
             outage_spent: Mutex::default(),
@@ -155,8 +165,20 @@ impl Guard {
         &self.metrics
     }
 
+    /// Whether the whole shared limiter is unreachable (one Redis node down).
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
+    }
+
+    /// Whether `tenant`'s requests are served without the shared limiter now.
+    fn is_down(&self, tenant: &TenantId) -> bool {
+        self.is_degraded()
+            || (self.tenants_down_count.load(Ordering::Acquire) > 0
+                && self.down_tenants().contains(tenant))
+    }
+
+    fn down_tenants(&self) -> std::sync::MutexGuard<'_, HashSet<TenantId>> {
+        self.tenants_down.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lease_ms(&self) -> i64 {
@@ -179,7 +201,7 @@ impl Guard {
                 info: RateInfo::default(),
             }));
         }
-        if !self.is_degraded() {
+        if !self.is_down(&ask.tenant) {
             let started = Instant::now();
             match self.shared.admit(&ask, self.lease_ms()).await {
                 Ok(decision) => {
@@ -196,7 +218,7 @@ impl Guard {
                         at_ms: 0,
                     };
                     self.park((release, ask.tokens, None));
-                    self.degrade(&e);
+                    self.degrade(&ask.tenant, &e);
                 }
             }
         }
@@ -204,7 +226,10 @@ impl Guard {
             FailMode::FailOpen => {
                 let mut spent = self.outage_spent.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(hold) = &ask.hold {
-                    let so_far = spent.get(&hold.account).copied().unwrap_or(0);
+                    let so_far = spent
+                        .get(&(ask.tenant.clone(), hold.account.clone()))
+                        .copied()
+                        .unwrap_or(0);
                     if so_far.saturating_add(hold.amount.0) > self.config.outage_budget_nano {
                         self.count("local", "outage_budget");
                         return Err(Unavailable("outage budget spent".into()));
@@ -212,7 +237,9 @@ impl Guard {
                 }
                 let decision = self.local.admit_now(&ask, self.lease_ms());
                 if let (Decision::Admitted { .. }, Some(hold)) = (&decision, &ask.hold) {
-                    *spent.entry(hold.account.clone()).or_default() += hold.amount.0;
+                    *spent
+                        .entry((ask.tenant.clone(), hold.account.clone()))
+                        .or_default() += hold.amount.0;
                 }
                 drop(spent);
                 Ok(self.verdict(ask, decision, Counted::Local, "local"))
@@ -231,6 +258,7 @@ impl Guard {
                 if let Some(hold) = &ask.hold {
                     let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
                     touched.insert((ask.tenant.clone(), hold.account.clone()));
+                    self.metrics.holds_in_flight.inc();
                 }
                 let info = RateInfo::new(&ask.descriptors, &readings);
                 Verdict::Admitted(Permit {
@@ -246,6 +274,12 @@ impl Guard {
                 readings,
             } => {
                 self.count(backend, "refused");
+                if let Some(d) = ask.descriptors.get(index) {
+                    self.metrics
+                        .refusals
+                        .with_label_values(&[d.scope.as_str(), d.kind.field()])
+                        .inc();
+                }
                 Verdict::Refused(Refusal {
                     info: RateInfo::new(&ask.descriptors, &readings),
                     descriptor: ask.descriptors[index].clone(),
@@ -282,12 +316,12 @@ impl Guard {
         seeds: &[(Descriptor, i64)],
         at_ms: i64,
     ) {
-        if self.is_degraded() {
+        if self.is_down(tenant) {
             self.local.seed_now(tenant, seeds, at_ms);
             return;
         }
         if let Err(e) = self.shared.seed(tenant, seeds, at_ms).await {
-            self.degrade(&e);
+            self.degrade(tenant, &e);
             self.local.seed_now(tenant, seeds, at_ms);
         }
     }
@@ -295,6 +329,9 @@ impl Guard {
     /// Releases the permit's slots and hold, corrects its token charge to `actual_tokens` and
     /// records what it captured, off the request path. Undeliverable settles wait for Redis.
     pub fn settle(self: &Arc<Self>, permit: Permit, actual_tokens: i64, capture: Option<Capture>) {
+        if permit.hold().is_some() && permit.counted != Counted::Nothing {
+            self.metrics.holds_in_flight.dec();
+        }
         match permit.counted {
             Counted::Nothing => {}
             Counted::Local => {
@@ -310,8 +347,9 @@ impl Guard {
                         .settle(&admission, actual_tokens, capture.as_ref())
                         .await;
                     if let Err(e) = settled {
+                        let tenant = admission.ask.tenant.clone();
                         guard.park((admission, actual_tokens, capture));
-                        guard.degrade(&e);
+                        guard.degrade(&tenant, &e);
                     }
                 });
             }
@@ -333,12 +371,12 @@ impl Guard {
 
     /// Brings the account's cached balance (where admissions read it now) up to a ledger reading.
     pub async fn sync(self: &Arc<Self>, tenant: &TenantId, sync: &LedgerSync) {
-        if self.is_degraded() {
+        if self.is_down(tenant) {
             self.local.sync_now(tenant, sync);
             return;
         }
         if let Err(e) = self.shared.sync(tenant, sync).await {
-            self.degrade(&e);
+            self.degrade(tenant, &e);
             self.local.sync_now(tenant, sync);
         }
     }
@@ -349,7 +387,7 @@ impl Guard {
         tenant: &TenantId,
         account: &AccountId,
     ) -> Result<Option<(BalanceReading, Vec<String>)>, Unavailable> {
-        if self.is_degraded() {
+        if self.is_down(tenant) {
             return Ok(self.local.balance_now(tenant, account));
         }
         self.shared.balance(tenant, account).await
@@ -364,31 +402,112 @@ impl Guard {
         if descriptors.is_empty() {
             return Ok(Vec::new());
         }
-        if self.is_degraded() {
+        if self.is_down(tenant) {
             return Ok(self.local.peek_now(tenant, descriptors));
         }
         self.shared.peek(tenant, descriptors).await
     }
 
     /// Loads the script at start, so the first admission is one `EVALSHA`; an unreachable Redis
-    /// starts the replica degraded.
+    /// starts the replica degraded (a cluster's unreachable slots are found tenant by tenant).
     pub async fn warm_up(self: &Arc<Self>) {
         if let Err(e) = self.shared.ping().await {
-            self.degrade(&e);
+            if self.shared.per_tenant() {
+                tracing::warn!(error = %e, "Redis Cluster: the limiter script could not be loaded on every node yet");
+            } else {
+                self.degrade_all(&e);
+            }
         }
     }
 
-    fn degrade(self: &Arc<Self>, cause: &Unavailable) {
+    fn degrade(self: &Arc<Self>, tenant: &TenantId, cause: &Unavailable) {
+        if !self.shared.per_tenant() {
+            return self.degrade_all(cause);
+        }
+        if !self.down_tenants().insert(tenant.clone()) {
+            return;
+        }
+        self.tenants_down_count.fetch_add(1, Ordering::AcqRel);
+        tracing::error!(error = %cause, tenant = %tenant.as_str(), mode = ?self.config.on_redis_down,
+            "shared limiter unreachable for this tenant's slot: {}", self.fallback());
+        self.metrics.limiter_degraded_tenants.inc();
+        self.metrics
+            .limiter_transitions
+            .with_label_values(&["degraded"])
+            .inc();
+        let guard = self.clone();
+        let tenant = tenant.clone();
+        actix_web::rt::spawn(async move { guard.probe_tenant(tenant).await });
+    }
+
+    fn fallback(&self) -> &'static str {
+        match self.config.on_redis_down {
+            FailMode::FailOpen => "serving under this replica's local limits",
+            FailMode::FailClosed => "refusing data-plane requests with 503",
+        }
+    }
+
+    /// Brings `tenant` back once its slot answers and its parked settles are delivered.
+    async fn probe_tenant(self: Arc<Self>, tenant: TenantId) {
+        let every = Duration::from_millis(self.config.probe_interval_ms.max(10));
+        loop {
+            tokio::time::sleep(every).await;
+            if self.shared.ping_tenant(&tenant).await.is_err() {
+                continue;
+            }
+            let theirs: Vec<Parked> = {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let (theirs, others) = std::mem::take(&mut *pending)
+                    .into_iter()
+                    .partition(|(a, _, _)| a.ask.tenant == tenant);
+                *pending = others;
+                theirs
+            };
+            if !self.replay(theirs).await {
+                continue;
+            }
+            self.outage_spent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(t, _), _| *t != tenant);
+            self.down_tenants().remove(&tenant);
+            self.tenants_down_count.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.limiter_degraded_tenants.dec();
+            self.metrics
+                .limiter_transitions
+                .with_label_values(&["recovered"])
+                .inc();
+            tracing::warn!(tenant = %tenant.as_str(), "shared limiter reachable again for this tenant");
+            return;
+        }
+    }
+
+    /// Delivers parked settles in order; those that fail (and all after) are parked again.
+    async fn replay(&self, parked: Vec<Parked>) -> bool {
+        let mut failed = false;
+        for (admission, tokens, capture) in parked {
+            if failed
+                || self
+                    .shared
+                    .settle(&admission, tokens, capture.as_ref())
+                    .await
+                    .is_err()
+            {
+                failed = true;
+                self.park((admission, tokens, capture));
+            }
+        }
+        !failed
+    }
+
+    fn degrade_all(self: &Arc<Self>, cause: &Unavailable) {
         if self.degraded.swap(true, Ordering::AcqRel) {
             return;
         }
         // Balances cached from an earlier fallback are stale: start again from the ledger.
         self.local.forget_balances();
         tracing::error!(error = %cause, mode = ?self.config.on_redis_down,
-        "shared limiter unreachable: {}", match self.config.on_redis_down {
-            FailMode::FailOpen => "serving under this replica's local limits",
-            FailMode::FailClosed => "refusing data-plane requests with 503",
-        });
+        "shared limiter unreachable: {}", self.fallback());
         self.metrics.limiter_degraded.set(1);
         self.metrics
             .limiter_transitions
@@ -408,20 +527,7 @@ impl Guard {
             let parked =
                 std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
             let replayed = parked.len();
-            let mut failed = false;
-            for (admission, tokens, capture) in parked {
-                if failed
-                    || self
-                        .shared
-                        .settle(&admission, tokens, capture.as_ref())
-                        .await
-                        .is_err()
-                {
-                    failed = true;
-                    self.park((admission, tokens, capture));
-                }
-            }
-            if failed {
+            if !self.replay(parked).await {
                 continue;
             }
             self.degraded.store(false, Ordering::Release);

@@ -47,6 +47,25 @@ impl RedisBackend {
             .map_err(|e| Unavailable(e.to_string()))
     }
 
+    pub fn is_cluster(&self) -> bool {
+        self.link.is_cluster()
+    }
+
+    /// Whether the node holding `tenant`'s slot answers (`EXISTS` on a key of its hash tag).
+    pub async fn ping_tenant(&self, tenant: &TenantId) -> Result<(), Unavailable> {
+        let key = self.key(tenant.as_str(), "probe");
+        self.link
+            .run(|mut c| async move {
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(drop)
+            .map_err(|e| Unavailable(e.to_string()))
+    }
+
     fn key(&self, tenant: &str, name: &str) -> String {
         format!("{}{{t:{tenant}}}:{name}", self.prefix)
     }

@@ -78,6 +78,19 @@ impl Shared {
         }
     }
 
+    /// Whether an outage is one tenant's (a Redis Cluster: one slot's node down) rather than all.
+    pub(super) fn per_tenant(&self) -> bool {
+        matches!(self, Shared::Redis(b) if b.is_cluster())
+    }
+
+    /// Whether `tenant`'s keys can be reached.
+    pub(super) async fn ping_tenant(&self, tenant: &TenantId) -> Result<(), Unavailable> {
+        match self {
+            Shared::Redis(b) => b.ping_tenant(tenant).await,
+            Shared::Memory(_) => Ok(()),
+        }
+    }
+
     pub(super) async fn ping(&self) -> Result<(), Unavailable> {
         match self {
             Shared::Redis(b) => b.load().await,

@@ -156,6 +156,20 @@ impl Pool {
         )
     }
 
+    /// Each member's URL, requests in flight and breaker state (for `/metrics`).
+    pub fn states(&self) -> Vec<crate::metrics::WorkerState> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|m| crate::metrics::WorkerState {
+                url: m.url.clone(),
+                in_flight: m.in_flight(),
+                circuit: m.breaker.circuit(),
+            })
+            .collect()
+    }
+
     /// Members whose breaker lets requests through (for readiness).
     pub fn healthy(&self) -> usize {
         self.members
@@ -221,6 +235,7 @@ impl Pool {
         let first_byte = Duration::from_millis(self.cfg.first_byte_timeout_ms);
         let mut upstream_failure = None;
         let budget = tried.len() + self.cfg.max_attempts.max(1);
+        let asked = std::time::Instant::now();
         while tried.len() < budget {
             let Some(member) = self.pick(tried) else {
                 break;
@@ -243,6 +258,9 @@ impl Pool {
             match tokio::time::timeout(first_byte, attempt).await {
                 Ok(Attempt::Answered(events, route)) => {
                     member.breaker.on_success();
+                    self.metrics
+                        .upstream_first_byte
+                        .observe(asked.elapsed().as_secs_f64());
                     let worker = member.url.clone();
                     return Ok(Answer {
                         events,

@@ -61,7 +61,7 @@ impl Registry {
                 Ok(())
             }
             Self::Redis { link, prefix } => {
-                let key = format!("{prefix}workers");
+                let key = format!("{prefix}{{registry}}:workers");
                 link.run(|mut conn| async move {
                     announce_script()
                         .key(key)
@@ -85,7 +85,7 @@ impl Registry {
                 Ok(map.keys().cloned().collect())
             }
             Self::Redis { link, prefix } => {
-                let key = format!("{prefix}workers");
+                let key = format!("{prefix}{{registry}}:workers");
                 link.run(|mut conn| async move {
                     live_script()
                         .key(key)

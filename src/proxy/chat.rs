@@ -88,6 +88,14 @@ pub async fn create_chat_completion(
 ) -> ApiResult<HttpResponse> {
     let req = body.into_inner();
     let mut admitted = admit(&state, &caller, &req, &meta.request_id, Some(&http)).await?;
+    if let Some(arrived) =
+        actix_web::HttpMessage::extensions(&http).get::<crate::http::observe::Arrived>()
+    {
+        state
+            .metrics
+            .proxy_overhead
+            .observe(arrived.0.elapsed().as_secs_f64());
+    }
     let deadline = Duration::from_secs(state.config.pool.request_timeout_secs);
     if req.wants_stream() {
         let upstream_req = req.for_upstream();

@@ -57,5 +57,8 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body({
+            state.metrics.observe_pool(&state.pool.states());
+            state.metrics.render()
+        })
 }

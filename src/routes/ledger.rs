@@ -260,7 +260,15 @@ pub async fn create_adjustment(
         })
         .await?;
     let txn = match adjusted.posted {
-        Posted::New(t) | Posted::Replayed(t) => t,
+        Posted::New(t) => {
+            state
+                .metrics
+                .ledger_postings
+                .with_label_values(&["adjustment"])
+                .inc();
+            t
+        }
+        Posted::Replayed(t) => t,
     };
     // Requests see the new balance at once (not only at the next re-sync).
     resync(&state.db, &state.limiter, &tenant_id, &account_id).await?;

@@ -28,6 +28,7 @@ mod payments;
 mod pool;
 mod procs;
 mod protocols;
+mod redis_cluster;
 mod replicas;
 mod shutdown;
 mod steering;

@@ -96,7 +96,7 @@ fn pool_survives_dead_and_hung_workers(b: Backend) {
                 SECRET,
                 &owner.url,
                 KEY,
-                prefix.as_deref(),
+                prefix.as_deref().map(|p| (procs::REDIS_URL, p)),
             )
         })
         .collect();
@@ -109,7 +109,7 @@ fn pool_survives_dead_and_hung_workers(b: Backend) {
             .get_connection()
             .unwrap();
         let mut announced: Vec<String> = redis::cmd("ZRANGE")
-            .arg(format!("{prefix}workers"))
+            .arg(format!("{prefix}{{registry}}:workers"))
             .arg(0)
             .arg(-1)
             .query(&mut redis)

@@ -105,6 +105,18 @@ impl Proc {
         false
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its exit code, if it did.
+    pub fn exit_code(&mut self, timeout: std::time::Duration) -> Option<Option<i32>> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -155,14 +167,14 @@ pub fn broken_gateway(key: &str, behaviour: &str) -> Proc {
 }
 
 /// A `taogate worker` routing model `m` to the OpenAI-compatible `upstream`, with its own hotkey;
-/// with `redis_prefix` it announces itself through Redis.
+/// with `redis` (URL, key prefix) it announces itself through that Redis.
 pub fn worker(
     dir: &Path,
     name: &str,
     secret: &str,
     upstream: &str,
     key: &str,
-    redis_prefix: Option<&str>,
+    redis: Option<(&str, &str)>,
 ) -> Proc {
     let wallets = dir.join("wallets");
     let keyfile = wallets.join(name).join("hotkeys").join("default");
@@ -194,8 +206,8 @@ base_url = "{upstream}/v1"
 api_key = "{key}"
 "#,
             wallets = wallets.display(),
-            redis = match redis_prefix {
-                Some(p) => format!("redis_url = \"{REDIS_URL}\"\nredis_prefix = \"{p}\"\n[pool]\nheartbeat_secs = 1\nheartbeat_ttl_secs = 3\n"),
+            redis = match redis {
+                Some((url, p)) => format!("redis_url = \"{url}\"\nredis_prefix = \"{p}\"\n[pool]\nheartbeat_secs = 1\nheartbeat_ttl_secs = 3\n"),
                 None => String::new(),
             }
         ),
@@ -212,7 +224,8 @@ pub struct GatewaySetup<'a> {
     pub redis: Option<(&'a str, &'a str)>,
     /// The body of the `[limits]` section.
     pub limits: &'a str,
-    /// (worker URL, worker secret), serving model `m`.
+    /// (worker URL, worker secret), serving model `m`; an empty URL: workers announce themselves
+    /// through Redis.
     pub worker: (&'a str, &'a str),
 }
 
@@ -233,7 +246,7 @@ api_key_pepper = "{pepper}"
 [limits]
 {limits}
 [pool]
-workers = ["{worker}"]
+workers = [{worker}]
 worker_secret = "{secret}"
 [[models]]
 id = "m"
@@ -244,7 +257,11 @@ owned_by = "test"
             jwt = crate::helpers::JWT_SECRET,
             pepper = crate::helpers::PEPPER,
             limits = g.limits,
-            worker = g.worker.0,
+            worker = if g.worker.0.is_empty() {
+                String::new()
+            } else {
+                format!("\"{}\"", g.worker.0)
+            },
             secret = g.worker.1,
         ),
     )

@@ -14,12 +14,13 @@ use crate::procs::{self, Proc};
 const SECRET: &str = "replica-test-worker-secret-0123";
 const KEY: &str = "owner-key-for-replicas";
 
-struct Cluster {
-    views: Vec<TestApp>,
-    gateways: Vec<Proc>,
+pub(crate) struct Cluster {
+    pub(crate) views: Vec<TestApp>,
+    pub(crate) gateways: Vec<Proc>,
     _upstreams: (Proc, Proc),
     _dir: tempfile::TempDir,
-    _db: TestDb,
+    pub(crate) db: TestDb,
+    pub(crate) prefix: String,
 }
 
 /// One gateway per entry of `modes` (`fail_open` / `fail_closed`), all on `redis`, each counting
@@ -36,11 +37,30 @@ fn cluster_with(
     redis_timeout_ms: u64,
     extra_limits: &str,
 ) -> Cluster {
+    cluster_full(
+        redis,
+        modes,
+        (owner_delay_ms, redis_timeout_ms),
+        extra_limits,
+        false,
+    )
+}
+
+/// As [`cluster_with`]; with `announced` the worker announces itself through `redis` and the
+/// gateways have no configured workers (they find it in the registry).
+pub(crate) fn cluster_full(
+    redis: &str,
+    modes: &[&str],
+    (owner_delay_ms, redis_timeout_ms): (u64, u64),
+    extra_limits: &str,
+    announced: bool,
+) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(Backend::Postgres);
     let prefix = format!("tg-test-{}:", short_id());
     let owner = procs::owner_gateway(KEY, owner_delay_ms, "owner");
-    let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY, None);
+    let registry = announced.then_some((redis, prefix.as_str()));
+    let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY, registry);
     let gateways: Vec<Proc> = modes
         .iter()
         .enumerate()
@@ -53,7 +73,7 @@ fn cluster_with(
                 db: &db.url,
                 redis: Some((redis, &prefix)),
                 limits: &limits,
-                worker: (&worker.url, SECRET),
+                worker: (if announced { "" } else { &worker.url }, SECRET),
             };
             let config = procs::gateway_config(&dir.path().join(format!("gateway{i}.toml")), &setup);
             Proc::start(&["serve"], Some(&config))
@@ -68,22 +88,29 @@ fn cluster_with(
         gateways,
         _upstreams: (owner, worker),
         _dir: dir,
-        _db: db,
+        db,
+        prefix,
     }
 }
 
 impl Cluster {
     /// A tenant owner and an account on the cluster (created through the first replica).
-    fn owner_and_account(&self) -> (Session, String) {
-        let app = &self.views[0];
-        let op = app.operator();
-        let (_, _, owner) = app.tenant(&op, false);
-        let account = app.account(&owner, "Customer");
+    pub(crate) fn owner_and_account(&self) -> (Session, String) {
+        let (_, owner, account) = self.tenant_owner_and_account();
         (owner, account)
     }
 
+    /// As [`Cluster::owner_and_account`], with the tenant's id first.
+    pub(crate) fn tenant_owner_and_account(&self) -> (String, Session, String) {
+        let app = &self.views[0];
+        let op = app.operator();
+        let (tenant, _, owner) = app.tenant(&op, false);
+        let account = app.account(&owner, "Customer");
+        (tenant, owner, account)
+    }
+
     /// A key with `limits`: (id, secret).
-    fn key(&self, owner: &Session, account: &str, limits: Value) -> (String, String) {
+    pub(crate) fn key(&self, owner: &Session, account: &str, limits: Value) -> (String, String) {
         let res = self.views[0]
             .post("/api/v1/keys")
             .bearer(&owner.token)
@@ -113,13 +140,13 @@ impl Cluster {
     }
 }
 
-fn chat_body(content: &str) -> Value {
+pub(crate) fn chat_body(content: &str) -> Value {
     json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": content}]})
 }
 
 /// Fires `n` requests at once, spread round-robin over the replicas; returns the statuses (and
 /// prints the body of any answer that is neither 200 nor 429, for the failure report).
-fn burst(gateways: &[Proc], key: &str, body: &Value, n: usize) -> Vec<u16> {
+pub(crate) fn burst(gateways: &[Proc], key: &str, body: &Value, n: usize) -> Vec<u16> {
     let urls: Vec<&str> = gateways.iter().map(|g| g.url.as_str()).collect();
     crate::helpers::burst(&urls, key, |_| body.clone(), n)
         .into_iter()
@@ -132,7 +159,7 @@ fn burst(gateways: &[Proc], key: &str, body: &Value, n: usize) -> Vec<u16> {
         .collect()
 }
 
-fn count(statuses: &[u16], status: u16) -> usize {
+pub(crate) fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
 
@@ -214,7 +241,7 @@ fn limits_hold_exactly_across_three_replicas() {
 }
 
 /// Polls `probe` every 10 ms until it holds; returns how long that took.
-fn time_until(limit: Duration, mut probe: impl FnMut() -> bool) -> Duration {
+pub(crate) fn time_until(limit: Duration, mut probe: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !probe() {
         assert!(started.elapsed() < limit, "not within {limit:?}");
@@ -334,7 +361,11 @@ fn a_revocation_never_waits_on_a_hung_redis() {
 
 /// A change written behind the API's back is not seen (every replica answers from its cache) until
 /// an invalidation names the key; then every replica refuses it within a second.
-fn caches_are_in_use_and_pushes_reach_every_replica(c: &Cluster, owner: &Session, account: &str) {
+pub(crate) fn caches_are_in_use_and_pushes_reach_every_replica(
+    c: &Cluster,
+    owner: &Session,
+    account: &str,
+) {
     let (key_id, key) = c.key(owner, account, json!({}));
     for v in &c.views {
         v.get("/v1/models").bearer(&key).send().expect(200, "");
@@ -428,14 +459,14 @@ impl PrivateRedis {
     }
 }
 
-fn metric(app: &TestApp, line_start: &str) -> Option<String> {
+pub(crate) fn metric(app: &TestApp, line_start: &str) -> Option<String> {
     let text = app.get("/metrics").send().text;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .map(|l| l.rsplit(' ').next().unwrap().to_owned())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

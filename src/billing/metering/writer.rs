@@ -253,6 +253,14 @@ async fn write_with_retry(
                     .usage_batch_seconds
                     .observe(started.elapsed().as_secs_f64());
                 metrics.usage_written.inc_by(batch.len() as u64);
+                let posted = batch
+                    .iter()
+                    .filter(|r| crate::billing::lines::usage_lines(r).is_ok_and(|l| !l.is_empty()))
+                    .count();
+                metrics
+                    .ledger_postings
+                    .with_label_values(&["usage"])
+                    .inc_by(posted as u64);
                 return syncs;
             }
             Err(e) => e,
