@@ -24,7 +24,8 @@
 //! - `taogate_payments_total{provider,outcome}`: provider notifications received, by what they did
 //!   (`credited`, `debited`, `replayed`, …; a tenant's own providers count as `custom`);
 //! - `taogate_limiter_refusals_total{scope,kind}`: 429s by the limit that refused (`key`,
-//!   `account`, `tenant` × `rpm`, `tpm`, `concurrency`, `requests_per_day`, …);
+//!   `account`, `tenant` × `rpm`, `tpm`, `concurrency`, `requests_per_day`, …; the per-replica
+//!   brake counts as the key's `rpm`, or `first_line` for a key without one);
 //! - `taogate_holds_in_flight` (gauge): balance holds taken and not yet settled on this replica;
 //! - `taogate_ledger_postings_total{kind}`: ledger transactions this replica committed (`usage`,
 //!   `payment`, `adjustment`);
@@ -306,6 +307,10 @@ impl GatewayMetrics {
         }
         for kind in ["usage", "payment", "adjustment"] {
             ledger_postings.with_label_values(&[kind]);
+        }
+        // Every provider's credits show (at 0) before the first one arrives.
+        for provider in ["stripe", "tao", "btcpay", "coinbase", "custom"] {
+            payments.with_label_values(&[provider, "credited"]);
         }
         for c in [
             Box::new(BACKEND_ERRORS.clone()) as Box<dyn prometheus::core::Collector>,

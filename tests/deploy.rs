@@ -183,3 +183,50 @@ fn every_mounted_config_parses_as_taogates() {
             .unwrap_or_else(|e| panic!("{file}: {e:#}"));
     }
 }
+
+/// `taogate_…` names in `text` (a histogram's `_bucket`, `_sum`, `_count` series as its family).
+fn metric_names(text: &str, quoted: bool) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("taogate_") {
+        let preceded_by_quote = i > 0 && rest.as_bytes()[i - 1] == b'"';
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        if !quoted || (preceded_by_quote && tail[end..].starts_with('"')) {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            out.insert(family.to_owned());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The dashboard charts every metric family the gateway and the worker register, and nothing else.
+#[test]
+fn the_dashboard_shows_every_metric_family() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{DEPLOY}/grafana/taogate.json")).unwrap(),
+    )
+    .unwrap();
+    let mut charted = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            charted.extend(metric_names(target["expr"].as_str().unwrap(), false));
+        }
+    }
+    let mut registered = metric_names(include_str!("../src/metrics.rs"), true);
+    registered.extend(metric_names(include_str!("../src/worker/metrics.rs"), true));
+    assert!(registered.len() >= 25, "{registered:?}");
+    let missing: Vec<_> = registered.difference(&charted).collect();
+    let unknown: Vec<_> = charted.difference(&registered).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "not charted: {missing:?}; charted but not registered: {unknown:?}"
+    );
+}

@@ -53,6 +53,17 @@ fn first_line(state: &AppState, caller: &KeyCaller, http: Option<&HttpRequest>) 
         .limiter_decisions
         .with_label_values(&["first_line", "refused"])
         .inc();
+    // The brake stands for the key's rpm (or, without one, the per-second flood guard).
+    let kind = if entry.first_line_rpm.is_some() {
+        "rpm"
+    } else {
+        "first_line"
+    };
+    state
+        .metrics
+        .refusals
+        .with_label_values(&["key", kind])
+        .inc();
     let wait = not_until.wait_time_from(DefaultClock::default().now());
     if let (Some(rpm), Some(http)) = (entry.first_line_rpm, http) {
         let requests = Headroom {

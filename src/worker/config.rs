@@ -185,6 +185,17 @@ impl UpstreamConfig {
         }
     }
 
+    /// The `kind` the upstream was configured with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Openai { .. } => "openai",
+            Self::Epistula(_) => "epistula",
+            Self::Btauth(_) => "btauth",
+            Self::Verathos(_) => "verathos",
+            Self::Axon(_) => "axon",
+        }
+    }
+
     pub fn terms(&self) -> &RouteTerms {
         match self {
             Self::Openai { terms, .. } => terms,

@@ -3,7 +3,10 @@
 //! - `taogate_worker_miner_requests_total{upstream,outcome}`: miner attempts by outcome
 //!   (`answered` — produced a first event, `failed`);
 //! - `taogate_worker_miner_first_byte_seconds{upstream}`: time to a miner's first event;
-//! - `taogate_worker_answers_total{upstream}`: answers returned, by route.
+//! - `taogate_worker_answers_total{upstream}`: answers returned, by route;
+//! - `taogate_worker_upstream_calls_total{route,kind,outcome}`: each try of a model's route (the
+//!   configured model, the upstream's kind, `answered` — a first event — or `failed`). Labels are
+//!   bounded by the worker's config.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
@@ -14,6 +17,7 @@ pub struct WorkerMetrics {
     pub miner_requests: IntCounterVec,
     pub first_byte: HistogramVec,
     pub answers: IntCounterVec,
+    pub upstream_calls: IntCounterVec,
 }
 
 impl WorkerMetrics {
@@ -44,8 +48,17 @@ impl WorkerMetrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let upstream_calls = IntCounterVec::new(
+            Opts::new(
+                "taogate_worker_upstream_calls_total",
+                "Tries of a model's routes, by model, upstream kind and outcome",
+            ),
+            &["route", "kind", "outcome"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(miner_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(miner_requests.clone()),
             Box::new(first_byte.clone()),
             Box::new(answers.clone()),
         ] {
@@ -56,6 +69,7 @@ impl WorkerMetrics {
             miner_requests,
             first_byte,
             answers,
+            upstream_calls,
         }
     }
 

@@ -116,7 +116,7 @@ impl Worker {
             }
             let chain = chain.into_iter().zip(&route.upstreams).enumerate();
             let chain = chain
-                .map(|(i, (t, up))| Route::new(t, up.terms(), i))
+                .map(|(i, (t, up))| Route::new(t, up.terms(), i).with_kind(up.kind()))
                 .collect();
             routes.insert(route.model.clone(), chain);
         }
@@ -157,11 +157,19 @@ impl Worker {
                         .answers
                         .with_label_values(&[&opened.upstream])
                         .inc();
+                    self.metrics
+                        .upstream_calls
+                        .with_label_values(&[&req.model, route.kind, "answered"])
+                        .inc();
                     tracing::info!(upstream = %opened.upstream, miner.uid = ?opened.miner_uid, miners.asked = ?opened.asked, miners.answered = ?opened.answered, "answered by {}", opened.upstream);
                     return Ok((opened, route.terms.clone()));
                 }
                 Err(e) => {
                     route.failed(self.route_cooldown);
+                    self.metrics
+                        .upstream_calls
+                        .with_label_values(&[&req.model, route.kind, "failed"])
+                        .inc();
                     tracing::warn!(upstream = %transport.name(), error = %e, "upstream failed before the first byte");
                     failures.push(format!("{}: {e}", transport.name()));
                 }

@@ -20,6 +20,8 @@ pub struct Route {
     pub priority: u32,
     pub weight: u32,
     pub terms: RouteTerms,
+    /// The upstream's kind (`openai`, `epistula`, `btauth`, `verathos`, `axon`), for metrics.
+    pub kind: &'static str,
     /// Shared with the answers in flight, so an answer that breaks midway can open it.
     pub breaker: Arc<CircuitBreaker>,
 }
@@ -32,8 +34,15 @@ impl Route {
             priority: terms.priority.unwrap_or(position as u32),
             weight: terms.weight.unwrap_or(1).max(1),
             terms: terms.clone(),
+            kind: "openai",
             transport,
         }
+    }
+
+    /// The same route, labelled with its upstream's kind.
+    pub fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
     }
 
     pub fn failed(&self, cooldown: Duration) {

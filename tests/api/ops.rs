@@ -47,18 +47,29 @@ fn metrics_move_with_a_small_load(b: Backend) {
     assert!(health.success());
     let scrape = || app.get("/metrics").send().expect(200, "").text;
     let before = families(&scrape());
-    let (owner, _, key_id, key) = app.api_key();
-    // A key with a limit, so the limiter decides.
+    let (owner, account, key_id, key) = app.api_key();
+    // A priced, funded account (holds, ledger postings) and a key with a limit that bites.
+    app.post("/api/v1/plans")
+        .bearer(&owner.token)
+        .json(json!({"name": "per request", "is_default": true, "prices": {"*": {"request_nano": 1000}}}))
+        .expect(201, "");
+    app.post(&format!("/api/v1/accounts/{account}/adjustments"))
+        .bearer(&owner.token)
+        .json(json!({"amount_nano": 1_000_000, "reason": "top-up"}))
+        .expect(201, "");
     app.patch(&format!("/api/v1/keys/{key_id}"))
         .bearer(&owner.token)
-        .json(json!({"limits": {"rpm": 1000}}))
+        .json(json!({"limits": {"rpm": 3}}))
         .expect(200, "");
-    for i in 0..3 {
+    let chat = |i: i32| {
         app.post("/v1/chat/completions")
             .bearer(&key)
             .json(json!({"model": "taogate-demo", "messages": [{"role": "user", "content": format!("hi {i}")}]}))
-            .expect(200, "");
+    };
+    for i in 0..3 {
+        chat(i).expect(200, "");
     }
+    chat(3).expect(429, "rate_limit_exceeded");
     app.get("/no/such/route").send().expect(404, "not_found");
     app.post("/webhooks/custom/nobody/nope")
         .raw(Some(b"{}"))
@@ -75,6 +86,11 @@ fn metrics_move_with_a_small_load(b: Backend) {
         "taogate_usage_written_total",
         "taogate_pool_attempts_total",
         "taogate_usage_source_total",
+        "taogate_limiter_refusals_total",
+        "taogate_ledger_postings_total",
+        "taogate_proxy_overhead_seconds_count",
+        "taogate_upstream_first_byte_seconds_count",
+        "taogate_key_lookups_total",
     ] {
         let (was, now) = (
             before.get(family).copied().unwrap_or(0.0),
@@ -87,6 +103,62 @@ fn metrics_move_with_a_small_load(b: Backend) {
         "{text}"
     );
     assert!(text.contains(r#"route="unmatched""#), "{text}");
+    assert!(
+        text.contains(r#"taogate_limiter_refusals_total{kind="rpm",scope="key"} 1"#)
+            && text.contains(r#"taogate_ledger_postings_total{kind="adjustment"} 1"#)
+            && text.contains(r#"taogate_ledger_postings_total{kind="usage"} 3"#),
+        "{text}"
+    );
+    // Present even when still (gauges, errors, payments before the first one).
+    for family in [
+        "taogate_holds_in_flight",
+        "taogate_usage_backlog",
+        "taogate_usage_dead_letters_total",
+        "taogate_usage_write_failures_total",
+        "taogate_payments_total",
+        "taogate_backend_errors_total",
+        "taogate_limiter_degraded",
+        "taogate_limiter_degraded_tenants",
+        "taogate_pool_worker_in_flight",
+        "taogate_pool_worker_circuit",
+    ] {
+        assert!(after.contains_key(family), "{family} missing\n{text}");
+    }
+    assert_eq!(after["taogate_holds_in_flight"], 0.0, "every hold settled");
+    assert!(
+        !text.contains("taogate_tenant_requests_total"),
+        "per-tenant labels are off by default"
+    );
+    // The worker counts each try of a route by model, upstream kind and outcome.
+    let worker = text
+        .lines()
+        .find_map(|l| l.strip_prefix("taogate_pool_worker_circuit{"))
+        .and_then(|l| l.split("worker=\"").nth(1))
+        .and_then(|l| l.split('"').next())
+        .expect("a pool member")
+        .to_owned();
+    assert!(
+        text.contains(&format!(
+            "taogate_pool_worker_circuit{{state=\"closed\",worker=\"{worker}\"}} 1"
+        )),
+        "{text}"
+    );
+    let worker_text = ureq::get(&format!("{worker}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let calls = families(&worker_text);
+    assert!(
+        calls
+            .get("taogate_worker_upstream_calls_total")
+            .is_some_and(|n| *n >= 3.0),
+        "{worker_text}"
+    );
+    assert!(
+        worker_text.contains(r#"outcome="answered",route="taogate-demo""#),
+        "{worker_text}"
+    );
     assert!(
         !text.contains("/no/such/route"),
         "raw paths never become labels"
