@@ -128,6 +128,28 @@ enum Admin {
         #[arg(long, env = "TAOGATE_OPERATOR_PASSWORD")]
         password: Option<String>,
     },
+    /// The first run in one step: the operator, the first tenant with its owner and a default
+    /// plan (one transaction), then what is still missing (a worker) and what to do next.
+    Bootstrap {
+        #[arg(long)]
+        operator_email: String,
+        #[arg(long, env = "TAOGATE_OPERATOR_PASSWORD")]
+        operator_password: Option<String>,
+        #[arg(long)]
+        tenant_name: String,
+        #[arg(long)]
+        tenant_slug: String,
+        #[arg(long)]
+        owner_email: String,
+        #[arg(long, env = "TAOGATE_OWNER_PASSWORD")]
+        owner_password: Option<String>,
+        /// The default plan's prices as `POST /api/v1/plans` takes them, e.g.
+        /// '{"*": {"prompt_nano_per_mtok": 1000000000, "completion_nano_per_mtok": 2000000000, "request_nano": 0}}'.
+        #[arg(long)]
+        prices: Option<String>,
+        #[arg(long)]
+        allow_signup: bool,
+    },
     /// Creates a tenant, optionally with its owner.
     CreateTenant {
         #[arg(long)]
@@ -210,6 +232,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match action {
                 Admin::CreateOperator { email, password } => {
                     commands::admin::create_operator(config, email, password).await
+                }
+                Admin::Bootstrap {
+                    operator_email,
+                    operator_password,
+                    tenant_name,
+                    tenant_slug,
+                    owner_email,
+                    owner_password,
+                    prices,
+                    allow_signup,
+                } => {
+                    let b = commands::admin::Bootstrap {
+                        operator_email,
+                        operator_password,
+                        tenant_name,
+                        tenant_slug,
+                        owner_email,
+                        owner_password,
+                        prices,
+                        allow_signup,
+                    };
+                    commands::admin::bootstrap(config, b).await
                 }
                 Admin::CreateTenant {
                     name,

@@ -291,6 +291,91 @@ fn migrate_and_admin_bootstrap_a_deployment() {
     assert!(!ok && out.contains("slug"), "{out}");
 }
 
+/// `admin bootstrap` sets up the operator, the first tenant with its owner and a priced default
+/// plan in one go — all or nothing — and says that no worker is configured yet.
+#[test]
+fn admin_bootstrap_sets_up_the_first_run_all_or_nothing() {
+    use diesel::{Connection, RunQueryDsl};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prod.db");
+    let db = format!("sqlite://{}", path.display());
+    let cmd = || {
+        let mut c = taogate(dir.path());
+        c.env("DATABASE_URL", &db);
+        c
+    };
+    assert!(run(cmd().args(["migrate"])).0);
+    let prices = r#"{"*": {"prompt_nano_per_mtok": 1000000000, "completion_nano_per_mtok": 2000000000, "request_nano": 100}}"#;
+    let bootstrap = |slug: &str, operator: &str, prices: &str| {
+        run(cmd().args([
+            "admin",
+            "bootstrap",
+            "--operator-email",
+            operator,
+            "--tenant-name",
+            "Acme",
+            "--tenant-slug",
+            slug,
+            "--owner-email",
+            &format!("boss@{slug}.example"),
+            "--prices",
+            prices,
+        ]))
+    };
+    let (ok, out) = bootstrap("acme", "ops@example.com", prices);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("password: ").count(), 2, "{out}");
+    assert!(out.contains("workers: none"), "{out}");
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        what: String,
+    }
+    let rows = || -> Vec<String> {
+        let mut c = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        diesel::sql_query(
+            "SELECT role || ':' || email AS what FROM users \
+             UNION ALL SELECT 'tenant:' || slug FROM tenants \
+             UNION ALL SELECT 'plan:' || name || ':' || is_default || ':' || prices FROM plans",
+        )
+        .load::<Row>(&mut c)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.what)
+        .collect()
+    };
+    let mut first = rows();
+    first.sort();
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert!(
+        first.contains(&"operator:ops@example.com".to_owned()),
+        "{first:?}"
+    );
+    assert!(
+        first.contains(&"owner:boss@acme.example".to_owned()),
+        "{first:?}"
+    );
+    assert!(first.contains(&"tenant:acme".to_owned()), "{first:?}");
+    assert!(
+        first
+            .iter()
+            .any(|r| r.starts_with("plan:Default:1:") && r.contains("2000000000")),
+        "{first:?}"
+    );
+    // Bad prices, a taken operator email: refused, and nothing of it is written.
+    let (ok, out) = bootstrap(
+        "other",
+        "ops2@example.com",
+        r#"{"*": {"request_nano": -1}}"#,
+    );
+    assert!(!ok && out.contains("prices"), "{out}");
+    let (ok, out) = bootstrap("other", "ops@example.com", prices);
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let mut after = rows();
+    after.sort();
+    assert_eq!(after, first, "a failed bootstrap writes nothing");
+}
+
 #[test]
 fn openapi_command_prints_the_committed_document() {
     let dir = tempfile::tempdir().unwrap();
@@ -408,4 +493,39 @@ fn dev_demo_shows_money_and_roles() {
         assert!(Instant::now() < deadline, "the balance never moved: {b}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// libpq, OpenSSL and SQLite are linked into the binary: it needs no libpq or libssl on the machine.
+#[test]
+fn the_binary_links_no_libpq_or_libssl() {
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_taogate"))
+        .output()
+        .expect("ldd (libc-bin)");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{libs}");
+    for lib in ["libpq", "libssl", "libcrypto", "libsqlite"] {
+        assert!(!libs.contains(lib), "{lib} is linked dynamically:\n{libs}");
+    }
+}
+
+/// The linked-in libpq speaks TLS: with `sslmode=require` the server sees an encrypted connection
+/// (the test server must have `ssl = on`, as Debian's PostgreSQL has by default).
+#[test]
+fn the_bundled_libpq_connects_over_tls() {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Ssl {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ssl: bool,
+    }
+    let base = std::env::var("TAOGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let mut conn = diesel::PgConnection::establish(&format!("{base}{sep}sslmode=require"))
+        .expect("a TLS connection (is ssl = on in postgresql.conf?)");
+    let row: Ssl = diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .get_result(&mut conn)
+        .unwrap();
+    assert!(row.ssl, "the connection is encrypted");
 }
