@@ -17,9 +17,15 @@ pub struct Proc {
 impl Proc {
     /// Starts `taogate <args>` and reads the `{"url","hotkey"}` line it prints once listening.
     pub fn start(args: &[&str], config: Option<&Path>) -> Self {
+        Self::start_env(args, config, &[])
+    }
+
+    /// As [`Proc::start`], with these environment variables too.
+    pub fn start_env(args: &[&str], config: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().copied());
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }

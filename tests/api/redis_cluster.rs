@@ -5,7 +5,8 @@
 //! reaches every replica, and when the master holding one tenant's slot is killed, that tenant's
 //! requests fail (`fail_closed`) while every other tenant keeps exact shared limits on every
 //! replica; the master restarts, the tenant comes back by itself and its quota is still exact.
-//! `taogate reconcile` reads the cached balances through the cluster.
+//! `taogate reconcile` reads the cached balances through the cluster. And a managed Redis'
+//! shape: TLS (`rediss://`, a private CA given by `SSL_CERT_FILE`) with a password.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -194,7 +195,7 @@ fn three_replicas_on_a_redis_cluster_hold_limits_and_survive_a_master_restart() 
         &["fail_closed", "fail_closed", "fail_closed"],
         (0, 2000),
         "",
-        true,
+        (true, &[]),
     );
     let app = &c.views[0];
     let registry_node = rc.owner_of(&format!("{}{{registry}}:workers", c.prefix));
@@ -352,4 +353,160 @@ fn three_replicas_on_a_redis_cluster_hold_limits_and_survive_a_master_restart() 
         report["cached_balances"]["checked"].as_u64().unwrap() >= 1,
         "{report}"
     );
+}
+
+/// A CA and a server certificate for `localhost` / 127.0.0.1 (openssl CLI), in `dir`.
+fn tls_files(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[req]\ndistinguished_name=dn\n[dn]\n[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=taogate test CA",
+        "-config",
+        "ca.cnf",
+        "-extensions",
+        "ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("server.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.cnf",
+    ]);
+}
+
+/// Managed Redis as providers run it: TLS only, with a password. The gateways reach it with
+/// `rediss://:<password>@localhost:<port>`, trusting the provider's CA through `SSL_CERT_FILE`;
+/// the shared limiter decides (`fail_closed`: a Redis it could not reach would answer 503), and a
+/// wrong password is a 503 that never shows the password.
+#[test]
+fn managed_redis_over_tls_with_a_password() {
+    const PASSWORD: &str = "s3cret-redis-pw";
+    let dir = tempfile::tempdir().unwrap();
+    tls_files(dir.path());
+    let port = free_port();
+    let (port_arg, d) = (port.to_string(), dir.path().display().to_string());
+    let (cert, key, ca) = (
+        format!("{d}/server.pem"),
+        format!("{d}/server.key"),
+        format!("{d}/ca.pem"),
+    );
+    let _redis = Proc::start_quiet(
+        "redis-server",
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port_arg,
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+    );
+    time_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let env = [("SSL_CERT_FILE", ca.as_str())];
+    let url = format!("rediss://:{PASSWORD}@localhost:{port}/0");
+    let c = replicas::cluster_full(&url, &["fail_closed"], (0, 2000), "", (false, &env));
+    let (owner, account) = c.owner_and_account();
+    let (_, key) = c.key(&owner, &account, json!({"rpm": 2}));
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| {
+            c.views[0]
+                .post("/v1/chat/completions")
+                .bearer(&key)
+                .json(chat_body("hi"))
+                .status
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 429],
+        "the shared limiter decided, over TLS"
+    );
+    assert_eq!(
+        metric(&c.views[0], "taogate_limiter_degraded ").as_deref(),
+        Some("0")
+    );
+
+    let wrong = format!("rediss://:not-the-{PASSWORD}@localhost:{port}/0");
+    let bad = replicas::cluster_full(&wrong, &["fail_closed"], (0, 2000), "", (false, &env));
+    let (owner, account) = bad.owner_and_account();
+    let (_, key) = bad.key(&owner, &account, json!({"rpm": 2}));
+    let refused = bad.views[0]
+        .post("/v1/chat/completions")
+        .bearer(&key)
+        .json(chat_body("hi"))
+        .expect(503, "limiter_unavailable");
+    assert!(!refused.text.contains(PASSWORD), "{}", refused.text);
+    let ready = bad.views[0].get("/readyz").send();
+    assert!(!ready.text.contains(PASSWORD), "{}", ready.text);
 }

@@ -42,18 +42,18 @@ fn cluster_with(
         modes,
         (owner_delay_ms, redis_timeout_ms),
         extra_limits,
-        false,
+        (false, &[]),
     )
 }
 
 /// As [`cluster_with`]; with `announced` the worker announces itself through `redis` and the
-/// gateways have no configured workers (they find it in the registry).
+/// gateways have no configured workers (they find it in the registry); `env` goes to every gateway.
 pub(crate) fn cluster_full(
     redis: &str,
     modes: &[&str],
     (owner_delay_ms, redis_timeout_ms): (u64, u64),
     extra_limits: &str,
-    announced: bool,
+    (announced, env): (bool, &[(&str, &str)]),
 ) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(Backend::Postgres);
@@ -76,7 +76,7 @@ pub(crate) fn cluster_full(
                 worker: (if announced { "" } else { &worker.url }, SECRET),
             };
             let config = procs::gateway_config(&dir.path().join(format!("gateway{i}.toml")), &setup);
-            Proc::start(&["serve"], Some(&config))
+            Proc::start_env(&["serve"], Some(&config), env)
         })
         .collect();
     let views = gateways
