@@ -302,9 +302,73 @@ fn a_gateway_refuses_a_pepper_its_keys_were_not_made_with(b: Backend) {
     drop(Proc::start(&["serve"], Some(&config)));
 }
 
+/// In production (`TAOGATE_LOG_FORMAT=json`) every line logged while serving a request carries its
+/// request id, tenant and API key prefix — and never the key's secret or the prompt.
+fn json_logs_name_request_tenant_and_key_but_no_secret(b: Backend) {
+    use crate::helpers::TestDb;
+    use crate::procs::{self, Proc};
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(b);
+    let setup = procs::GatewaySetup {
+        data_dir: &dir.path().join("gateway"),
+        db: &db.url,
+        redis: None,
+        limits: "",
+        // No worker: a chat is answered 503 and the gateway logs why.
+        worker: ("", "unused-worker-secret-0123456789"),
+    };
+    let config = procs::gateway_config(&dir.path().join("gateway.toml"), &setup);
+    let log = dir.path().join("gateway.log");
+    let gw = Proc::start_logging(
+        &["serve"],
+        Some(&config),
+        &[("TAOGATE_LOG_FORMAT", "json")],
+        &log,
+    );
+    let app = TestApp::remote(&gw.url, taogate::db::Db::connect(&db.url, 2).unwrap());
+    let op = app.operator();
+    let (tenant, _, owner) = app.tenant(&op, false);
+    let account = app.account(&owner, "Customer");
+    let created = app
+        .post("/api/v1/keys")
+        .bearer(&owner.token)
+        .json(json!({"name": "k", "account_id": account}))
+        .expect(201, "")
+        .ok();
+    let (secret, prefix) = (
+        created["secret"].as_str().unwrap().to_owned(),
+        created["prefix"].as_str().unwrap().to_owned(),
+    );
+    let prompt = "a very private prompt 7f3a";
+    app.post("/v1/chat/completions")
+        .bearer(&secret)
+        .header("x-request-id", "log-check-1")
+        .json(json!({"model": "m", "messages": [{"role": "user", "content": prompt}]}))
+        .expect(503, "no_workers");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["span"]["request_id"] == "log-check-1")
+        .unwrap_or_else(|| panic!("no JSON line of the request in:\n{text}"));
+    assert_eq!(line["span"]["tenant"], tenant.as_str(), "{line}");
+    assert_eq!(line["span"]["key_prefix"], prefix.as_str(), "{line}");
+    assert_eq!(line["span"]["route"], "/v1/chat/completions", "{line}");
+    assert!(
+        line["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no validator worker")),
+        "{line}"
+    );
+    assert!(!text.contains(&secret), "the key's secret is never logged");
+    assert!(!text.contains(prompt), "prompts are never logged");
+}
+
 both_backends!(
     a_gateway_refuses_a_pepper_its_keys_were_not_made_with,
     metrics_move_with_a_small_load,
+    json_logs_name_request_tenant_and_key_but_no_secret,
     health_ready_and_request_ids,
     served_openapi_matches_the_committed_file
 );

@@ -22,6 +22,22 @@ impl Proc {
 
     /// As [`Proc::start`], with these environment variables too.
     pub fn start_env(args: &[&str], config: Option<&Path>, env: &[(&str, &str)]) -> Self {
+        Self::announced(Self::command(args, config, env))
+    }
+
+    /// As [`Proc::start_env`], its log written to `log`.
+    pub fn start_logging(
+        args: &[&str],
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        let mut cmd = Self::command(args, config, env);
+        cmd.stderr(std::fs::File::create(log).unwrap());
+        Self::spawn_announced(cmd)
+    }
+
+    fn command(args: &[&str], config: Option<&Path>, env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -30,22 +46,23 @@ impl Proc {
             cmd.arg("--config").arg(c);
         }
         cmd.args(args);
-        Self::announced(cmd)
+        cmd
     }
 
     /// Spawns `cmd` and reads the `{"url","hotkey"}` line it prints once listening. Its log goes
     /// to the test's stderr with `TAOGATE_TEST_VERBOSE=1`.
     fn announced(mut cmd: Command) -> Self {
         let verbose = std::env::var_os("TAOGATE_TEST_VERBOSE").is_some();
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(if verbose {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .unwrap();
+        cmd.stderr(if verbose {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+        Self::spawn_announced(cmd)
+    }
+
+    fn spawn_announced(mut cmd: Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
