@@ -11,6 +11,7 @@ diesel::table! {
         updated_at -> Timestamp,
         limits -> Text,
         wholesale_prices -> Text,
+        log_prompts -> Bool,
     }
 }
 

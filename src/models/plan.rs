@@ -58,6 +58,8 @@ pub struct KeyContext {
     pub credit_limit: Nano,
     /// The plan's cap on one request's balance hold.
     pub hold_cap: Option<Nano>,
+    /// The tenant opted in to prompt logging.
+    pub log_prompts: bool,
 }
 
 impl KeyContext {
@@ -212,10 +214,15 @@ impl Plan {
                 accounts::credit_limit_nano,
             ))
             .first::<(ActiveStatus, BillingMode, Nano)>(conn)?;
-        let (tenant_status, tenant_limits, wholesale) = tenants::table
+        let (tenant_status, tenant_limits, wholesale, log_prompts) = tenants::table
             .find(&key.tenant_id)
-            .select((tenants::status, tenants::limits, tenants::wholesale_prices))
-            .first::<(ActiveStatus, String, String)>(conn)?;
+            .select((
+                tenants::status,
+                tenants::limits,
+                tenants::wholesale_prices,
+                tenants::log_prompts,
+            ))
+            .first::<(ActiveStatus, String, String, bool)>(conn)?;
         let plan = Self::for_account(conn, &key.tenant_id, &key.account_id)?;
         let (plan_key, plan_account, retail, hold_cap) = plan
             .map(|p| {
@@ -245,6 +252,7 @@ impl Plan {
             billing_mode,
             credit_limit,
             hold_cap,
+            log_prompts,
         })
     }
 }

@@ -21,6 +21,8 @@ pub struct Tenant {
     pub limits: String,
     /// The operator's prices to this tenant (JSON [`crate::billing::prices::PriceBook`]).
     pub wholesale_prices: String,
+    /// The tenant opted in to having its requests' prompts logged.
+    pub log_prompts: bool,
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -32,6 +34,7 @@ pub struct TenantChanges {
     pub updated_at: Option<NaiveDateTime>,
     pub limits: Option<String>,
     pub wholesale_prices: Option<String>,
+    pub log_prompts: Option<bool>,
 }
 
 impl Tenant {
@@ -47,6 +50,7 @@ impl Tenant {
             updated_at: now,
             limits: "{}".into(),
             wholesale_prices: "{}".into(),
+            log_prompts: false,
         }
     }
 

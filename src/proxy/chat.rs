@@ -88,6 +88,9 @@ pub async fn create_chat_completion(
 ) -> ApiResult<HttpResponse> {
     let req = body.into_inner();
     let mut admitted = admit(&state, &caller, &req, &meta.request_id, Some(&http)).await?;
+    if caller.entry.context.log_prompts {
+        tracing::info!(prompt = %req.prompt_text(), model = %req.model, "prompt (the tenant opted in to prompt logging)");
+    }
     if let Some(arrived) =
         actix_web::HttpMessage::extensions(&http).get::<crate::http::observe::Arrived>()
     {

@@ -92,6 +92,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(tenants::create_tenant)
             .service(tenants::get_tenant)
             .service(tenants::update_tenant)
+            .service(tenants::get_tenant_settings)
+            .service(tenants::update_tenant_settings)
             .service(accounts::list_accounts)
             .service(accounts::create_account)
             .service(accounts::get_account)

@@ -13,7 +13,7 @@ use crate::billing::amount::MAX_AMOUNT_NANO;
 use crate::validate::{EMAIL_PATTERN, NAME_PATTERN, NO_NUL_PATTERN, SLUG_PATTERN, UUID_PATTERN};
 
 /// Request bodies whose fields get the shared text rules.
-const REQUESTS: [&str; 27] = [
+const REQUESTS: [&str; 28] = [
     "ChangePassword",
     "StripeSettingsInput",
     "CustomProviderInput",
@@ -37,6 +37,7 @@ const REQUESTS: [&str; 27] = [
     "UpdatePlan",
     "CreateTenant",
     "UpdateTenant",
+    "UpdateTenantSettings",
     "CreateUser",
     "UpdateUser",
     "CreateAdjustment",

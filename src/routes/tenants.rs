@@ -1,4 +1,5 @@
-//! `tenants`: the operator's view of the businesses reselling through this deployment.
+//! `tenants`: the operator's view of the businesses reselling through this deployment, and a
+//! tenant's own settings (`/tenant/settings`, its owner and admins).
 
 use actix_web::{HttpResponse, get, patch, post, web};
 use chrono::{DateTime, Utc};
@@ -211,6 +212,7 @@ pub async fn update_tenant(
             .map(|p| validate::prices("wholesale_prices", p).map(|_| p.to_json()))
             .transpose()?,
         updated_at: None,
+        log_prompts: None,
     };
     let detail = serde_json::json!({"name": changes.name, "allow_signup": changes.allow_signup,
         "status": changes.status, "limits": body.limits, "wholesale_prices": body.wholesale_prices});
@@ -224,6 +226,88 @@ pub async fn update_tenant(
                 &actor,
                 Some(&id),
                 "tenant.update",
+                ("tenant", id.as_str()),
+                detail,
+            )?;
+            Ok::<_, ApiError>(tenant)
+        })
+        .await?;
+    state
+        .invalidator
+        .publish(Invalidation::Tenant(tenant.id.clone()))
+        .await;
+    Ok(web::Json(tenant.into()))
+}
+
+/// A tenant's own settings.
+#[derive(Serialize, ToSchema)]
+pub struct TenantSettingsView {
+    pub object: &'static str,
+    pub tenant_id: TenantId,
+    /// Prompts of this tenant's requests are written to the gateway's log (at `info`, with the
+    /// request's id, tenant and key prefix). Off by default: prompts are never logged.
+    pub log_prompts: bool,
+}
+
+impl From<Tenant> for TenantSettingsView {
+    fn from(t: Tenant) -> Self {
+        Self {
+            object: "tenant_settings",
+            tenant_id: t.id,
+            log_prompts: t.log_prompts,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantSettings {
+    /// Opt in to (or out of) prompt logging.
+    pub log_prompts: Option<bool>,
+}
+
+/// The caller's tenant's settings (owner, admin).
+#[utoipa::path(tag = "tenants", responses((status = 200, body = TenantSettingsView), (status = 403, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[get("/tenant/settings")]
+pub async fn get_tenant_settings(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> ApiResult<web::Json<TenantSettingsView>> {
+    let id = caller.managed_tenant()?.clone();
+    let tenant = state
+        .db
+        .run(move |c| Tenant::find(c, &id))
+        .await
+        .not_found_as("tenant")?;
+    Ok(web::Json(tenant.into()))
+}
+
+/// Changes the caller's tenant's settings (owner, admin); audited, and in force on every replica
+/// at once.
+#[utoipa::path(tag = "tenants", request_body = UpdateTenantSettings, responses((status = 200, body = TenantSettingsView), (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)), security(("jwt" = [])))]
+#[patch("/tenant/settings")]
+pub async fn update_tenant_settings(
+    state: web::Data<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    body: Json<UpdateTenantSettings>,
+) -> ApiResult<web::Json<TenantSettingsView>> {
+    let id = caller.managed_tenant()?.clone();
+    let changes = TenantChanges {
+        log_prompts: body.log_prompts,
+        ..Default::default()
+    };
+    let detail = serde_json::json!({"log_prompts": body.log_prompts});
+    let actor = caller.actor(&meta);
+    let tenant = state
+        .db
+        .write(move |c| {
+            let tenant = Tenant::update(c, &id, changes).not_found_as("tenant")?;
+            AuditEntry::record(
+                c,
+                &actor,
+                Some(&id),
+                "tenant.settings",
                 ("tenant", id.as_str()),
                 detail,
             )?;

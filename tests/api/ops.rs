@@ -362,7 +362,43 @@ fn json_logs_name_request_tenant_and_key_but_no_secret(b: Backend) {
         "{line}"
     );
     assert!(!text.contains(&secret), "the key's secret is never logged");
-    assert!(!text.contains(prompt), "prompts are never logged");
+    assert!(!text.contains(prompt), "prompts are not logged by default");
+
+    // The tenant opts in: its prompts are logged, in the request's context.
+    let settings = app
+        .get("/api/v1/tenant/settings")
+        .bearer(&owner.token)
+        .send()
+        .ok();
+    assert_eq!(settings["log_prompts"], false);
+    let settings = app
+        .patch("/api/v1/tenant/settings")
+        .bearer(&owner.token)
+        .json(json!({"log_prompts": true}))
+        .expect(200, "")
+        .ok();
+    assert_eq!(settings["log_prompts"], true);
+    app.post("/v1/chat/completions")
+        .bearer(&secret)
+        .header("x-request-id", "log-check-2")
+        .json(json!({"model": "m", "messages": [{"role": "user", "content": prompt}]}))
+        .expect(503, "no_workers");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let logged = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["span"]["request_id"] == "log-check-2" && l["fields"]["prompt"].is_string())
+        .unwrap_or_else(|| panic!("no prompt line after opting in:\n{text}"));
+    assert!(
+        logged["fields"]["prompt"]
+            .as_str()
+            .unwrap()
+            .contains(prompt),
+        "{logged}"
+    );
+    assert_eq!(logged["span"]["tenant"], tenant.as_str());
+    assert!(!text.contains(&secret), "the key's secret is never logged");
 }
 
 both_backends!(
