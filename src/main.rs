@@ -130,26 +130,7 @@ enum Admin {
     },
     /// The first run in one step: the operator, the first tenant with its owner and a default
     /// plan (one transaction), then what is still missing (a worker) and what to do next.
-    Bootstrap {
-        #[arg(long)]
-        operator_email: String,
-        #[arg(long, env = "TAOGATE_OPERATOR_PASSWORD")]
-        operator_password: Option<String>,
-        #[arg(long)]
-        tenant_name: String,
-        #[arg(long)]
-        tenant_slug: String,
-        #[arg(long)]
-        owner_email: String,
-        #[arg(long, env = "TAOGATE_OWNER_PASSWORD")]
-        owner_password: Option<String>,
-        /// The default plan's prices as `POST /api/v1/plans` takes them, e.g.
-        /// '{"*": {"prompt_nano_per_mtok": 1000000000, "completion_nano_per_mtok": 2000000000, "request_nano": 0}}'.
-        #[arg(long)]
-        prices: Option<String>,
-        #[arg(long)]
-        allow_signup: bool,
-    },
+    Bootstrap(commands::admin::Bootstrap),
     /// Creates a tenant, optionally with its owner.
     CreateTenant {
         #[arg(long)]
@@ -233,28 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Admin::CreateOperator { email, password } => {
                     commands::admin::create_operator(config, email, password).await
                 }
-                Admin::Bootstrap {
-                    operator_email,
-                    operator_password,
-                    tenant_name,
-                    tenant_slug,
-                    owner_email,
-                    owner_password,
-                    prices,
-                    allow_signup,
-                } => {
-                    let b = commands::admin::Bootstrap {
-                        operator_email,
-                        operator_password,
-                        tenant_name,
-                        tenant_slug,
-                        owner_email,
-                        owner_password,
-                        prices,
-                        allow_signup,
-                    };
-                    commands::admin::bootstrap(config, b).await
-                }
+                Admin::Bootstrap(b) => commands::admin::bootstrap(config, b).await,
                 Admin::CreateTenant {
                     name,
                     slug,

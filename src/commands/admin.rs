@@ -124,16 +124,27 @@ pub async fn create_tenant(
     Ok(())
 }
 
-/// What `taogate admin bootstrap` sets up.
+/// What `taogate admin bootstrap` sets up (its command-line arguments).
+#[derive(clap::Args)]
 pub struct Bootstrap {
+    #[arg(long)]
     pub operator_email: String,
+    #[arg(long, env = "TAOGATE_OPERATOR_PASSWORD")]
     pub operator_password: Option<String>,
+    #[arg(long)]
     pub tenant_name: String,
+    #[arg(long)]
     pub tenant_slug: String,
+    #[arg(long)]
     pub owner_email: String,
+    #[arg(long, env = "TAOGATE_OWNER_PASSWORD")]
     pub owner_password: Option<String>,
-    /// The default plan's retail prices, as `POST /api/v1/plans` takes them (JSON); none: free.
+    /// The default plan's prices as `POST /api/v1/plans` takes them, e.g.
+    /// '{"*": {"prompt_nano_per_mtok": 1000000000, "completion_nano_per_mtok": 2000000000, "request_nano": 0}}';
+    /// none: free.
+    #[arg(long)]
     pub prices: Option<String>,
+    #[arg(long)]
     pub allow_signup: bool,
 }
 

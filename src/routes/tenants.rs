@@ -216,7 +216,24 @@ pub async fn update_tenant(
     };
     let detail = serde_json::json!({"name": changes.name, "allow_signup": changes.allow_signup,
         "status": changes.status, "limits": body.limits, "wholesale_prices": body.wholesale_prices});
-    let actor = caller.actor(&meta);
+    let tenant = apply(
+        &state,
+        id,
+        changes,
+        (caller.actor(&meta), "tenant.update", detail),
+    )
+    .await?;
+    Ok(web::Json(tenant.into()))
+}
+
+/// Writes `changes` to tenant `id` with its audit entry (`action`, `detail`) in one transaction,
+/// then drops every replica's cached keys of the tenant (what they allow may have changed).
+async fn apply(
+    state: &AppState,
+    id: TenantId,
+    changes: TenantChanges,
+    (actor, action, detail): (crate::models::audit::Actor, &'static str, serde_json::Value),
+) -> ApiResult<Tenant> {
     let tenant = state
         .db
         .write(move |c| {
@@ -225,7 +242,7 @@ pub async fn update_tenant(
                 c,
                 &actor,
                 Some(&id),
-                "tenant.update",
+                action,
                 ("tenant", id.as_str()),
                 detail,
             )?;
@@ -236,7 +253,7 @@ pub async fn update_tenant(
         .invalidator
         .publish(Invalidation::Tenant(tenant.id.clone()))
         .await;
-    Ok(web::Json(tenant.into()))
+    Ok(tenant)
 }
 
 /// A tenant's own settings.
@@ -298,25 +315,12 @@ pub async fn update_tenant_settings(
         ..Default::default()
     };
     let detail = serde_json::json!({"log_prompts": body.log_prompts});
-    let actor = caller.actor(&meta);
-    let tenant = state
-        .db
-        .write(move |c| {
-            let tenant = Tenant::update(c, &id, changes).not_found_as("tenant")?;
-            AuditEntry::record(
-                c,
-                &actor,
-                Some(&id),
-                "tenant.settings",
-                ("tenant", id.as_str()),
-                detail,
-            )?;
-            Ok::<_, ApiError>(tenant)
-        })
-        .await?;
-    state
-        .invalidator
-        .publish(Invalidation::Tenant(tenant.id.clone()))
-        .await;
+    let tenant = apply(
+        &state,
+        id,
+        changes,
+        (caller.actor(&meta), "tenant.settings", detail),
+    )
+    .await?;
     Ok(web::Json(tenant.into()))
 }

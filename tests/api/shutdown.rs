@@ -22,27 +22,48 @@ fn gateway(config: &std::path::Path) -> Proc {
     Proc::start(&["serve"], Some(config))
 }
 
-fn shutdown_settles_requests_still_running(b: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::new(b);
-    // 300 ms between words: an answer takes seconds.
-    let owner = procs::owner_gateway(KEY, 300, "owner");
-    let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY, None);
-    let prefix = format!("tg-test-{}:", short_id());
-    let redis = redis_url();
-    let setup = procs::GatewaySetup {
-        data_dir: &dir.path().join("gateway"),
-        db: &db.url,
-        redis: (b == Backend::Postgres).then_some((redis.as_str(), prefix.as_str())),
-        limits: "probe_interval_ms = 100",
-        worker: (&worker.url, SECRET),
-    };
-    let config = procs::gateway_config(&dir.path().join("gateway.toml"), &setup);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[billing]\nshutdown_grace_secs = 1\n");
-    std::fs::write(&config, text).unwrap();
+/// An owner-gateway stand-in (300 ms between words: an answer takes seconds), a worker, and a
+/// gateway config on `b` (with Redis on PostgreSQL) whose shutdown grace is `grace_secs`.
+struct Stack {
+    db: TestDb,
+    config: std::path::PathBuf,
+    _upstreams: (Proc, Proc),
+    _dir: tempfile::TempDir,
+}
 
-    let mut first = gateway(&config);
+impl Stack {
+    fn new(b: Backend, grace_secs: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(b);
+        let owner = procs::owner_gateway(KEY, 300, "owner");
+        let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY, None);
+        let prefix = format!("tg-test-{}:", short_id());
+        let redis = redis_url();
+        let setup = procs::GatewaySetup {
+            data_dir: &dir.path().join("gateway"),
+            db: &db.url,
+            redis: (b == Backend::Postgres).then_some((redis.as_str(), prefix.as_str())),
+            limits: "probe_interval_ms = 100",
+            worker: (&worker.url, SECRET),
+        };
+        let config = procs::gateway_config(&dir.path().join("gateway.toml"), &setup);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!("[billing]\nshutdown_grace_secs = {grace_secs}\n"));
+        std::fs::write(&config, text).unwrap();
+        Self {
+            db,
+            config,
+            _upstreams: (owner, worker),
+            _dir: dir,
+        }
+    }
+}
+
+fn shutdown_settles_requests_still_running(b: Backend) {
+    let stack = Stack::new(b, 1);
+    let (db, config) = (&stack.db, &stack.config);
+
+    let mut first = gateway(config);
     let view = TestApp::remote(&first.url, Db::connect(&db.url, 2).unwrap());
     let (owner_session, account, _, _) = view.api_key();
     let mut keys = Vec::new();
@@ -111,7 +132,7 @@ fn shutdown_settles_requests_still_running(b: Backend) {
     );
 
     // The next process writes what the first journaled; the slots are free at once.
-    let second = gateway(&config);
+    let second = gateway(config);
     let view = TestApp::remote(&second.url, Db::connect(&db.url, 2).unwrap());
     view.wait_for_rows("usage_records", 2);
     use diesel::RunQueryDsl;
@@ -149,25 +170,10 @@ fn shutdown_settles_requests_still_running(b: Backend) {
 /// connections are refused, every request is in `usage_records` as `ok`, and the exit code is 0.
 fn sigterm_under_streaming_load_cuts_no_stream(b: Backend) {
     const STREAMS: usize = 24;
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::new(b);
-    let owner = procs::owner_gateway(KEY, 300, "owner");
-    let worker = procs::worker(dir.path(), "w", SECRET, &owner.url, KEY, None);
-    let prefix = format!("tg-test-{}:", short_id());
-    let redis = redis_url();
-    let setup = procs::GatewaySetup {
-        data_dir: &dir.path().join("gateway"),
-        db: &db.url,
-        redis: (b == Backend::Postgres).then_some((redis.as_str(), prefix.as_str())),
-        limits: "probe_interval_ms = 100",
-        worker: (&worker.url, SECRET),
-    };
-    let config = procs::gateway_config(&dir.path().join("gateway.toml"), &setup);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[billing]\nshutdown_grace_secs = 8\n");
-    std::fs::write(&config, text).unwrap();
+    let stack = Stack::new(b, 8);
+    let (db, config) = (&stack.db, &stack.config);
 
-    let mut gw = gateway(&config);
+    let mut gw = gateway(config);
     let view = TestApp::remote(&gw.url, Db::connect(&db.url, 2).unwrap());
     let (_, _, _, key) = view.api_key();
     let base = gw.url.clone();
@@ -217,7 +223,7 @@ fn sigterm_under_streaming_load_cuts_no_stream(b: Backend) {
         "SIGTERM with {STREAMS} streams in flight: all ended whole within {done:?}; exited 0"
     );
     // Every request is billed once, as completed (the journal was flushed before exit).
-    let after = gateway(&config);
+    let after = gateway(config);
     let view = TestApp::remote(&after.url, Db::connect(&db.url, 2).unwrap());
     view.wait_for_rows("usage_records", STREAMS as i64);
     use diesel::RunQueryDsl;
