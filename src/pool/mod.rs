@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use self::member::{Lease, Member};
 use crate::error::{ApiError, ApiResult};
 use crate::hop::{Attempt, EventStream, Refusal, RouteInfo};
+use crate::http::client::ThreadClients;
 use crate::openai::ChatRequest;
 use crate::worker::transports::{completion_events, first_event};
 
@@ -66,7 +67,8 @@ pub struct Pool {
     members: RwLock<Vec<Arc<Member>>>,
     colocated: self::local::Colocated,
     metrics: Arc<crate::metrics::GatewayMetrics>,
-    client: reqwest::Client,
+    /// The HTTP client to workers, one per thread.
+    client: ThreadClients,
     slots: Arc<Semaphore>,
     cfg: PoolConfig,
 }
@@ -76,11 +78,13 @@ impl Pool {
         cfg: PoolConfig,
         metrics: Arc<crate::metrics::GatewayMetrics>,
     ) -> anyhow::Result<Arc<Self>> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(cfg.first_byte_timeout_ms.min(5_000)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
+        let connect = Duration::from_millis(cfg.first_byte_timeout_ms.min(5_000));
+        let client = ThreadClients::new(move || {
+            reqwest::Client::builder()
+                .connect_timeout(connect)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+        })?;
         let pool = Arc::new(Self {
             members: RwLock::new(Vec::new()),
             colocated: Default::default(),
@@ -299,6 +303,7 @@ impl Pool {
     ) -> Attempt {
         let sent = self
             .client
+            .client()
             .post(format!("{url}/v1/chat/completions"))
             .bearer_auth(self.cfg.worker_secret.expose_secret())
             .header("content-type", "application/json")
@@ -374,6 +379,7 @@ impl Pool {
                 for m in members {
                     let ok = pool
                         .client
+                        .client()
                         .get(format!("{}/healthz", m.url))
                         .timeout(Duration::from_secs(2))
                         .send()

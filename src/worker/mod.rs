@@ -59,11 +59,12 @@ pub struct Worker {
 
 impl Worker {
     pub fn build(cfg: &WorkerConfig, hotkey: Arc<Hotkey>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+        let client = crate::http::client::ThreadClients::new(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .pool_idle_timeout(Duration::from_secs(60))
+        })?;
         let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
         let mut miner_pools = Vec::new();
         let metrics = Arc::new(metrics::WorkerMetrics::new());

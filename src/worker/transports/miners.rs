@@ -12,6 +12,7 @@ use futures_util::future::{BoxFuture, select_ok};
 
 use super::{Opened, Transport, UpstreamError, open_sse};
 use crate::hop::Event;
+use crate::http::client::ThreadClients;
 use crate::openai::ChatRequest;
 use crate::worker::axon::SynapseMapping;
 use crate::worker::btauth::NonceSource;
@@ -51,7 +52,7 @@ pub struct MinerPool {
     health: MinerHealth,
     strategy: Strategy,
     metrics: Arc<WorkerMetrics>,
-    client: reqwest::Client,
+    client: ThreadClients,
 }
 
 impl MinerPool {
@@ -61,7 +62,7 @@ impl MinerPool {
         cfg: &MinerPoolConfig,
         scheme: Scheme,
         hotkey: Arc<Hotkey>,
-        client: reqwest::Client,
+        client: ThreadClients,
         metrics: Arc<WorkerMetrics>,
     ) -> anyhow::Result<Self> {
         let metagraph_file = PathBuf::from(&cfg.metagraph_file);
@@ -95,15 +96,17 @@ impl MinerPool {
     /// failure the last good copy stays in use.
     pub async fn refresh(&self) {
         let fresh = match &self.subtensor {
-            Some((url, netuid)) => match chain::fetch_snapshot(&self.client, url, *netuid).await {
-                Ok(s) => {
-                    if let Err(e) = persist(&self.metagraph_file, &s) {
-                        tracing::warn!(upstream = %self.name, error = %e, "could not persist the metagraph");
+            Some((url, netuid)) => {
+                match chain::fetch_snapshot(&self.client.client(), url, *netuid).await {
+                    Ok(s) => {
+                        if let Err(e) = persist(&self.metagraph_file, &s) {
+                            tracing::warn!(upstream = %self.name, error = %e, "could not persist the metagraph");
+                        }
+                        Ok(s)
                     }
-                    Ok(s)
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             None => Snapshot::load(&self.metagraph_file),
         };
         match fresh {
@@ -165,6 +168,7 @@ impl MinerPool {
         let uuid = uuid::Uuid::new_v4().to_string();
         let mut request = self
             .client
+            .client()
             .post(format!("{}/{}", miner.base_url(), mapping.synapse))
             .header("content-type", "application/json")
             .body(serde_json::to_vec(&body).map_err(|e| UpstreamError::Connect(e.to_string()))?);
@@ -225,7 +229,7 @@ impl Transport for MinerPool {
                         _ => {
                             let headers = self.headers(&miner, &body);
                             let url = format!("{}{CHAT_PATH}", miner.base_url());
-                            open_sse(&self.client, &url, headers, body, first_byte).await
+                            open_sse(&self.client.client(), &url, headers, body, first_byte).await
                         }
                     }
                     .map_err(|e| {

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Opened, Transport, UpstreamError, open_sse};
+use crate::http::client::ThreadClients;
 use crate::openai::ChatRequest;
 
 pub struct OpenAi {
@@ -16,7 +17,7 @@ pub struct OpenAi {
     url: String,
     key: SecretString,
     model: Option<String>,
-    client: reqwest::Client,
+    client: ThreadClients,
 }
 
 impl OpenAi {
@@ -27,7 +28,7 @@ impl OpenAi {
         key_file: Option<&str>,
         key: Option<&str>,
         model: Option<String>,
-        client: reqwest::Client,
+        client: ThreadClients,
     ) -> anyhow::Result<Self> {
         let key = match (key_env, key_file, key) {
             (Some(var), _, _) => std::env::var(var)
@@ -70,7 +71,7 @@ impl Transport for OpenAi {
                 serde_json::to_vec(&body).map_err(|e| UpstreamError::Connect(e.to_string()))?;
             let auth = format!("Bearer {}", self.key.expose_secret());
             let events = open_sse(
-                &self.client,
+                &self.client.client(),
                 &self.url,
                 vec![("authorization", auth)],
                 bytes,
