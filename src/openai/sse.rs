@@ -1,7 +1,11 @@
 //! Server-sent events as OpenAI streams them: `data: <json>\n\n` … `data: [DONE]\n\n`. The parser
 //! only frames events and peeks at `usage`; chunks are otherwise passed through as bytes.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::Usage;
@@ -21,6 +25,14 @@ impl EventParser {
         let mut events = Vec::new();
         while let Some((end, sep)) = find_boundary(&self.buf) {
             let raw = self.buf.split_to(end + sep);
+            // The common event, one `data:` line of UTF-8, is copied out as it is.
+            if let Ok(text) = std::str::from_utf8(&raw[..end])
+                && let Some(data) = text.strip_prefix("data:")
+                && !data.contains(['\n', '\r'])
+            {
+                events.push(data.strip_prefix(' ').unwrap_or(data).to_owned());
+                continue;
+            }
             let text = String::from_utf8_lossy(&raw[..end]);
             let data: Vec<&str> = text
                 .lines()
@@ -35,17 +47,24 @@ impl EventParser {
     }
 }
 
-/// Position and length of the first blank-line event separator (`\n\n` or `\r\n\r\n`).
+/// Position and length of the first blank-line event separator (`\n\n` or `\r\n\r\n`): one pass
+/// over the line feeds.
 fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| (p, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+    let mut from = 0;
+    while let Some(i) = buf[from..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map(|i| from + i)
+    {
+        if buf.get(i + 1) == Some(&b'\n') {
+            return Some((i, 2));
+        }
+        if i >= 1 && buf[i - 1] == b'\r' && buf.get(i + 1..i + 3) == Some(b"\r\n") {
+            return Some((i - 1, 4));
+        }
+        from = i + 1;
     }
+    None
 }
 
 /// Frames one payload as an SSE event.
@@ -56,24 +75,39 @@ pub fn event(data: &str) -> Bytes {
 /// The `usage` object of a chunk, if the chunk carries a non-null one. Cheap for the common case:
 /// payloads without the substring are not parsed.
 pub fn usage_of(payload: &str) -> Option<Usage> {
-    if !payload.contains("\"usage\"") {
-        return None;
-    }
-    let v: Value = serde_json::from_str(payload).ok()?;
-    serde_json::from_value(v.get("usage")?.clone()).ok()
+    usage_and_choices(payload).map(|(usage, _)| usage)
 }
 
 /// True for the dedicated usage chunk (`choices: []` with a usage object).
 pub fn is_usage_only(payload: &str) -> bool {
-    usage_of(payload).is_some()
-        && serde_json::from_str::<Value>(payload)
-            .ok()
-            .and_then(|v| {
-                v.get("choices")
-                    .and_then(Value::as_array)
-                    .map(Vec::is_empty)
-            })
-            .unwrap_or(false)
+    usage_and_choices(payload).is_some_and(|(_, choices)| choices == Some(0))
+}
+
+/// A chunk's non-null `usage` and how many `choices` it has (if `choices` is an array), read in
+/// one typed pass (nothing else of the chunk is kept).
+fn usage_and_choices(payload: &str) -> Option<(Usage, Option<usize>)> {
+    #[derive(Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        usage: Option<Usage>,
+        #[serde(default)]
+        choices: Option<ChoiceCount>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ChoiceCount {
+        List(Vec<IgnoredAny>),
+        Other(IgnoredAny),
+    }
+    if !payload.contains("\"usage\"") {
+        return None;
+    }
+    let chunk: Chunk = serde_json::from_str(payload).ok()?;
+    let choices = match chunk.choices {
+        Some(ChoiceCount::List(l)) => Some(l.len()),
+        _ => None,
+    };
+    Some((chunk.usage?, choices))
 }
 
 /// True for an `{"error":…}` event: an upstream's failure, or a worker's report that its upstream
@@ -100,8 +134,31 @@ pub fn with_model(payload: String, model: &str, same: &str) -> String {
     }
 }
 
-/// Concatenated `delta.content` of a chunk (for counting what was delivered).
+/// Concatenated `delta.content` of a chunk (for counting what was delivered): a typed, borrowing
+/// parse of the usual shape, and the general one for anything else.
 pub fn delta_text(payload: &str) -> String {
+    #[derive(Deserialize)]
+    struct Chunk<'a> {
+        #[serde(default, borrow)]
+        choices: Vec<Choice<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(default, borrow)]
+        delta: Option<Delta<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Delta<'a> {
+        #[serde(default, borrow)]
+        content: Option<Cow<'a, str>>,
+    }
+    if let Ok(chunk) = serde_json::from_str::<Chunk<'_>>(payload) {
+        return chunk
+            .choices
+            .iter()
+            .filter_map(|c| c.delta.as_ref()?.content.as_deref())
+            .collect();
+    }
     let Ok(v) = serde_json::from_str::<Value>(payload) else {
         return String::new();
     };
@@ -154,6 +211,46 @@ mod tests {
             assert!(is_usage_only(&got[1]));
             assert_eq!(got[2], DONE);
         }
+    }
+
+    #[test]
+    fn typed_reads_agree_with_the_general_ones() {
+        let odd = [
+            r#"{"choices":[{"delta":{"content":"a\"b"}},{"delta":{"content":"c"}}]}"#,
+            r#"{"choices":[{"delta":{}},{"delta":{"content":null}},{"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"delta":{"content":[{"type":"text"}]}},{"delta":{"content":"y"}}]}"#,
+            r#"{"choices":[1,{"delta":{"content":"z"}}]}"#,
+            r#"{"choices":null}"#,
+            r#"[1,2]"#,
+            "not json",
+        ];
+        let general = |p: &str| -> String {
+            serde_json::from_str::<Value>(p)
+                .ok()
+                .and_then(|v| {
+                    v.get("choices").and_then(Value::as_array).map(|cs| {
+                        cs.iter()
+                            .filter_map(|c| c.pointer("/delta/content").and_then(Value::as_str))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default()
+        };
+        for p in odd {
+            assert_eq!(delta_text(p), general(p), "{p}");
+        }
+        let u = r#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}"#;
+        assert!(is_usage_only(&format!("{u},\"choices\":[]}}")));
+        assert!(!is_usage_only(&format!("{u},\"choices\":[{{}}]}}")));
+        assert!(!is_usage_only(&format!("{u},\"choices\":null}}")));
+        assert!(!is_usage_only(&format!("{u}}}")));
+        assert!(usage_of(&format!("{u},\"choices\":{{}}}}")).is_some());
+        assert_eq!(usage_of(r#"{"usage":{"prompt_tokens":1}}"#), None);
+        let mut p = EventParser::default();
+        assert_eq!(
+            p.feed(b"data: a\ndata: b\n\ndata:c\r\n\r\nevent: x\ndata: d\n\n"),
+            vec!["a\nb", "c", "d"]
+        );
     }
 
     #[test]
