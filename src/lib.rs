@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod openai;
+pub mod outbound;
 pub mod pool;
 pub mod proxy;
 pub mod redis_link;

@@ -1,7 +1,6 @@
 //! Cross-cutting HTTP plumbing: request ids, request bodies and extractor errors, idempotency,
 //! the method table (405), CORS.
 
-pub mod client;
 pub mod cors;
 pub mod extract;
 pub mod idempotency;

@@ -19,8 +19,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use self::member::{Lease, Member};
 use crate::error::{ApiError, ApiResult};
 use crate::hop::{Attempt, EventStream, Refusal, RouteInfo};
-use crate::http::client::ThreadClients;
 use crate::openai::ChatRequest;
+use crate::outbound::ThreadClients;
 use crate::worker::transports::{completion_events, first_event};
 
 #[derive(Debug, Clone, Deserialize)]

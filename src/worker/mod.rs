@@ -59,7 +59,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn build(cfg: &WorkerConfig, hotkey: Arc<Hotkey>) -> anyhow::Result<Self> {
-        let client = crate::http::client::ThreadClients::new(|| {
+        let client = crate::outbound::ThreadClients::new(|| {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)

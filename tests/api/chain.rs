@@ -100,7 +100,7 @@ fn metagraph_from_a_subtensor_node_keeps_the_last_good_copy() {
             &cfg,
             Scheme::Epistula,
             hotkey.clone(),
-            taogate::http::client::ThreadClients::new(reqwest::Client::builder).unwrap(),
+            taogate::outbound::ThreadClients::new(reqwest::Client::builder).unwrap(),
             Default::default(),
         )
         .unwrap();
@@ -137,7 +137,7 @@ fn metagraph_from_a_subtensor_node_keeps_the_last_good_copy() {
             &cfg,
             Scheme::Epistula,
             hotkey,
-            taogate::http::client::ThreadClients::new(reqwest::Client::builder).unwrap(),
+            taogate::outbound::ThreadClients::new(reqwest::Client::builder).unwrap(),
             Default::default(),
         )
         .unwrap();

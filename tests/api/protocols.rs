@@ -310,7 +310,7 @@ fn axon_pool(
         .unwrap(),
     )
     .unwrap();
-    let client = taogate::http::client::ThreadClients::new(reqwest::Client::builder).unwrap();
+    let client = taogate::outbound::ThreadClients::new(reqwest::Client::builder).unwrap();
     let cfg = MinerPoolConfig {
         terms: Default::default(),
         name: "axon".into(),

@@ -12,8 +12,8 @@ use futures_util::future::{BoxFuture, select_ok};
 
 use super::{Opened, Transport, UpstreamError, open_sse};
 use crate::hop::Event;
-use crate::http::client::ThreadClients;
 use crate::openai::ChatRequest;
+use crate::outbound::ThreadClients;
 use crate::worker::axon::SynapseMapping;
 use crate::worker::btauth::NonceSource;
 use crate::worker::chain;

@@ -9,8 +9,8 @@ use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Opened, Transport, UpstreamError, open_sse};
-use crate::http::client::ThreadClients;
 use crate::openai::ChatRequest;
+use crate::outbound::ThreadClients;
 
 pub struct OpenAi {
     name: String,

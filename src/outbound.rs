@@ -1,4 +1,5 @@
-//! One outbound HTTP client per thread. A `reqwest` client keeps a pool of connections, and each
+//! Outbound HTTP clients, one per thread (shared by the gateway and the worker, so it imports
+//! nothing of either). A `reqwest` client keeps a pool of connections, and each
 //! connection's task runs on the runtime of the thread that opened it; the gateway's and the
 //! worker's HTTP servers run one single-threaded runtime per thread, so a client shared by all of
 //! them hands a request made on one thread to a connection driven by another — a wake-up of the
