@@ -401,10 +401,57 @@ fn json_logs_name_request_tenant_and_key_but_no_secret(b: Backend) {
     assert!(!text.contains(&secret), "the key's secret is never logged");
 }
 
+/// With `metrics.tenant_labels = true`, answers to a tenant's callers (API key or access token)
+/// are counted per tenant; another tenant's are its own series.
+fn per_tenant_counts_only_when_asked(b: Backend) {
+    use figment::Figment;
+    use figment::providers::Serialized;
+    let app = TestApp::spawn_with(
+        b,
+        Figment::new().merge(Serialized::default("metrics.tenant_labels", true)),
+    );
+    let op = app.operator();
+    let (tenant, _, owner) = app.tenant(&op, false);
+    let account = app.account(&owner, "Customer");
+    let (_, key) = app.key(&owner, Some(&account));
+    let (other, _, other_owner) = app.tenant(&op, false);
+    for _ in 0..3 {
+        app.get("/v1/models").bearer(&key).send().expect(200, "");
+    }
+    app.get("/v1/models")
+        .bearer("tg_not_a_key")
+        .send()
+        .expect(401, "");
+    app.get("/api/v1/accounts")
+        .bearer(&other_owner.token)
+        .send()
+        .expect(200, "");
+    let text = app.get("/metrics").send().expect(200, "").text;
+    let count = |tenant: &str, status: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "taogate_tenant_requests_total{{status=\"{status}\",tenant=\"{tenant}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    // The key's three calls (the account creation and key calls above count for it too).
+    let ours: f64 = count(&tenant, "200").expect(&text).parse().unwrap();
+    assert!(ours >= 3.0, "{text}");
+    assert_eq!(count(&other, "200").as_deref(), Some("1"), "{text}");
+    assert!(
+        !text.contains("tg_not_a_key") && count("", "401").is_none(),
+        "an unauthenticated answer has no tenant: {text}"
+    );
+}
+
 both_backends!(
     a_gateway_refuses_a_pepper_its_keys_were_not_made_with,
     metrics_move_with_a_small_load,
     json_logs_name_request_tenant_and_key_but_no_secret,
+    per_tenant_counts_only_when_asked,
     health_ready_and_request_ids,
     served_openapi_matches_the_committed_file
 );
