@@ -246,7 +246,8 @@ pub async fn spawn(
         wallet_path: dir.join("wallets").display().to_string(),
         wallet_name: "devnet".into(),
         hotkey_name: "worker".into(),
-        first_byte_timeout_ms: 5_000,
+        // A slow stand-in (`--token-delay-ms`) sends its first word after the delay too.
+        first_byte_timeout_ms: 5_000u64.max(3 * delay.as_millis() as u64),
         request_timeout_secs: 300,
         routes: vec![
             route(
