@@ -6,8 +6,10 @@
 //! logprobs and finish reason; per completion: id, created, model, system fingerprint, service
 //! tier and usage.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::Usage;
@@ -20,6 +22,128 @@ const KEPT: [&str; 5] = [
     "system_fingerprint",
     "service_tier",
 ];
+
+/// One `chat.completion.chunk` as far as the aggregator reads it: typed, its text borrowed from
+/// the payload where it has no escapes, no tree built. A payload of another shape (a number where
+/// text belongs, say) is read by [`ChunkIn::lenient`] instead, which skips what it cannot use.
+#[derive(Deserialize, Default)]
+struct ChunkIn<'a> {
+    id: Option<Value>,
+    created: Option<Value>,
+    model: Option<Value>,
+    system_fingerprint: Option<Value>,
+    service_tier: Option<Value>,
+    #[serde(borrow)]
+    choices: Option<Vec<ChoiceIn<'a>>>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize, Default)]
+struct ChoiceIn<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: Option<DeltaIn<'a>>,
+    logprobs: Option<Map<String, Value>>,
+    finish_reason: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct DeltaIn<'a> {
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<CallIn<'a>>>,
+    #[serde(borrow)]
+    function_call: Option<FunctionIn<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct CallIn<'a> {
+    index: Option<u64>,
+    id: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    #[serde(borrow)]
+    function: Option<FunctionIn<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct FunctionIn<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl<'a> ChunkIn<'a> {
+    /// The typed reading, else the lenient one, else nothing (not JSON: `[DONE]`).
+    fn read(payload: &'a str, tree: &'a mut Option<Value>) -> Option<Self> {
+        if let Ok(chunk) = serde_json::from_str(payload) {
+            return Some(chunk);
+        }
+        Some(Self::lenient(
+            tree.insert(serde_json::from_str(payload).ok()?),
+        ))
+    }
+
+    /// Whatever of a chunk's tree has the expected types; the rest is left out.
+    fn lenient(v: &'a Value) -> Self {
+        let kept = |field: &str| v.get(field).filter(|v| !v.is_null()).cloned();
+        let text =
+            |v: &'a Value, field: &str| v.get(field).and_then(Value::as_str).map(Cow::Borrowed);
+        let function = |f: Option<&'a Value>| {
+            f.filter(|f| f.is_object()).map(|f| FunctionIn {
+                name: text(f, "name"),
+                arguments: text(f, "arguments"),
+            })
+        };
+        let choice = |c: &'a Value| {
+            let delta = c.get("delta").unwrap_or(&Value::Null);
+            let calls = delta.get("tool_calls").and_then(Value::as_array);
+            ChoiceIn {
+                index: c.get("index").and_then(Value::as_u64),
+                delta: Some(DeltaIn {
+                    role: text(delta, "role"),
+                    content: text(delta, "content"),
+                    refusal: text(delta, "refusal"),
+                    tool_calls: calls.map(|calls| {
+                        calls
+                            .iter()
+                            .map(|call| CallIn {
+                                index: call.get("index").and_then(Value::as_u64),
+                                id: call.get("id").cloned(),
+                                kind: call.get("type").cloned(),
+                                function: function(call.get("function")),
+                            })
+                            .collect()
+                    }),
+                    function_call: function(delta.get("function_call")),
+                }),
+                logprobs: c.get("logprobs").and_then(Value::as_object).cloned(),
+                finish_reason: c.get("finish_reason").cloned(),
+            }
+        };
+        Self {
+            id: kept("id"),
+            created: kept("created"),
+            model: kept("model"),
+            system_fingerprint: kept("system_fingerprint"),
+            service_tier: kept("service_tier"),
+            choices: v
+                .get("choices")
+                .and_then(Value::as_array)
+                .map(|cs| cs.iter().map(choice).collect()),
+            usage: v
+                .get("usage")
+                .filter(|u| !u.is_null())
+                .and_then(|u| serde_json::from_value(u.clone()).ok()),
+        }
+    }
+}
 
 #[derive(Default)]
 struct ToolCall {
@@ -43,57 +167,51 @@ struct Choice {
 }
 
 impl Choice {
-    fn push(&mut self, c: &Value) {
-        let delta = c.get("delta").unwrap_or(&Value::Null);
-        if let Some(role) = delta.get("role").and_then(Value::as_str) {
-            self.role = Some(role.to_owned());
+    fn push(&mut self, c: ChoiceIn<'_>) {
+        let delta = c.delta.unwrap_or_default();
+        if let Some(role) = delta.role {
+            self.role = Some(role.into_owned());
         }
-        for (field, into) in [
-            ("content", &mut self.content),
-            ("refusal", &mut self.refusal),
+        for (text, into) in [
+            (delta.content, &mut self.content),
+            (delta.refusal, &mut self.refusal),
         ] {
-            if let Some(text) = delta.get(field).and_then(Value::as_str) {
-                into.get_or_insert_default().push_str(text);
+            if let Some(text) = text {
+                into.get_or_insert_default().push_str(&text);
             }
         }
-        let calls = delta.get("tool_calls").and_then(Value::as_array);
-        for (position, call) in calls.into_iter().flatten().enumerate() {
-            let index = call
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(position as u64);
+        for (position, call) in delta.tool_calls.into_iter().flatten().enumerate() {
+            let index = call.index.unwrap_or(position as u64);
             let into = self.tool_calls.entry(index).or_default();
-            let set = |v: Option<&Value>, into: &mut Option<Value>| {
+            for (v, into) in [(call.id, &mut into.id), (call.kind, &mut into.kind)] {
                 if let Some(v) = v.filter(|v| !v.is_null()) {
-                    *into = Some(v.clone());
+                    *into = Some(v);
                 }
-            };
-            set(call.get("id"), &mut into.id);
-            set(call.get("type"), &mut into.kind);
-            let text = |name: &str| call.pointer(name).and_then(Value::as_str).unwrap_or("");
-            into.name.push_str(text("/function/name"));
-            into.arguments.push_str(text("/function/arguments"));
+            }
+            let function = call.function.unwrap_or_default();
+            into.name.push_str(function.name.as_deref().unwrap_or(""));
+            into.arguments
+                .push_str(function.arguments.as_deref().unwrap_or(""));
         }
-        if let Some(call) = delta.get("function_call").filter(|c| c.is_object()) {
+        if let Some(call) = delta.function_call {
             let (name, arguments) = self.function_call.get_or_insert_default();
-            let text = |field: &str| call.get(field).and_then(Value::as_str).unwrap_or("");
-            name.push_str(text("name"));
-            arguments.push_str(text("arguments"));
+            name.push_str(call.name.as_deref().unwrap_or(""));
+            arguments.push_str(call.arguments.as_deref().unwrap_or(""));
         }
-        if let Some(logprobs) = c.get("logprobs").and_then(Value::as_object) {
+        if let Some(logprobs) = c.logprobs {
             let into = self.logprobs.get_or_insert_default();
             for (field, list) in logprobs {
-                let Some(list) = list.as_array() else {
+                let Value::Array(list) = list else {
                     continue;
                 };
-                match into.entry(field.clone()).or_insert_with(|| json!([])) {
-                    Value::Array(joined) => joined.extend(list.iter().cloned()),
-                    other => *other = Value::Array(list.clone()),
+                match into.entry(field).or_insert_with(|| json!([])) {
+                    Value::Array(joined) => joined.extend(list),
+                    other => *other = Value::Array(list),
                 }
             }
         }
-        if let Some(reason) = c.get("finish_reason").filter(|r| !r.is_null()) {
-            self.finish_reason = Some(reason.clone());
+        if let Some(reason) = c.finish_reason.filter(|r| !r.is_null()) {
+            self.finish_reason = Some(reason);
         }
     }
 
@@ -165,26 +283,27 @@ pub struct Aggregator {
 impl Aggregator {
     /// Folds one chunk payload in (non-JSON payloads such as `[DONE]` are ignored).
     pub fn push(&mut self, payload: &str) {
-        let Ok(v) = serde_json::from_str::<Value>(payload) else {
+        let mut tree = None;
+        let Some(chunk) = ChunkIn::read(payload, &mut tree) else {
             return;
         };
-        for field in KEPT {
-            if let Some(value) = v.get(field).filter(|v| !v.is_null())
+        let kept = [
+            chunk.id,
+            chunk.created,
+            chunk.model,
+            chunk.system_fingerprint,
+            chunk.service_tier,
+        ];
+        for (field, value) in KEPT.into_iter().zip(kept) {
+            if let Some(value) = value.filter(|v| !v.is_null())
                 && !self.kept.contains_key(field)
             {
-                self.kept.insert(field.to_owned(), value.clone());
+                self.kept.insert(field.to_owned(), value);
             }
         }
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            self.usage = serde_json::from_value(u.clone()).ok().or(self.usage);
-        }
-        for c in v
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+        self.usage = chunk.usage.or(self.usage);
+        for c in chunk.choices.into_iter().flatten() {
+            let index = c.index.unwrap_or(0);
             self.choices.entry(index).or_default().push(c);
         }
     }
@@ -360,6 +479,33 @@ mod tests {
         let mut again = Aggregator::default();
         again.push(&completion_as_chunk(&done));
         assert_eq!(again.finish(None), done);
+    }
+
+    #[test]
+    fn odd_shapes_are_read_leniently_and_escapes_kept() {
+        let mut a = Aggregator::default();
+        for p in [
+            // Escaped text (owned, not borrowed) on the typed reading.
+            r#"{"id":"c5","created":3,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"line\none \"q\""},"finish_reason":null}]}"#,
+            // Odd types: the typed reading fails, the lenient one keeps what has the expected type
+            // (a string index counts as choice 0, a numeric content is skipped, a string `created`
+            // of a later chunk does not replace the first one's).
+            r#"{"id":"c5","created":"9","choices":[{"index":"0","delta":{"content":5},"logprobs":7,"finish_reason":null}],"usage":{"prompt_tokens":"x"}}"#,
+            r#"{"id":"c5","choices":[{"index":0,"delta":{"content":" end","function_call":"nope"},"finish_reason":{"kind":"stop"}}],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}"#,
+            "not json",
+        ] {
+            a.push(p);
+        }
+        assert_eq!(a.usage().map(|u| u.total_tokens), Some(5));
+        let done = a.finish(None);
+        assert_eq!(done["created"], 3);
+        assert_eq!(
+            done["choices"][0]["message"]["content"],
+            "line\none \"q\" end"
+        );
+        assert_eq!(done["choices"][0]["finish_reason"]["kind"], "stop");
+        assert!(done["choices"][0].get("logprobs").is_none(), "{done}");
+        assert!(done["choices"][0]["message"].get("function_call").is_none());
     }
 
     #[test]

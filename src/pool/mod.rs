@@ -235,7 +235,9 @@ impl Pool {
                 retry_after_secs: 1,
             })?
             .map_err(|_| ApiError::Unavailable)?;
-        let body = serde_json::to_vec(req).map_err(ApiError::internal)?;
+        // Serialised once, and only when a worker over HTTP is asked (an in-process one takes
+        // the request as it is).
+        let mut body: Option<Vec<u8>> = None;
         let first_byte = Duration::from_millis(self.cfg.first_byte_timeout_ms);
         let mut upstream_failure = None;
         let budget = tried.len() + self.cfg.max_attempts.max(1);
@@ -253,11 +255,15 @@ impl Pool {
                 "http"
             };
             self.metrics.pool_attempts.with_label_values(&[via]).inc();
+            if colocated.is_none() && body.is_none() {
+                body = Some(serde_json::to_vec(req).map_err(ApiError::internal)?);
+            }
+            let body = body.as_deref().unwrap_or_default();
             let attempt = async {
                 if let Some(worker) = colocated {
                     return self::local::ask(&worker, req).await;
                 }
-                self.ask_http(&member.url, &body, request_id, req).await
+                self.ask_http(&member.url, body, request_id, req).await
             };
             match tokio::time::timeout(first_byte, attempt).await {
                 Ok(Attempt::Answered(events, route)) => {
