@@ -382,6 +382,64 @@ async fn redis_backend() {
     .await;
 }
 
+/// Settles sent together (one pipelined round trip) apply exactly as one by one: every slot
+/// released, every token correction once — also when the batch is sent again (a replay), and when
+/// Redis lost the script (then each settle goes on its own).
+#[tokio::test]
+async fn batched_settles_apply_each_once() {
+    let url =
+        std::env::var("TAOGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let clock = Clock::manual(ms("2026-11-25T14:00:00Z"));
+    let link = RedisLink::new(&url, Duration::from_secs(2)).unwrap();
+    let prefix = format!("tg-test-{}:", uuid::Uuid::new_v4().simple());
+    let b = RedisBackend::new(link, &prefix, clock.clone());
+    let limits = vec![
+        d(Scope::Key, Kind::Concurrency, 8),
+        d(Scope::Key, Kind::Tpm, 10_000),
+    ];
+    for round in 0..2u32 {
+        let mut batch = Vec::new();
+        for n in 0..8 {
+            let a = admitted(&b, &ask(limits.clone(), 40, round * 100 + n))
+                .await
+                .unwrap();
+            batch.push((a, 10 + i64::from(n), None));
+        }
+        let readings = b.peek(&tenant(), &limits).await.unwrap();
+        assert_eq!(readings[0].used, 8, "round {round}: every slot taken");
+        assert!(
+            admitted(&b, &ask(limits.clone(), 40, round * 100 + 50))
+                .await
+                .is_none()
+        );
+        if round == 1 {
+            // Redis lost its scripts (a restart): the pipeline fails, each settle goes alone.
+            let mut c = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
+        }
+        for _ in 0..2 {
+            let results = b.settle_many(&batch).await;
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+        }
+        let readings = b.peek(&tenant(), &limits).await.unwrap();
+        assert_eq!(readings[0].used, 0, "round {round}: every slot released");
+        // 8 × 40 charged, corrected to 10..=17 each, once.
+        let expected: i64 = (0..=round).map(|_| (10..18).sum::<i64>()).sum();
+        assert_eq!(
+            readings[1].used, expected,
+            "round {round}: each correction once"
+        );
+    }
+}
+
 /// Random window traffic (rpm and tpm on two scopes, token corrections at settle, steps of a few
 /// ms to a minute and a half) on both backends under one clock: every decision, reading, reset
 /// and retry must be the same. The Redis side keeps a running sum per window and rebuilds it as

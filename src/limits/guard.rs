@@ -129,6 +129,9 @@ pub struct Guard {
     tenants_down: Mutex<HashSet<TenantId>>,
     tenants_down_count: AtomicUsize,
     pending: Mutex<Vec<Parked>>,
+    /// Settles on their way to the shared backend: whatever gathers while the scheduler runs the
+    /// other ready tasks leaves in one round trip ([`Shared::settle_many`]).
+    outbox: Mutex<Vec<Parked>>,
     /// (tenant, account) of holds taken since the last [`Guard::take_touched`].
     touched: Mutex<HashSet<(TenantId, AccountId)>>,
     /// While degraded: what this replica reserved per account since the outage began.
@@ -151,6 +154,7 @@ impl Guard {
             tenants_down: Mutex::default(),
             tenants_down_count: AtomicUsize::new(0),
             pending: Mutex::default(),
+            outbox: Mutex::default(),
             touched: Mutex::default(),
             outage_spent: Mutex::default(),
             metrics,
@@ -339,19 +343,35 @@ impl Guard {
                     .settle_now(&permit.admission, actual_tokens, capture.as_ref())
             }
             Counted::Shared => {
-                let guard = self.clone();
-                actix_web::rt::spawn(async move {
-                    let admission = permit.admission;
-                    let settled = guard
-                        .shared
-                        .settle(&admission, actual_tokens, capture.as_ref())
-                        .await;
-                    if let Err(e) = settled {
-                        let tenant = admission.ask.tenant.clone();
-                        guard.park((admission, actual_tokens, capture));
-                        guard.degrade(&tenant, &e);
-                    }
-                });
+                // In process there is no round trip to save: settled now, no task.
+                if let Shared::Memory(backend) = &self.shared {
+                    backend.settle_now(&permit.admission, actual_tokens, capture.as_ref());
+                    return;
+                }
+                let first = {
+                    let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+                    outbox.push((permit.admission, actual_tokens, capture));
+                    outbox.len() == 1
+                };
+                if first {
+                    actix_web::rt::spawn(self.clone().flush_settles());
+                }
+            }
+        }
+    }
+
+    /// Sends the settles gathered in the outbox; the ones that could not be delivered wait for
+    /// Redis (parked, their tenant — or, off a cluster, the replica — degraded).
+    async fn flush_settles(self: Arc<Self>) {
+        // The other tasks ready now (requests ending on this thread) join the batch first.
+        tokio::task::yield_now().await;
+        let batch = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()));
+        let results = self.shared.settle_many(&batch).await;
+        for (parked, settled) in batch.into_iter().zip(results) {
+            if let Err(e) = settled {
+                let tenant = parked.0.ask.tenant.clone();
+                self.park(parked);
+                self.degrade(&tenant, &e);
             }
         }
     }

@@ -79,9 +79,10 @@ impl RedisBackend {
         ]
     }
 
-    /// One script call: `op` over the descriptors, the balance keys of `account` when given (a
-    /// hold, or a balance op without descriptors), and `extra` arguments after the descriptors.
-    async fn call<T: redis::FromRedisValue>(
+    /// The keys and arguments of one script call: `op` over the descriptors, the balance keys of
+    /// `account` when given (a hold, or a balance op without descriptors), and `extra` arguments
+    /// after the descriptors.
+    fn parts(
         &self,
         op: &str,
         tenant: &str,
@@ -89,41 +90,124 @@ impl RedisBackend {
         admission_id: &str,
         (arg4, arg5): (i64, i64),
         extra: &[String],
-    ) -> Result<T, Unavailable> {
-        let mut invocation = self.script.prepare_invoke();
-        for d in descriptors {
-            invocation.key(self.key(tenant, &d.name()));
-        }
+    ) -> (Vec<String>, Vec<String>) {
+        let mut keys: Vec<String> = descriptors
+            .iter()
+            .map(|d| self.key(tenant, &d.name()))
+            .collect();
         if let Some(account) = account {
-            for key in self.balance_keys(tenant, account) {
-                invocation.key(key);
-            }
+            keys.extend(self.balance_keys(tenant, account));
         }
         if op == "settle" {
-            invocation.key(self.key(tenant, &format!("settled:{admission_id}")));
+            keys.push(self.key(tenant, &format!("settled:{admission_id}")));
         }
-        invocation
-            .arg(op)
-            // A seed is for the period of the admission that asked for it: its time is the seed's now.
-            .arg(if op == "seed" {
-                arg4
-            } else {
-                self.clock.fixed().unwrap_or(-1)
-            })
-            .arg(admission_id)
-            .arg(arg4)
-            .arg(arg5)
-            .arg(descriptors.len());
+        // A seed is for the period of the admission that asked for it: its time is the seed's now.
+        let now = if op == "seed" {
+            arg4
+        } else {
+            self.clock.fixed().unwrap_or(-1)
+        };
+        let mut args = vec![
+            op.to_owned(),
+            now.to_string(),
+            admission_id.to_owned(),
+            arg4.to_string(),
+            arg5.to_string(),
+            descriptors.len().to_string(),
+        ];
         for d in descriptors {
-            invocation.arg(d.kind.tag()).arg(d.limit);
+            args.push(d.kind.tag().to_owned());
+            args.push(d.limit.to_string());
         }
-        for a in extra {
-            invocation.arg(a);
-        }
+        args.extend_from_slice(extra);
+        (keys, args)
+    }
+
+    /// One script call (see [`RedisBackend::parts`]).
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        op: &str,
+        tenant: &str,
+        scope: (&[Descriptor], Option<&str>),
+        admission_id: &str,
+        args: (i64, i64),
+        extra: &[String],
+    ) -> Result<T, Unavailable> {
+        self.invoke(self.parts(op, tenant, scope, admission_id, args, extra))
+            .await
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        (keys, args): (Vec<String>, Vec<String>),
+    ) -> Result<T, Unavailable> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(keys).arg(args);
         self.link
             .run(|mut c| async move { invocation.invoke_async::<T>(&mut c).await })
             .await
             .map_err(|e| Unavailable(e.to_string()))
+    }
+
+    fn settle_parts(
+        &self,
+        admission: &Admission,
+        actual_tokens: i64,
+        capture: Option<&Capture>,
+    ) -> (Vec<String>, Vec<String>) {
+        let ask = &admission.ask;
+        let capture_args = match (&ask.hold, capture) {
+            (None, _) => vec![],
+            (Some(_), Some(c)) => vec![c.event_id.clone(), c.amount.0.to_string()],
+            (Some(_), None) => vec![String::new(), "0".into()],
+        };
+        self.parts(
+            "settle",
+            ask.tenant.as_str(),
+            (
+                &ask.descriptors,
+                ask.hold.as_ref().map(|h| h.account.as_str()),
+            ),
+            &ask.admission_id,
+            (actual_tokens - ask.tokens, admission.at_ms),
+            &capture_args,
+        )
+    }
+
+    /// Several settles in one round trip: their `EVALSHA`s pipelined on one connection (each
+    /// script still runs on its own). Not on a cluster (a pipeline's keys would span slots), nor
+    /// when Redis lost the script: then, and for whatever else failed, each settle is sent on its
+    /// own, all at once — a settle applies once however often it is sent (see `limits.lua`).
+    pub async fn settle_many(
+        &self,
+        batch: &[(Admission, i64, Option<Capture>)],
+    ) -> Vec<Result<(), Unavailable>> {
+        if batch.len() > 1 && !self.is_cluster() {
+            let mut pipe = redis::pipe();
+            for (admission, tokens, capture) in batch {
+                let (keys, args) = self.settle_parts(admission, *tokens, capture.as_ref());
+                pipe.cmd("EVALSHA")
+                    .arg(self.script.get_hash())
+                    .arg(keys.len())
+                    .arg(keys)
+                    .arg(args)
+                    .ignore();
+            }
+            let sent = self
+                .link
+                .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                .await;
+            if sent.is_ok() {
+                return batch.iter().map(|_| Ok(())).collect();
+            }
+        }
+        // Concurrently: on a cluster, one tenant's unreachable node must not hold up the others.
+        futures_util::future::join_all(
+            batch
+                .iter()
+                .map(|(admission, tokens, capture)| self.settle(admission, *tokens, capture.as_ref())),
+        )
+        .await
     }
 }
 
@@ -183,25 +267,9 @@ impl Backend for RedisBackend {
         actual_tokens: i64,
         capture: Option<&Capture>,
     ) -> Result<(), Unavailable> {
-        let ask = &admission.ask;
-        let capture_args = match (&ask.hold, capture) {
-            (None, _) => vec![],
-            (Some(_), Some(c)) => vec![c.event_id.clone(), c.amount.0.to_string()],
-            (Some(_), None) => vec![String::new(), "0".into()],
-        };
-        self.call::<Vec<i64>>(
-            "settle",
-            ask.tenant.as_str(),
-            (
-                &ask.descriptors,
-                ask.hold.as_ref().map(|h| h.account.as_str()),
-            ),
-            &ask.admission_id,
-            (actual_tokens - ask.tokens, admission.at_ms),
-            &capture_args,
-        )
-        .await
-        .map(drop)
+        self.invoke::<Vec<i64>>(self.settle_parts(admission, actual_tokens, capture))
+            .await
+            .map(drop)
     }
 
     async fn seed(

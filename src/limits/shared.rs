@@ -33,6 +33,23 @@ impl Shared {
         }
     }
 
+    /// Several settles, in one round trip where the backend can; one result per settle.
+    pub(super) async fn settle_many(
+        &self,
+        batch: &[(Admission, i64, Option<Capture>)],
+    ) -> Vec<Result<(), Unavailable>> {
+        match self {
+            Shared::Redis(b) => b.settle_many(batch).await,
+            Shared::Memory(b) => batch
+                .iter()
+                .map(|(admission, tokens, capture)| {
+                    b.settle_now(admission, *tokens, capture.as_ref());
+                    Ok(())
+                })
+                .collect(),
+        }
+    }
+
     pub(super) async fn sync(
         &self,
         tenant: &TenantId,
