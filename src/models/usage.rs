@@ -130,6 +130,25 @@ impl UsageRecord {
             .map(drop)
     }
 
+    /// Inserts the ones not there yet, one statement each and no savepoint (SQLite: a record
+    /// already written — a replayed batch — is skipped by `ON CONFLICT DO NOTHING`, which covers
+    /// uniqueness only; any other failure fails the batch, as on the per-row path). One
+    /// multi-row statement is not possible here: diesel's SQLite batch insert refuses optional
+    /// columns.
+    pub fn insert_new_sqlite(
+        conn: &mut diesel::sqlite::SqliteConnection,
+        records: &[UsageRecord],
+    ) -> QueryResult<()> {
+        let at = crate::db::now();
+        for record in records {
+            diesel::insert_into(usage_records::table)
+                .values((record, usage_records::recorded_at.eq(at)))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+        }
+        Ok(())
+    }
+
     /// What usage reports need of the records of `tenant` (optionally one account) started in
     /// `[from, to)`, at most `cap` + 1 of them (so a caller can tell the range was too large).
     pub fn in_range(
