@@ -239,9 +239,10 @@ impl Meter {
         })
     }
 
-    /// Starts the batch writer and the balance re-sync timer (inside the server's runtime).
+    /// Starts the batch writer and the balance re-sync timer (inside the server's runtime). The
+    /// tokenizer is not loaded here: the gateway counts only when an upstream reported no usage
+    /// or an implausible one, and its ~40 MB would otherwise sit in every idle replica.
     pub fn spawn_writer(&self) {
-        crate::openai::tokens::warm_up();
         self.writer.spawn();
         super::balance::spawn_resync_timer(self.db.clone(), self.limiter.clone());
     }
