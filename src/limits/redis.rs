@@ -203,9 +203,9 @@ impl RedisBackend {
         }
         // Concurrently: on a cluster, one tenant's unreachable node must not hold up the others.
         futures_util::future::join_all(
-            batch
-                .iter()
-                .map(|(admission, tokens, capture)| self.settle(admission, *tokens, capture.as_ref())),
+            batch.iter().map(|(admission, tokens, capture)| {
+                self.settle(admission, *tokens, capture.as_ref())
+            }),
         )
         .await
     }
