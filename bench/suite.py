@@ -14,7 +14,7 @@ Targets, each answering the same chat completion (`bench/chat.lua`, keep-alive, 
 JSON and SSE at c = 1, 50, 200. Per run: rps, latency, and per request the CPU of each process
 (taogate's minus its in-process stand-in's share, measured on the direct row), Redis commands,
 system calls and context switches of the target's processes. Memory: RSS idle, peak at c=200,
-and with 5,000 idle open streams (then after they close; 10,000 extrapolated per stream).
+and with 4,000 idle open streams (then after they close; 10,000 extrapolated per stream).
 
 Writes bench/results/suite.md (machine, table, targets), suite.json and suite.png.
 Usage: bench/suite.py [seconds per run, default 8]; BENCH_BIN, BENCH_PG, BENCH_REDIS,
@@ -42,10 +42,10 @@ BIN = os.environ.get("BENCH_BIN", str(ROOT / "target/release/taogate"))
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 CONCS = [int(c) for c in os.environ.get("BENCH_CONCS", "1 50 200").split()]
-# Each idle stream holds three sockets in `taogate dev` (client, worker → stand-in, stand-in's side):
-# the default stays well inside a 20,000 open-files hard limit (this sandbox's: at 6,000 some
-# upstream connections already fail); the per-stream figure scales.
-IDLE_STREAMS = int(os.environ.get("BENCH_IDLE_STREAMS", "5000"))
+# Each idle stream holds four descriptors in `taogate dev` (the client's socket and its watch, the
+# worker's socket to the stand-in, the stand-in's side): the default stays inside a 20,000
+# open-files hard limit (this sandbox's); the per-stream figure scales to 10,000.
+IDLE_STREAMS = int(os.environ.get("BENCH_IDLE_STREAMS", "4000"))
 TARGETS = os.environ.get("BENCH_TARGETS", "direct nginx embedded metered litellm").split()
 HZ = os.sysconf("SC_CLK_TCK")
 LITELLM_VENV = ROOT / ".venv-litellm"
@@ -124,41 +124,43 @@ def children(pid):
     return sorted(set(out))
 
 
-def ticks(pids):
-    t = 0
+def proc_sum(pids, one):
+    """one(pid) summed over the processes still there."""
+    total = 0
     for p in pids:
         try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            t += int(fields[11]) + int(fields[12])  # utime, stime
-        except (FileNotFoundError, ProcessLookupError):
+            total += one(p)
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
             pass
-    return t
+    return total
+
+
+def ticks(pids):
+    """CPU clock ticks (user + system) of the processes, all their threads."""
+    def one(p):
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    return proc_sum(pids, one)
 
 
 def switches(pids):
-    n = 0
-    for p in pids:
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/status") as f:
-                    for line in f:
-                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                            n += int(line.split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return n
+    """Voluntary and involuntary context switches of every thread of the processes."""
+    def one(p):
+        n = 0
+        for t in os.listdir(f"/proc/{p}/task"):
+            with open(f"/proc/{p}/task/{t}/status") as f:
+                n += sum(int(line.split()[1]) for line in f
+                         if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+        return n
+    return proc_sum(pids, one)
 
 
 def rss_mb(pids):
-    kb = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as f:
-                kb += next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
-            pass
-    return kb / 1024
+    def one(p):
+        with open(f"/proc/{p}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+    return proc_sum(pids, one) / 1024
 
 
 def redis_info(section):
@@ -350,16 +352,23 @@ def idle_streams(n):
     time.sleep(2)
     held = rss_mb([p.pid])
     threads = len(os.listdir(f"/proc/{p.pid}/task"))
+    fds_open = len(os.listdir(f"/proc/{p.pid}/fd"))
     client.send_signal(signal.SIGTERM)
     client.wait(30)
-    # A stream whose client left is ended at its next write: within one stand-in delay.
+    # A stream whose client left is ended at its next write (within one stand-in delay); the
+    # upstream connections then sit in the client pool until its 60 s idle timeout.
     time.sleep(delay_ms / 1000 + 10)
     after = rss_mb([p.pid])
+    fds_after = len(os.listdir(f"/proc/{p.pid}/fd"))
+    time.sleep(60)
+    after_pool = rss_mb([p.pid])
+    fds_after_pool = len(os.listdir(f"/proc/{p.pid}/fd"))
     os.killpg(p.pid, signal.SIGTERM)
     p.wait(30)
     log(f"idle streams: {opened} rss {before:.0f} -> {held:.0f} -> {after:.0f} MB")
-    return {"streams": n, "opened": opened, "rss_before_mb": before, "rss_open_mb": held,
-            "rss_after_close_mb": after, "threads_open": threads}
+    return {"streams": n, "opened": opened, "rss_before_mb": before, "rss_open_mb": held, "fds_open": fds_open,
+            "rss_after_close_mb": after, "fds_after_close": fds_after, "rss_after_pool_mb": after_pool,
+            "fds_after_pool": fds_after_pool, "threads_open": threads}
 
 
 # ---------- report ----------
