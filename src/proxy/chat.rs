@@ -2,7 +2,8 @@
 //! upstream; a non-stream request is collected by the worker, which answers one JSON completion
 //! instead of an event per token), answer as SSE or as one JSON completion, and settle the usage.
 //! A non-stream client that leaves before its answer (closed or reset) cancels the upstream at
-//! once and is settled `client_gone` (see `billing::settle`).
+//! once and is settled `client_gone` (see `billing::settle`); a stream's client that leaves ends
+//! its stream at once too (settled `client_disconnected` with what was delivered).
 
 use std::time::Duration;
 
@@ -109,8 +110,13 @@ pub async fn create_chat_completion(
                 return Err(e);
             }
         };
+        // A client that leaves ends the stream at once (the upstream is cancelled, what was
+        // delivered is settled), not at the next event: an idle upstream may send none for long.
+        let client = http.clone();
+        let left = async move { crate::http::peer::gone(&client).await };
         let stream = Metered::new(answer, req.wants_usage_chunk(), deadline, admitted)
-            .map(|out| Ok::<_, actix_web::Error>(out.sse()));
+            .map(|out| Ok::<_, actix_web::Error>(out.sse()))
+            .take_until(left);
         return Ok(HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))

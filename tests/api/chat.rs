@@ -267,6 +267,41 @@ fn scope_revocation_and_missing_workers(b: Backend) {
     chat(&app, "", ask("x")).expect(401, "missing_api_key");
 }
 
+/// A stream's client that leaves while the upstream is idle (3 s between words) is noticed at
+/// once — the stream ends, its upstream is cancelled, what was delivered is settled — not when a
+/// write to the closed connection fails (the second word after the close, 6 s later).
+fn a_stream_whose_client_leaves_between_words_ends_at_once(b: Backend) {
+    let app = TestApp::spawn_with_subnet(b, 3_000);
+    let (_, _, _, key) = app.api_key();
+    let body = json!({"model": "taogate-owner", "stream": true,
+        "messages": [{"role": "user", "content": "one two three"}]})
+    .to_string();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    write!(sock, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    while !seen.contains("data: ") && started.elapsed() < Duration::from_secs(20) {
+        let n = sock.read(&mut buf).unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    drop(sock);
+    let left = Instant::now();
+    // The next word is 3 s away: the record must not wait for it.
+    while app.count("usage_records") == 0 && left.elapsed() < Duration::from_millis(2_500) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        app.count("usage_records"),
+        1,
+        "settled before the upstream's next word"
+    );
+    let row = &usage_rows(&app)[0];
+    assert_eq!(row["status"], "client_disconnected");
+}
+
 fn client_disconnect_settles_what_was_delivered(b: Backend) {
     let app = TestApp::spawn_with_subnet(b, 150);
     let (_, _, _, key) = app.api_key();
@@ -424,4 +459,5 @@ both_backends!(
     invalid_requests_are_refused_like_openai,
     scope_revocation_and_missing_workers,
     client_disconnect_settles_what_was_delivered,
+    a_stream_whose_client_leaves_between_words_ends_at_once,
 );
