@@ -3,7 +3,7 @@
 # matplotlib in .venv-bench, the pinned LiteLLM proxy in .venv-litellm, both from PyPI), then runs
 # bench/suite.py: direct, nginx, taogate embedded, taogate metered (PostgreSQL + Redis) and LiteLLM,
 # JSON and SSE at c = 1, 50, 200, CPU per request per process, syscalls, context switches, memory
-# idle / at c=200 / with 10,000 idle streams. Writes bench/results/suite.{md,json,png}.
+# idle / at c=200 / with 4,000 idle streams (scaled to 10,000). Writes bench/results/suite.{md,json,png}.
 # Needs: wrk and nginx (apt-get install -y wrk nginx-light), perf (optional: syscall counts), a
 # local PostgreSQL and Redis (BENCH_PG, BENCH_REDIS). Usage: bench/suite.sh [seconds per run, default 8]
 set -euo pipefail
