@@ -267,14 +267,16 @@ fn scope_revocation_and_missing_workers(b: Backend) {
     chat(&app, "", ask("x")).expect(401, "missing_api_key");
 }
 
-/// A stream's client that leaves while the upstream is idle (3 s between words) is noticed at
-/// once — the stream ends, its upstream is cancelled, what was delivered is settled — not when a
-/// write to the closed connection fails (the second word after the close, 6 s later).
-fn a_stream_whose_client_leaves_between_words_ends_at_once(b: Backend) {
-    let app = TestApp::spawn_with_subnet(b, 3_000);
-    let (_, _, _, key) = app.api_key();
+/// A raw streamed chat request on its own connection, read until `events` events arrived (or
+/// 20 s passed): the socket (to close when the test chooses) and what was read.
+fn stream_until(
+    app: &TestApp,
+    key: &str,
+    content: &str,
+    events: usize,
+) -> (std::net::TcpStream, String) {
     let body = json!({"model": "taogate-owner", "stream": true,
-        "messages": [{"role": "user", "content": "one two three"}]})
+        "messages": [{"role": "user", "content": content}]})
     .to_string();
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut sock = std::net::TcpStream::connect(&addr).unwrap();
@@ -282,11 +284,21 @@ fn a_stream_whose_client_leaves_between_words_ends_at_once(b: Backend) {
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
     let started = Instant::now();
-    while !seen.contains("data: ") && started.elapsed() < Duration::from_secs(20) {
+    while seen.matches("data: ").count() < events && started.elapsed() < Duration::from_secs(20) {
         let n = sock.read(&mut buf).unwrap();
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    (sock, seen)
+}
+
+/// A stream's client that leaves while the upstream is idle (3 s between words) is noticed at
+/// once — the stream ends, its upstream is cancelled, what was delivered is settled — not when a
+/// write to the closed connection fails (the second word after the close, 6 s later).
+fn a_stream_whose_client_leaves_between_words_ends_at_once(b: Backend) {
+    let app = TestApp::spawn_with_subnet(b, 3_000);
+    let (_, _, _, key) = app.api_key();
+    let (sock, _) = stream_until(&app, &key, "one two three", 1);
     drop(sock);
     let left = Instant::now();
     // The next word is 3 s away: the record must not wait for it.
@@ -305,20 +317,12 @@ fn a_stream_whose_client_leaves_between_words_ends_at_once(b: Backend) {
 fn client_disconnect_settles_what_was_delivered(b: Backend) {
     let app = TestApp::spawn_with_subnet(b, 150);
     let (_, _, _, key) = app.api_key();
-    let body = json!({"model": "taogate-owner", "stream": true,
-        "messages": [{"role": "user", "content": "one two three four five six seven eight nine ten"}]})
-    .to_string();
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
-    write!(sock, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let started = Instant::now();
-    while seen.matches("data: ").count() < 4 && started.elapsed() < Duration::from_secs(10) {
-        let n = sock.read(&mut buf).unwrap();
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    let (sock, _) = stream_until(
+        &app,
+        &key,
+        "one two three four five six seven eight nine ten",
+        4,
+    );
     drop(sock);
     app.wait_for_rows("usage_records", 1);
     let row = &usage_rows(&app)[0];
