@@ -584,3 +584,127 @@ fn redis_link_keeps_one_connection_per_thread() {
     assert!(failed.is_err());
     assert_ne!(before, after, "after a failure the thread reconnects");
 }
+
+/// A rolling upgrade: holds and captures recorded by the previous version of the script (holds in
+/// a sorted set, captured events in the balance hash; `tests/fixtures/limits-v1.lua`) are settled,
+/// retired and expired by this one, each once.
+#[tokio::test]
+async fn holds_and_captures_of_the_previous_script_carry_over() {
+    let url =
+        std::env::var("TAOGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let t0 = ms("2026-11-25T14:00:00Z");
+    let clock = Clock::manual(t0);
+    let link = RedisLink::new(&url, Duration::from_secs(2)).unwrap();
+    let prefix = format!("tg-test-{}:", uuid::Uuid::new_v4().simple());
+    let b = RedisBackend::new(link, &prefix, clock.clone());
+    let account = AccountId::parse("00000000-0000-7000-8000-000000000001").unwrap();
+    let key = |name: &str| format!("{prefix}{{t:{}}}:a:{account}:{name}", tenant().as_str());
+    let (bal, holds, retired) = (key("bal"), key("holds"), key("retired"));
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let v1 = redis::Script::new(include_str!("fixtures/limits-v1.lua"));
+    // The previous version: a ledger reading, two holds of 40, a capture of 25 for event e0.
+    let mut old = |keys: Vec<String>, args: Vec<String>| {
+        let mut call = v1.prepare_invoke();
+        call.key(keys).arg(args);
+        let mut c = c.clone();
+        async move { call.invoke_async::<Vec<i64>>(&mut c).await.unwrap() }
+    };
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let t = t0.to_string();
+    old(
+        s(&[&bal, &holds, &retired]),
+        s(&["sync", &t, "", "100", "1", "0"]),
+    )
+    .await;
+    for r in ["req-1", "req-2"] {
+        let admitted = old(
+            s(&[&bal, &holds, &retired]),
+            s(&["admit", &t, r, "0", &LEASE.to_string(), "0", "40", "0"]),
+        )
+        .await;
+        assert_eq!(admitted[0], 1, "{admitted:?}");
+    }
+    let marker = format!("{prefix}{{t:{}}}:settled:req-0", tenant().as_str());
+    old(
+        s(&[&bal, &holds, &retired, &marker]),
+        s(&["settle", &t, "req-0", "0", &t, "0", "e0", "25"]),
+    )
+    .await;
+
+    // This version settles req-1 (a capture of 30 for e1) and reads the balance.
+    let hold = Hold {
+        account: account.clone(),
+        amount: Nano(40),
+        floor: Nano(0),
+    };
+    let held = |n: u32| Ask {
+        hold: Some(hold.clone()),
+        ..ask(vec![], 0, n)
+    };
+    let r1 = Admission {
+        ask: held(1),
+        at_ms: t0,
+    };
+    let e1 = Capture {
+        event_id: "e1".into(),
+        amount: Nano(30),
+    };
+    b.settle(&r1, 0, Some(&e1)).await.unwrap();
+    b.settle(&r1, 0, Some(&e1)).await.unwrap();
+    let (r, mut pending) = b.balance(&tenant(), &account).await.unwrap().unwrap();
+    pending.sort();
+    assert_eq!(
+        (r.held, r.pending, pending),
+        (Nano(40), Nano(55), vec!["e0".to_string(), "e1".to_string()]),
+        "req-1's hold released once, both captures pending once"
+    );
+    let in_zset: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&holds)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_zset,
+        vec!["req-2".to_string()],
+        "req-1 left the sorted set"
+    );
+
+    // The ledger commits both events: neither stays pending, wherever it was recorded.
+    b.sync(
+        &tenant(),
+        &LedgerSync {
+            account: account.clone(),
+            balance: Nano(45),
+            version: 2,
+            committed: vec!["e0".into(), "e1".into()],
+        },
+    )
+    .await
+    .unwrap();
+    let (r, pending) = b.balance(&tenant(), &account).await.unwrap().unwrap();
+    assert_eq!((r.ledger, r.pending, r.held), (Nano(45), Nano(0), Nano(40)));
+    assert!(pending.is_empty(), "{pending:?}");
+
+    // req-2 never settles: once its lease ends, this version releases it (read with the
+    // balance; an admission looks at the sorted set when it pushes the hash's expiry back, at
+    // most an hour apart), once — and then the balance covers a hold of 45 exactly.
+    assert!(admitted(&b, &held(3)).await.is_none(), "45 - 40 held < 40");
+    clock.set(t0 + LEASE + 1);
+    let (r, _) = b.balance(&tenant(), &account).await.unwrap().unwrap();
+    assert_eq!(r.held, Nano(0), "req-2's hold expired");
+    let mut big = held(4);
+    big.hold.as_mut().unwrap().amount = Nano(45);
+    let r4 = admitted(&b, &big).await.expect("45 available");
+    assert!(admitted(&b, &held(5)).await.is_none(), "nothing left");
+    let (r, _) = b.balance(&tenant(), &account).await.unwrap().unwrap();
+    assert_eq!(r.held, Nano(45));
+    b.settle(&r4, 0, None).await.unwrap();
+    let (r, _) = b.balance(&tenant(), &account).await.unwrap().unwrap();
+    assert_eq!(r.held, Nano(0));
+}

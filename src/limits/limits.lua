@@ -5,8 +5,11 @@
 -- KEYS[1..n] descriptor base keys; all share the tenant's hash tag, so they live in one Cluster slot
 --           (quota period keys are derived as KEYS[i] .. ':' .. period, window hashes as
 --           KEYS[i] .. ':w', in the same slot).
--- KEYS[n+1..n+3]  with a hold: the account's balance hash, its holds' expiry zset and the zset of
---           usage events the ledger already holds (retired; a late capture of one is ignored).
+-- KEYS[n+1..n+4]  with a hold: the account's balance hash (its holds included), the holds zset of
+--           older versions of this script, the zset of usage events the ledger already holds
+--           (retired; a late capture of one is ignored) and the hash of captured usage events the
+--           ledger does not hold yet (pending: event id → amount; out of the balance hash, which
+--           stays small — Redis keeps a small hash as one flat list, searched end to end).
 -- KEYS[#KEYS] settle only: marks the request's token correction as applied, so it applies once
 --           even when a timed-out call is both run late by Redis and replayed.
 -- ARGV[1]   op: 'admit' | 'settle' | 'peek' | 'sync' | 'balance' | 'seed'
@@ -16,8 +19,14 @@
 -- ARGV[5]   admit: lease in ms; settle: admission time in ms; sync: ledger version
 -- ARGV[6]   n, the number of descriptors
 -- ARGV[5+2i], ARGV[6+2i]   descriptor i: kind tag (rpm tpm conc rpd tpd rpmo tpmo), limit
--- then, with a hold: admit: amount, floor; settle: usage event id ('' none), captured amount;
--- sync: the committed usage event ids; seed: one value per descriptor (the period's usage).
+-- then, with a hold: admit: amount, floor; settle: usage event id ('' none), captured amount, the
+-- hold's amount; sync: the committed usage event ids; seed: one value per descriptor (the period's
+-- usage).
+--
+-- Every redis.call costs Redis a conversion each way besides the command: the steady path keeps
+-- them few — an expiry is refreshed when a window's cell or a counter is new (not on every call),
+-- a hold lives in the balance hash with its lease's end (no sorted set), and expired holds are
+-- looked for only once the earliest lease in the hash has ended.
 --
 -- Returns admit/peek: {1, now, used_1, reset_1, …}; refused: {0, now, index, retry_ms, used_1, reset_1, …};
 -- balance not cached: {2, now}; balance short: {3, now, ledger, version, pending, held};
@@ -129,12 +138,13 @@ local function window_retry(key, excess)
   end
   return CELLS * CELL
 end
--- adds `cost` to the window's cell of time `t`
+-- adds `cost` to the window's cell of time `t`; true when that cell is new
 local function window_add(key, t, cost, lo)
   local cell = floor(t / CELL)
-  redis.call('HINCRBY', key, cell, cost)
+  local v = redis.call('HINCRBY', key, cell, cost)
   redis.call('HINCRBY', key, 's', cost)
   if lo == nil or cell < lo then redis.call('HSET', key, 'lo', cell) end
+  return v == cost
 end
 
 -- reading of descriptor i at `now` for `cost`: used, reset_ms, retry_ms (nil when it fits)
@@ -161,45 +171,90 @@ local function read(key, kind, limit, cost)
   end
 end
 
--- balance hash fields: ledger, ver, pending, held, 'h:' .. request id, 'p:' .. usage event id
-local function sweep(bal, hz)
+-- balance hash fields: ledger, ver, pending, held; per hold 'h:' .. request id (its amount) and
+-- 'x:' .. request id (its lease's end); 'sx' no later than the earliest lease end among the holds
+-- (absent: no hold); 't' when the hash's expiry was last pushed back; 'p:' .. usage event id only
+-- where an older version of this script recorded a capture (newer ones use the pending hash).
+-- Holds end at their settle, so expiring one is rare: the hash is read whole only once `sx` has
+-- passed. Returns the amount released and the new `sx` (written here; nil: no hold left).
+local function sweep(bal, sx)
+  if sx == nil or sx > now then return 0, sx end
+  local raw = redis.call('HGETALL', bal)
+  local amounts, ends = {}, {}
+  for j = 1, #raw, 2 do
+    local tag, id = string.sub(raw[j], 1, 2), string.sub(raw[j], 3)
+    if tag == 'h:' then amounts[id] = tonumber(raw[j + 1])
+    elseif tag == 'x:' then ends[id] = tonumber(raw[j + 1]) end
+  end
+  local gone, freed, next_sx = {}, 0, nil
+  for id, e in pairs(ends) do
+    if e > now and amounts[id] then
+      if next_sx == nil or e < next_sx then next_sx = e end
+    else
+      -- ended, or its hold was released by an older version of this script (which kept only 'h:')
+      gone[#gone + 1] = 'x:' .. id
+      if amounts[id] then
+        gone[#gone + 1] = 'h:' .. id
+        freed = freed + amounts[id]
+      end
+    end
+  end
+  if #gone > 0 then redis.call('HDEL', bal, unpack(gone)) end
+  if freed ~= 0 then redis.call('HINCRBY', bal, 'held', -freed) end
+  if next_sx then redis.call('HSET', bal, 'sx', next_sx) else redis.call('HDEL', bal, 'sx') end
+  return freed, next_sx
+end
+-- holds taken by an older version of this script end through the sorted set `hz` (read when the
+-- hash's expiry is pushed back, about once an hour, and by the balance op)
+local function sweep_zset(bal, hz)
   local expired = redis.call('ZRANGEBYSCORE', hz, '-inf', now)
+  local freed = 0
   for _, r in ipairs(expired) do
     local a = redis.call('HGET', bal, 'h:' .. r)
     if a then
       redis.call('HDEL', bal, 'h:' .. r)
       redis.call('HINCRBY', bal, 'held', -tonumber(a))
+      freed = freed + tonumber(a)
     end
   end
   if #expired > 0 then redis.call('ZREMRANGEBYSCORE', hz, '-inf', now) end
+  return freed
 end
-local function drop_pending(bal, event)
-  local a = redis.call('HGET', bal, 'p:' .. event)
+local REFRESH_MS = 3600000
+local function drop_pending(bal, pend, event)
+  local a = redis.call('HGET', pend, event)
   if a then
-    redis.call('HDEL', bal, 'p:' .. event)
-    redis.call('HINCRBY', bal, 'pending', -tonumber(a))
+    redis.call('HDEL', pend, event)
+  else
+    -- (recorded by an older version of this script)
+    a = redis.call('HGET', bal, 'p:' .. event)
+    if a then redis.call('HDEL', bal, 'p:' .. event) end
   end
+  if a then redis.call('HINCRBY', bal, 'pending', -tonumber(a)) end
 end
 
 if op == 'sync' then
-  local bal, retired = KEYS[1], KEYS[3]
+  local bal, retired, pend = KEYS[1], KEYS[3], KEYS[4]
   local current = tonumber(redis.call('HGET', bal, 'ver') or '-1')
   if arg5 > current then redis.call('HSET', bal, 'ledger', ARGV[4], 'ver', ARGV[5]) end
   redis.call('ZREMRANGEBYSCORE', retired, '-inf', now - RETIRED_MS)
   for i = h, #ARGV do
-    drop_pending(bal, ARGV[i])
+    drop_pending(bal, pend, ARGV[i])
     redis.call('ZADD', retired, now, ARGV[i])
   end
   redis.call('PEXPIRE', bal, BAL_TTL)
+  redis.call('PEXPIRE', pend, BAL_TTL)
   redis.call('PEXPIRE', retired, RETIRED_MS)
   return {1}
 end
 if op == 'balance' then
   local bal, hz = KEYS[1], KEYS[2]
-  if redis.call('HEXISTS', bal, 'ver') == 0 then return {} end
-  sweep(bal, hz)
-  local v = redis.call('HMGET', bal, 'ledger', 'ver', 'pending', 'held')
+  local v = redis.call('HMGET', bal, 'ledger', 'ver', 'pending', 'held', 'sx')
+  if not v[2] then return {} end
+  local freed = sweep(bal, tonumber(v[5])) + sweep_zset(bal, hz)
+  if freed ~= 0 then v = redis.call('HMGET', bal, 'ledger', 'ver', 'pending', 'held') end
   local out = {v[1], v[2], v[3] or '0', v[4] or '0'}
+  for _, f in ipairs(redis.call('HKEYS', KEYS[4])) do out[#out + 1] = f end
   for _, f in ipairs(redis.call('HKEYS', bal)) do
     if string.sub(f, 1, 2) == 'p:' then out[#out + 1] = string.sub(f, 3) end
   end
@@ -215,16 +270,17 @@ if op == 'settle' then
   if hold then
     -- the hold is released once (HDEL), the capture recorded once per usage event (HSETNX)
     local bal, hz = KEYS[n + 1], KEYS[n + 2]
-    local a = redis.call('HGET', bal, 'h:' .. request_id)
-    if a then
-      redis.call('HDEL', bal, 'h:' .. request_id)
-      redis.call('HINCRBY', bal, 'held', -tonumber(a))
-      redis.call('ZREM', hz, request_id)
+    local released = redis.call('HDEL', bal, 'h:' .. request_id, 'x:' .. request_id)
+    if released > 0 then
+      redis.call('HINCRBY', bal, 'held', -tonumber(ARGV[h + 2]))
+      -- taken by an older version of this script: its lease is in the sorted set
+      if released == 1 then redis.call('ZREM', hz, request_id) end
     end
     local event, captured = ARGV[h], tonumber(ARGV[h + 1])
-    if event ~= '' and captured ~= 0 and redis.call('HEXISTS', bal, 'ver') == 1
+    -- (a hold was released: the balance is cached, as it was when the hold was taken)
+    if event ~= '' and captured ~= 0 and (released > 0 or redis.call('HEXISTS', bal, 'ver') == 1)
         and not redis.call('ZSCORE', KEYS[n + 3], event)
-        and redis.call('HSETNX', bal, 'p:' .. event, captured) == 1 then
+        and redis.call('HSETNX', KEYS[n + 4], event, captured) == 1 then
       redis.call('HINCRBY', bal, 'pending', captured)
     end
   end
@@ -260,11 +316,11 @@ if op == 'settle' then
     if s == 'slots' then
       redis.call('ZREM', key, request_id)
     elseif tokens ~= 0 and counts_tokens(kind) then
-      if s == 'window' then
+      if s == 'window' and floor(at / CELL) > floor(now / CELL) - CELLS then
+        -- ('lo' is there whenever the hash is)
         local w = key .. ':w'
-        if floor(at / CELL) > floor(now / CELL) - CELLS and redis.call('EXISTS', w) == 1 then
-          window_add(w, at, tokens, tonumber(redis.call('HGET', w, 'lo')))
-        end
+        local lo = tonumber(redis.call('HGET', w, 'lo'))
+        if lo then window_add(w, at, tokens, lo) end
       else
         local p = period(kind, at)
         local pkey = key .. ':' .. p
@@ -308,19 +364,36 @@ end
 local lease = arg5
 if hold then
   local bal, hz, amount, floor_ = KEYS[n + 1], KEYS[n + 2], tonumber(ARGV[h]), tonumber(ARGV[h + 1])
-  if redis.call('HEXISTS', bal, 'ver') == 0 then return {2, now} end
-  sweep(bal, hz)
-  local v = redis.call('HMGET', bal, 'ledger', 'ver', 'pending', 'held')
+  local v = redis.call('HMGET', bal, 'ledger', 'ver', 'pending', 'held', 'sx', 't')
+  if not v[2] then return {2, now} end
   local ledger, pending, held = tonumber(v[1]), tonumber(v[3] or '0'), tonumber(v[4] or '0')
+  local freed, sx = sweep(bal, tonumber(v[5]))
+  local touched = tonumber(v[6])
+  local refresh = touched == nil or now - touched >= REFRESH_MS or now < touched
+  if refresh then freed = freed + sweep_zset(bal, hz) end
+  held = held - freed
   if ledger - pending - held - amount < floor_ then
     return {3, now, ledger, tonumber(v[2]), pending, held}
   end
-  if redis.call('HSETNX', bal, 'h:' .. request_id, amount) == 1 then
-    redis.call('HINCRBY', bal, 'held', amount)
+  -- one HSET: the hold, its lease's end, and where needed the earliest end and the refresh time;
+  -- the fields it adds tell whether this request's hold is new (a repeated call holds once)
+  local ends = now + lease
+  local set, expected = {'h:' .. request_id, ARGV[h], 'x:' .. request_id, ends}, 2
+  if sx == nil or ends < sx then
+    set[#set + 1], set[#set + 2] = 'sx', ends
+    if sx == nil then expected = expected + 1 end
   end
-  redis.call('ZADD', hz, now + lease, request_id)
-  redis.call('PEXPIRE', bal, BAL_TTL)
-  redis.call('PEXPIRE', hz, BAL_TTL)
+  if refresh then
+    set[#set + 1], set[#set + 2] = 't', now
+    if touched == nil then expected = expected + 1 end
+  end
+  if redis.call('HSET', bal, unpack(set)) == expected then
+    redis.call('HINCRBY', bal, 'held', ARGV[h])
+  end
+  if refresh then
+    redis.call('PEXPIRE', bal, BAL_TTL)
+    redis.call('PEXPIRE', KEYS[n + 4], BAL_TTL)
+  end
 end
 
 for i = 1, n do
@@ -328,21 +401,33 @@ for i = 1, n do
   local s, cost = shape(kind), cost_of(i)
   if s == 'window' then
     local cell = floor(now / CELL)
-    window_add(key .. ':w', now, cost, lows[i] or nil)
-    redis.call('PEXPIRE', key .. ':w', (CELLS + 1) * CELL)
+    -- a new cell pushes the expiry back: the hash outlives its newest cell
+    if window_add(key .. ':w', now, cost, lows[i] or nil) then
+      redis.call('PEXPIRE', key .. ':w', (CELLS + 1) * CELL)
+    end
     if out[2 * i] == 0 then out[2 * i] = (cell + CELLS) * CELL - now end
     out[2 * i - 1] = out[2 * i - 1] + cost
   elseif s == 'slots' then
     redis.call('ZADD', key, now + lease, request_id)
-    local ttl = redis.call('PTTL', key)
-    if ttl < lease then redis.call('PEXPIRE', key, lease) end
+    -- the set lives as long as its longest lease: a new set gets this one; an existing one is
+    -- pushed back only (GT; Redis before 7.0 has no GT: read the expiry instead)
+    if out[2 * i - 1] == 0 then
+      redis.call('PEXPIRE', key, lease)
+    else
+      local r = redis.pcall('PEXPIRE', key, lease, 'GT')
+      if type(r) == 'table' and r.err then
+        if redis.call('PTTL', key) < lease then redis.call('PEXPIRE', key, lease) end
+      end
+    end
     out[2 * i - 1] = out[2 * i - 1] + 1
   else
     local p, pend = period(kind, now)
     local pkey = key .. ':' .. p
-    redis.call('INCRBY', pkey, cost)
-    -- relative to the script's own now (not PEXPIREAT: an injected clock and Redis' clock differ)
-    redis.call('PEXPIRE', pkey, pend - now + CELLS * CELL)
+    -- a new counter expires after its period; relative to the script's own now (not PEXPIREAT: an
+    -- injected clock and Redis' clock differ)
+    if redis.call('INCRBY', pkey, cost) == cost then
+      redis.call('PEXPIRE', pkey, pend - now + CELLS * CELL)
+    end
     out[2 * i - 1] = out[2 * i - 1] + cost
   end
 end

@@ -70,12 +70,15 @@ impl RedisBackend {
         format!("{}{{t:{tenant}}}:{name}", self.prefix)
     }
 
-    /// The account's balance hash, holds zset and retired usage events zset.
-    fn balance_keys(&self, tenant: &str, account: &str) -> [String; 3] {
+    /// The account's balance hash (holds included), the holds zset older versions of the script
+    /// kept (still read, for holds they took), the retired usage events zset and the pending
+    /// usage events hash.
+    fn balance_keys(&self, tenant: &str, account: &str) -> [String; 4] {
         [
             self.key(tenant, &format!("a:{account}:bal")),
             self.key(tenant, &format!("a:{account}:holds")),
             self.key(tenant, &format!("a:{account}:retired")),
+            self.key(tenant, &format!("a:{account}:pend")),
         ]
     }
 
@@ -156,10 +159,15 @@ impl RedisBackend {
         capture: Option<&Capture>,
     ) -> (Vec<String>, Vec<String>) {
         let ask = &admission.ask;
+        // With a hold: the capture (event id, amount; none: '' and 0) and the hold's amount.
         let capture_args = match (&ask.hold, capture) {
             (None, _) => vec![],
-            (Some(_), Some(c)) => vec![c.event_id.clone(), c.amount.0.to_string()],
-            (Some(_), None) => vec![String::new(), "0".into()],
+            (Some(h), Some(c)) => vec![
+                c.event_id.clone(),
+                c.amount.0.to_string(),
+                h.amount.0.to_string(),
+            ],
+            (Some(h), None) => vec![String::new(), "0".into(), h.amount.0.to_string()],
         };
         self.parts(
             "settle",
