@@ -1,5 +1,7 @@
 //! Balance holds: the money side of an admission. Each account's spendable balance is kept beside
-//! its limits (Redis hash `…:a:<account>:bal`, or [`AccountBalance`] in process) as three parts:
+//! its limits (in Redis the hash `…:a:<account>:bal`, which also holds each open hold's amount and
+//! lease end, with the pending usage events in `…:a:<account>:pend`; in process
+//! [`AccountBalance`]) as three parts:
 //!
 //! - `ledger`: the ledger balance at `version` (every posting bumps the version; a copy only ever
 //!   moves to a newer version, so two replicas syncing out of order cannot go back);
