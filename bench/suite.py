@@ -18,7 +18,7 @@ and with 4,000 idle open streams (then after they close; 10,000 extrapolated per
 
 Writes bench/results/suite.md (machine, table, targets), suite.json and suite.png.
 Usage: bench/suite.py [seconds per run, default 8]; BENCH_BIN, BENCH_PG, BENCH_REDIS,
-BENCH_CONCS ("1 50 200"), BENCH_IDLE_STREAMS (10000), BENCH_TARGETS (all).
+BENCH_CONCS ("1 50 200"), BENCH_IDLE_STREAMS (4000; 0 skips), BENCH_TARGETS (all), BENCH_OUT.
 """
 
 import json
