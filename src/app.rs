@@ -62,6 +62,18 @@ fn spawn_shutdown_on_signal(
 pub struct Running {
     pub addr: std::net::SocketAddr,
     pub server: actix_web::dev::Server,
+    /// For [`Running::finish`].
+    limiter: std::sync::Arc<crate::limits::guard::Guard>,
+}
+
+impl Running {
+    /// Serves until the server stops, then delivers the settles still on their way to Redis (the
+    /// last requests' slots and holds), within 2 s.
+    pub async fn finish(self) -> std::io::Result<()> {
+        self.server.await?;
+        self.limiter.flush(std::time::Duration::from_secs(2)).await;
+        Ok(())
+    }
 }
 
 /// Binds `listener` and returns the server future (not yet polled) and its address.
@@ -96,7 +108,8 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
         }
     }
     let limiter = state.limiter.clone();
-    actix_web::rt::spawn(async move { limiter.warm_up().await });
+    let warming = limiter.clone();
+    actix_web::rt::spawn(async move { warming.warm_up().await });
     let (meter, grace) = (
         state.meter.clone(),
         state.config.billing.shutdown_grace_secs,
@@ -133,5 +146,9 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     .listen(listener)?
     .run();
     spawn_shutdown_on_signal(server.handle(), meter, grace);
-    Ok(Running { addr, server })
+    Ok(Running {
+        addr,
+        server,
+        limiter,
+    })
 }

@@ -344,6 +344,6 @@ pub async fn run(mut config: Config, token_delay_ms: u64) -> anyhow::Result<()> 
         demo.base_url, demo.api_key
     );
     println!("  docs: {}/docs/", demo.base_url);
-    running.server.await?;
+    running.finish().await?;
     Ok(())
 }

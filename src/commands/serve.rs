@@ -32,6 +32,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({"url": format!("http://{}", running.addr)})
     );
-    running.server.await?;
+    running.finish().await?;
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! brought back on its own; every other tenant keeps the shared limits.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,10 @@ pub struct Guard {
     /// Settles on their way to the shared backend: whatever gathers while the scheduler runs the
     /// other ready tasks leaves in one round trip ([`Shared::settle_many`]).
     outbox: Mutex<Vec<Parked>>,
+    /// Batches taken from the outbox and not yet answered, by batch number: sent again by
+    /// [`Guard::flush`] if the task sending them ended with its thread (a server stopping).
+    sending: Mutex<HashMap<u64, Vec<Parked>>>,
+    batches: AtomicU64,
     /// (tenant, account) of holds taken since the last [`Guard::take_touched`].
     touched: Mutex<HashSet<(TenantId, AccountId)>>,
     /// While degraded: what this replica reserved per account since the outage began.
@@ -155,6 +159,8 @@ impl Guard {
             tenants_down_count: AtomicUsize::new(0),
             pending: Mutex::default(),
             outbox: Mutex::default(),
+            sending: Mutex::default(),
+            batches: AtomicU64::new(0),
             touched: Mutex::default(),
             outage_spent: Mutex::default(),
             metrics,
@@ -366,13 +372,44 @@ impl Guard {
         // The other tasks ready now (requests ending on this thread) join the batch first.
         tokio::task::yield_now().await;
         let batch = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()));
+        let number = self.batches.fetch_add(1, Ordering::Relaxed);
+        self.in_sending().insert(number, batch.clone());
         let results = self.shared.settle_many(&batch).await;
+        self.in_sending().remove(&number);
         for (parked, settled) in batch.into_iter().zip(results) {
             if let Err(e) = settled {
                 let tenant = parked.0.ask.tenant.clone();
                 self.park(parked);
                 self.degrade(&tenant, &e);
             }
+        }
+    }
+
+    fn in_sending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Parked>>> {
+        self.sending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends, within `within`, the settles still on their way to the shared backend: the outbox,
+    /// the batches being sent and the parked ones. For a server that has stopped: the tasks sending them ran on
+    /// its worker threads and may have ended with them. A settle applies once however often it
+    /// is sent, so one that did arrive is not applied twice.
+    pub async fn flush(&self, within: Duration) {
+        let mut batch = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()));
+        batch.extend(self.in_sending().values().flatten().cloned());
+        // Parked ones too: Redis may answer again by now, and no probe will replay them.
+        batch.extend(std::mem::take(
+            &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        if batch.is_empty() {
+            return;
+        }
+        let sent = tokio::time::timeout(within, self.shared.settle_many(&batch)).await;
+        let failed = sent.map_or(batch.len(), |r| r.iter().filter(|r| r.is_err()).count());
+        if failed > 0 {
+            tracing::warn!(
+                settles = failed,
+                "shutdown: settles not delivered to Redis (their slots and holds end with their leases)"
+            );
         }
     }
 
