@@ -607,7 +607,7 @@ async fn holds_and_captures_of_the_previous_script_carry_over() {
         .unwrap();
     let v1 = redis::Script::new(include_str!("fixtures/limits-v1.lua"));
     // The previous version: a ledger reading, two holds of 40, a capture of 25 for event e0.
-    let mut old = |keys: Vec<String>, args: Vec<String>| {
+    let old = |keys: Vec<String>, args: Vec<String>| {
         let mut call = v1.prepare_invoke();
         call.key(keys).arg(args);
         let mut c = c.clone();
