@@ -134,7 +134,7 @@ pub struct Guard {
     outbox: Mutex<Vec<Parked>>,
     /// Batches taken from the outbox and not yet answered, by batch number: sent again by
     /// [`Guard::flush`] if the task sending them ended with its thread (a server stopping).
-    sending: Mutex<HashMap<u64, Vec<Parked>>>,
+    sending: Mutex<HashMap<u64, Arc<Vec<Parked>>>>,
     batches: AtomicU64,
     /// (tenant, account) of holds taken since the last [`Guard::take_touched`].
     touched: Mutex<HashSet<(TenantId, AccountId)>>,
@@ -371,31 +371,33 @@ impl Guard {
     async fn flush_settles(self: Arc<Self>) {
         // The other tasks ready now (requests ending on this thread) join the batch first.
         tokio::task::yield_now().await;
-        let batch = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()));
+        let batch = Arc::new(std::mem::take(
+            &mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        // Shared with the sending map, not copied: a copy is made only of what failed.
         let number = self.batches.fetch_add(1, Ordering::Relaxed);
         self.in_sending().insert(number, batch.clone());
         let results = self.shared.settle_many(&batch).await;
         self.in_sending().remove(&number);
-        for (parked, settled) in batch.into_iter().zip(results) {
+        for (parked, settled) in batch.iter().zip(results) {
             if let Err(e) = settled {
-                let tenant = parked.0.ask.tenant.clone();
-                self.park(parked);
-                self.degrade(&tenant, &e);
+                self.park(parked.clone());
+                self.degrade(&parked.0.ask.tenant, &e);
             }
         }
     }
 
-    fn in_sending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Parked>>> {
+    fn in_sending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Vec<Parked>>>> {
         self.sending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends, within `within`, the settles still on their way to the shared backend: the outbox,
-    /// the batches being sent and the parked ones. For a server that has stopped: the tasks sending them ran on
-    /// its worker threads and may have ended with them. A settle applies once however often it
+    /// the batches being sent and the parked ones. For a server that has stopped: the tasks
+    /// sending them ran on its worker threads and may have ended with them. A settle applies once however often it
     /// is sent, so one that did arrive is not applied twice.
     pub async fn flush(&self, within: Duration) {
         let mut batch = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()));
-        batch.extend(self.in_sending().values().flatten().cloned());
+        batch.extend(self.in_sending().values().flat_map(|b| b.iter().cloned()));
         // Parked ones too: Redis may answer again by now, and no probe will replay them.
         batch.extend(std::mem::take(
             &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
