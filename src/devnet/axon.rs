@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
@@ -85,13 +85,15 @@ impl AxonStandIn {
     }
 }
 
-async fn synapse(
-    state: web::Data<Arc<AxonStandIn>>,
-    name: web::Path<String>,
+/// The axon's answer to a call of synapse `name`: checks the dendrite's headers, nonce and body
+/// hash as bt.Axon does, then answers (streamed in pieces with the delay when the synapse streams).
+pub(crate) fn answer(
+    state: &AxonStandIn,
+    name: &str,
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
-    if *name != state.mapping.synapse {
+    if name != state.mapping.synapse {
         return refuse(
             404,
             &format!(
@@ -138,25 +140,6 @@ async fn synapse(
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .streaming(body)
-}
-
-/// Serves the stand-in on `listener`.
-pub fn start(
-    stand_in: AxonStandIn,
-    listener: std::net::TcpListener,
-) -> anyhow::Result<actix_web::dev::Server> {
-    let data = web::Data::new(Arc::new(stand_in));
-    Ok(actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(4 << 20))
-            .route("/{synapse}", web::post().to(synapse))
-    })
-    .on_connect(crate::http::no_delay)
-    .workers(1)
-    .shutdown_timeout(1)
-    .listen(listener)?
-    .run())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use crate::worker::hotkey::Hotkey;
 use crate::worker::{epistula, verathos};
 
 pub mod axon;
+pub mod sites;
 pub mod subnet;
 
 /// How a stand-in behaves, for failover tests.
@@ -101,6 +102,12 @@ fn chunk(
 }
 
 async fn chat(state: web::Data<Arc<StandIn>>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    answer(state.get_ref().clone(), req, body).await
+}
+
+/// A stand-in's answer to a chat completion: checks the caller as the miner or gateway it stands
+/// in for would, then answers (streamed word by word with its delay when asked to stream).
+pub(crate) async fn answer(state: Arc<StandIn>, req: HttpRequest, body: Bytes) -> HttpResponse {
     let refuse = |status: u16, detail: &str| {
         HttpResponse::build(
             actix_web::http::StatusCode::from_u16(status)
@@ -259,6 +266,10 @@ async fn chat(state: web::Data<Arc<StandIn>>, req: HttpRequest, body: Bytes) -> 
 }
 
 async fn healthz(state: web::Data<Arc<StandIn>>) -> HttpResponse {
+    health(&state)
+}
+
+pub(crate) fn health(state: &StandIn) -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok", "label": state.label}))
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::SecretString;
 
+use super::sites::Site;
 use super::{Auth, Behaviour, StandIn};
 use crate::auth::secrets;
 use crate::pool::registry::Registry;
@@ -59,9 +60,10 @@ fn worker_hotkey(dir: &Path) -> anyhow::Result<Hotkey> {
     Hotkey::from_keyfile(&path)
 }
 
-/// Starts `count` miners checking `scheme`'s signatures from `validator`; writes their metagraph
-/// to `<dir>/<file>` and returns (its path, the miners' URLs).
-fn spawn_miners(
+/// Adds `count` miners checking `scheme`'s signatures from `validator` to `sites`; writes their
+/// metagraph to `<dir>/<file>` and returns (its path, the miners' URLs).
+fn add_miners(
+    sites: &mut Vec<(TcpListener, Site)>,
     dir: &Path,
     file: &str,
     count: usize,
@@ -81,7 +83,7 @@ fn spawn_miners(
             delay,
             behaviour: Behaviour::Ok,
         };
-        actix_web::rt::spawn(super::start(stand_in, listener)?);
+        sites.push((listener, Site::Miner(Arc::new(stand_in))));
         let incentive = 1.0 / f64::from(uid);
         neurons.push(Neuron {
             uid,
@@ -105,8 +107,9 @@ fn spawn_miners(
     Ok((path.display().to_string(), urls))
 }
 
-/// Starts `count` bt.Axon stand-ins serving SN1's `StreamPromptingSynapse`; like [`spawn_miners`].
-fn spawn_axons(
+/// Adds `count` bt.Axon stand-ins serving SN1's `StreamPromptingSynapse`; like [`add_miners`].
+fn add_axons(
+    sites: &mut Vec<(TcpListener, Site)>,
     dir: &Path,
     count: usize,
     validators: &[String],
@@ -127,7 +130,7 @@ fn spawn_axons(
             delay,
             nonces: Default::default(),
         };
-        actix_web::rt::spawn(super::axon::start(axon, listener)?);
+        sites.push((listener, Site::Axon(Arc::new(axon))));
         neurons.push(Neuron {
             uid,
             hotkey: key.ss58.clone(),
@@ -174,8 +177,10 @@ pub async fn spawn(
     std::fs::create_dir_all(dir)?;
     let hotkey = Arc::new(worker_hotkey(dir)?);
     let validators = vec![hotkey.ss58.clone()];
+    let mut sites = Vec::new();
     let v = validators.clone();
-    let (epistula_graph, mut miner_urls) = spawn_miners(
+    let (epistula_graph, mut miner_urls) = add_miners(
+        &mut sites,
         dir,
         "metagraph.json",
         3,
@@ -186,7 +191,8 @@ pub async fn spawn(
         delay,
     )?;
     let v = validators.clone();
-    let (btauth_graph, urls) = spawn_miners(
+    let (btauth_graph, urls) = add_miners(
+        &mut sites,
         dir,
         "metagraph-btauth.json",
         2,
@@ -198,10 +204,11 @@ pub async fn spawn(
         delay,
     )?;
     miner_urls.extend(urls);
-    let (axon_graph, urls) = spawn_axons(dir, 2, &validators, delay)?;
+    let (axon_graph, urls) = add_axons(&mut sites, dir, 2, &validators, delay)?;
     miner_urls.extend(urls);
     let v = validators.clone();
-    let (verathos_graph, urls) = spawn_miners(
+    let (verathos_graph, urls) = add_miners(
+        &mut sites,
         dir,
         "metagraph-verathos.json",
         2,
@@ -222,7 +229,8 @@ pub async fn spawn(
         delay,
         behaviour: Behaviour::Ok,
     };
-    actix_web::rt::spawn(super::start(owner, listener)?);
+    sites.push((listener, Site::Miner(Arc::new(owner))));
+    actix_web::rt::spawn(super::sites::serve(sites)?);
 
     let owner_upstream = UpstreamConfig::Openai {
         terms: Default::default(),
