@@ -85,6 +85,7 @@ pub fn start(state: AppState, listener: TcpListener, workers: usize) -> anyhow::
     state.pool.spawn_registry_sync(state.registry.clone());
     state.invalidator.spawn_subscriber();
     state.meter.spawn_writer();
+    crate::memory::spawn_returner();
     if state.config.payments.sealer().is_some() {
         crate::billing::payments::auto_topup::spawn(
             state.db.clone(),

@@ -16,6 +16,7 @@ pub mod finance;
 pub mod hop;
 pub mod http;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod openai;
