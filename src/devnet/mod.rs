@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use serde_json::json;
@@ -99,10 +99,6 @@ fn chunk(
     json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     .to_string()
-}
-
-async fn chat(state: web::Data<Arc<StandIn>>, req: HttpRequest, body: Bytes) -> HttpResponse {
-    answer(state.get_ref().clone(), req, body).await
 }
 
 /// A stand-in's answer to a chat completion: checks the caller as the miner or gateway it stands
@@ -265,28 +261,12 @@ pub(crate) async fn answer(state: Arc<StandIn>, req: HttpRequest, body: Bytes) -
         .streaming(body)
 }
 
-async fn healthz(state: web::Data<Arc<StandIn>>) -> HttpResponse {
-    health(&state)
-}
-
+/// A stand-in's `/healthz`: its label.
 pub(crate) fn health(state: &StandIn) -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok", "label": state.label}))
 }
 
-/// Serves a stand-in on `listener` (both `/v1/chat/completions` and `/chat/completions`).
+/// Serves one stand-in on `listener` (both `/v1/chat/completions` and `/chat/completions`).
 pub fn start(stand_in: StandIn, listener: TcpListener) -> anyhow::Result<actix_web::dev::Server> {
-    let data = web::Data::new(Arc::new(stand_in));
-    Ok(actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(4 << 20))
-            .route("/v1/chat/completions", web::post().to(chat))
-            .route("/chat/completions", web::post().to(chat))
-            .route("/healthz", web::get().to(healthz))
-    })
-    .on_connect(crate::http::no_delay)
-    .workers(1)
-    .shutdown_timeout(1)
-    .listen(listener)?
-    .run())
+    sites::serve(vec![(listener, sites::Site::Miner(Arc::new(stand_in)))])
 }
